@@ -1,0 +1,1 @@
+//! Breakers, rate limiting, tracing and metrics for micro-rs, as tower layers.

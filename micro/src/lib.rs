@@ -1,0 +1,1 @@
+//! micro-rs: go-micro's ergonomics for Rust microservices on tokio and tonic.

@@ -1,0 +1,1 @@
+//! Protobuf definitions used by micro-rs and its examples (greeter).
