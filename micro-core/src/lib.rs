@@ -1,1 +1,18 @@
-//! Shared vocabulary of micro-rs: go-micro's error model, call metadata and CallInfo.
+//! Shared vocabulary of micro-rs.
+//!
+//! What the client, the server and every wrapper agree on: go-micro's error model
+//! ([`Error`], carried in a gRPC status), the [`CallInfo`] each wrapper reads from a request,
+//! and the [`CallContext`] of an incoming call (its deadline and metadata), which calls made
+//! while handling it inherit.
+
+mod call;
+mod context;
+mod error;
+pub mod timeout;
+
+pub use call::{CallInfo, NodeInfo, endpoint_of};
+pub use context::{CallContext, Deadline, is_propagated};
+pub use error::{Error, grpc_to_http, http_to_grpc};
+
+/// The error type passed between tower layers.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

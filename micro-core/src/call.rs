@@ -1,0 +1,73 @@
+//! What every wrapper knows about a call.
+
+use std::sync::Arc;
+
+/// The node a call goes to (client side) or arrived at (server side).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NodeInfo {
+    /// Registry node id, e.g. `greeter2-6f1c...`.
+    pub id: Arc<str>,
+    /// `host:port`.
+    pub address: Arc<str>,
+}
+
+/// The call a request belongs to, stored in the request's extensions by micro's client and
+/// server before any wrapper runs. The call's metadata are the request's headers.
+///
+/// ```
+/// # use micro_core::CallInfo;
+/// let info = CallInfo::from_path("greeter2", "/greeter.Greeter/Test");
+/// assert_eq!(&*info.endpoint, "Greeter.Test");
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CallInfo {
+    /// Registered service name, e.g. `greeter2`.
+    pub service: Arc<str>,
+    /// go-micro endpoint, `Service.Method`, e.g. `Greeter.Test`.
+    pub endpoint: Arc<str>,
+    /// The node: chosen per attempt on the client (so `None` outside the retry loop), this
+    /// server's node on the server.
+    pub node: Option<NodeInfo>,
+}
+
+impl CallInfo {
+    /// Builds the info of a call from a gRPC path `/<pkg>.<Service>/<Method>`.
+    pub fn from_path(service: impl Into<Arc<str>>, path: &str) -> Self {
+        CallInfo {
+            service: service.into(),
+            endpoint: endpoint_of(path).into(),
+            node: None,
+        }
+    }
+
+    /// Reads the info from a request, if micro put one there.
+    pub fn of<B>(request: &http::Request<B>) -> Option<&CallInfo> {
+        request.extensions().get::<CallInfo>()
+    }
+}
+
+/// `/any.pkg.Greeter/Hello` -> `Greeter.Hello`; a path that is not of that form is kept
+/// without its leading `/`.
+pub fn endpoint_of(path: &str) -> String {
+    let trimmed = path.trim_start_matches('/');
+    match trimmed.split_once('/') {
+        Some((service, method)) => {
+            let short = service.rsplit('.').next().unwrap_or(service);
+            format!("{short}.{method}")
+        }
+        None => trimmed.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_of_strips_the_package() {
+        assert_eq!(endpoint_of("/greeter.Greeter/Hello"), "Greeter.Hello");
+        assert_eq!(endpoint_of("/a.b.c.Greeter/Test"), "Greeter.Test");
+        assert_eq!(endpoint_of("/Greeter/Test"), "Greeter.Test");
+        assert_eq!(endpoint_of("weird"), "weird");
+    }
+}

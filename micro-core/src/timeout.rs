@@ -1,0 +1,122 @@
+//! Request timeouts on the wire: gRPC's `grpc-timeout` and go-micro's `timeout` header.
+
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderValue};
+
+/// gRPC's standard timeout header.
+pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// go-micro's timeout header: nanoseconds as a decimal string.
+pub const MICRO_TIMEOUT: &str = "timeout";
+
+/// Reads the timeout a caller sent: `grpc-timeout`, else go-micro's `timeout`. A malformed
+/// value is ignored (no timeout), never an error: a bad header must not fail the call.
+pub fn from_headers(headers: &HeaderMap) -> Option<Duration> {
+    let grpc = headers
+        .get(GRPC_TIMEOUT)
+        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
+    grpc.or_else(|| {
+        let nanos = headers
+            .get(MICRO_TIMEOUT)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(Duration::from_nanos(nanos))
+    })
+}
+
+/// Parses `grpc-timeout`: 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).
+pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
+    let (unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let n: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(match unit {
+        b'H' => Duration::from_secs(n * 3600),
+        b'M' => Duration::from_secs(n * 60),
+        b'S' => Duration::from_secs(n),
+        b'm' => Duration::from_millis(n),
+        b'u' => Duration::from_micros(n),
+        b'n' => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// Formats a timeout for `grpc-timeout` with the finest unit that fits in 8 digits.
+pub fn format_grpc_timeout(timeout: Duration) -> HeaderValue {
+    const MAX: u128 = 99_999_999;
+    let nanos = timeout.as_nanos();
+    let (value, unit) = if nanos <= MAX {
+        (nanos, 'n')
+    } else if nanos / 1_000 <= MAX {
+        (nanos.div_ceil(1_000), 'u')
+    } else if nanos / 1_000_000 <= MAX {
+        (nanos.div_ceil(1_000_000), 'm')
+    } else if timeout.as_secs() as u128 <= MAX {
+        (timeout.as_secs() as u128, 'S')
+    } else {
+        ((timeout.as_secs() / 3600).min(MAX as u64) as u128, 'H')
+    };
+    // Digits and an ASCII unit: always a valid header value.
+    HeaderValue::from_str(&format!("{value}{unit}")).unwrap_or(HeaderValue::from_static("0n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_unit_and_rejects_garbage() {
+        assert_eq!(parse_grpc_timeout(b"5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout(b"50m"), Some(Duration::from_millis(50)));
+        assert_eq!(parse_grpc_timeout(b"2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(parse_grpc_timeout(b"3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout(b"7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout(b"9n"), Some(Duration::from_nanos(9)));
+        for bad in [
+            &b""[..],
+            b"S",
+            b"123456789S",
+            b"-1S",
+            b"1x",
+            b"1.5S",
+            b"\xff",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn format_round_trips_within_a_unit() {
+        for d in [
+            Duration::from_nanos(1),
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+            Duration::from_secs(86_400 * 365 * 10),
+        ] {
+            let parsed = parse_grpc_timeout(format_grpc_timeout(d).as_bytes()).unwrap();
+            assert!(
+                parsed >= d && parsed - d < Duration::from_secs(3600),
+                "{d:?} -> {parsed:?}"
+            );
+        }
+        assert_eq!(format_grpc_timeout(Duration::from_millis(50)), "50000000n");
+        assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
+    }
+
+    #[test]
+    fn go_micro_timeout_header_is_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(MICRO_TIMEOUT, HeaderValue::from_static("50000000"));
+        assert_eq!(from_headers(&headers), Some(Duration::from_millis(50)));
+        headers.insert(GRPC_TIMEOUT, HeaderValue::from_static("1S"));
+        assert_eq!(from_headers(&headers), Some(Duration::from_secs(1)));
+        headers.insert(GRPC_TIMEOUT, HeaderValue::from_static("garbage"));
+        assert_eq!(from_headers(&headers), Some(Duration::from_millis(50)));
+        headers.insert(MICRO_TIMEOUT, HeaderValue::from_static("soon"));
+        assert_eq!(from_headers(&headers), None);
+    }
+}
