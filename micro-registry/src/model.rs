@@ -83,3 +83,129 @@ where
 {
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn value(name: &str, kind: &str, values: Vec<Value>) -> Value {
+        Value {
+            name: name.into(),
+            kind: kind.into(),
+            values,
+        }
+    }
+
+    fn greeter() -> Service {
+        Service {
+            name: "greeter".into(),
+            version: "latest".into(),
+            metadata: Metadata::new(),
+            endpoints: vec![Endpoint {
+                name: "Greeter.Hello".into(),
+                request: Some(value(
+                    "Request",
+                    "Request",
+                    vec![value("name", "string", vec![])],
+                )),
+                response: Some(value(
+                    "Response",
+                    "Response",
+                    vec![value("msg", "string", vec![])],
+                )),
+                metadata: Metadata::new(),
+            }],
+            nodes: vec![Node {
+                id: "greeter-6f1c0a9e-7d1b-4c8e-9f0a-1b2c3d4e5f60".into(),
+                address: "10.0.0.1:50051".into(),
+                metadata: [
+                    ("transport", "grpc"),
+                    ("broker", "http"),
+                    ("server", "grpc"),
+                    ("registry", "etcd"),
+                    ("protocol", "grpc"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            }],
+        }
+    }
+
+    /// The JSON go-micro writes for this service, byte for byte, except that Go writes a nil
+    /// map or slice as `null` where we write `{}` / `[]` (both sides decode either).
+    const GREETER_JSON: &str = concat!(
+        r#"{"name":"greeter","version":"latest","metadata":{},"#,
+        r#""endpoints":[{"name":"Greeter.Hello","#,
+        r#""request":{"name":"Request","type":"Request","values":[{"name":"name","type":"string","values":[]}]},"#,
+        r#""response":{"name":"Response","type":"Response","values":[{"name":"msg","type":"string","values":[]}]},"#,
+        r#""metadata":{}}],"#,
+        r#""nodes":[{"id":"greeter-6f1c0a9e-7d1b-4c8e-9f0a-1b2c3d4e5f60","address":"10.0.0.1:50051","#,
+        r#""metadata":{"broker":"http","protocol":"grpc","registry":"etcd","server":"grpc","transport":"grpc"}}]}"#
+    );
+
+    #[test]
+    fn serialises_as_go_micro() {
+        assert_eq!(serde_json::to_string(&greeter()).unwrap(), GREETER_JSON);
+        let back: Service = serde_json::from_str(GREETER_JSON).unwrap();
+        assert_eq!(back, greeter());
+    }
+
+    #[test]
+    fn decodes_what_go_writes_with_nulls() {
+        // As a go-micro v4 service writes it: nil service metadata, leaf `values` null.
+        let go = concat!(
+            r#"{"name":"greeter","version":"latest","metadata":null,"#,
+            r#""endpoints":[{"name":"Greeter.Hello","#,
+            r#""request":{"name":"Request","type":"Request","values":[{"name":"name","type":"string","values":null}]},"#,
+            r#""response":{"name":"Response","type":"Response","values":[{"name":"msg","type":"string","values":null}]},"#,
+            r#""metadata":{}}],"#,
+            r#""nodes":[{"id":"greeter-6f1c0a9e-7d1b-4c8e-9f0a-1b2c3d4e5f60","address":"10.0.0.1:50051","#,
+            r#""metadata":{"broker":"http","protocol":"grpc","registry":"etcd","server":"grpc","transport":"grpc"}}]}"#
+        );
+        let decoded: Service = serde_json::from_str(go).unwrap();
+        assert_eq!(decoded, greeter());
+    }
+
+    #[test]
+    fn decodes_nulls_missing_fields_and_any_order() {
+        let go = r#"{"nodes":[{"metadata":null,"address":"1.2.3.4:5","id":"n1"}],
+            "endpoints":null,"metadata":null,"name":"x"}"#;
+        let decoded: Service = serde_json::from_str(go).unwrap();
+        assert_eq!(decoded.name, "x");
+        assert_eq!(decoded.version, "");
+        assert!(decoded.endpoints.is_empty() && decoded.metadata.is_empty());
+        assert_eq!(decoded.nodes[0].id, "n1");
+        assert!(decoded.nodes[0].metadata.is_empty());
+
+        let endpoint: Endpoint =
+            serde_json::from_str(r#"{"request":null,"name":"A.B","metadata":null}"#).unwrap();
+        assert_eq!(endpoint.request, None);
+        assert_eq!(endpoint.response, None);
+
+        let value: Value = serde_json::from_str(r#"{"values":null,"type":"[]string"}"#).unwrap();
+        assert_eq!(value.kind, "[]string");
+
+        let empty: Service = serde_json::from_str("{}").unwrap();
+        assert_eq!(empty, Service::default());
+        let nulls: Service =
+            serde_json::from_str(r#"{"name":null,"version":null,"nodes":null}"#).unwrap();
+        assert_eq!(nulls, Service::default());
+    }
+
+    #[test]
+    fn stream_endpoint_metadata() {
+        let endpoint: Endpoint = serde_json::from_str(
+            r#"{"name":"Greeter.Stream","request":null,"response":null,"metadata":{"stream":"true"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            endpoint.metadata.get("stream").map(String::as_str),
+            Some("true")
+        );
+        assert_eq!(
+            serde_json::to_string(&endpoint).unwrap(),
+            r#"{"name":"Greeter.Stream","request":null,"response":null,"metadata":{"stream":"true"}}"#
+        );
+    }
+}
