@@ -1,1 +1,340 @@
-//! The micro-rs client: discovery-backed selector, channel pool, retries and wrapper stacks.
+//! The micro-rs client.
+//!
+//! Calls go to a service by name: a [`Channel`] that any tonic-generated client runs over
+//! (`GreeterClient::new(client.channel("greeter2"))`), or the dynamic [`Client::call`].
+//! Each call passes the client wrappers (around the whole call, retries included), then the
+//! retry loop: pick a node from the registry cache (never a registry round trip per call),
+//! pass the call wrappers (around each attempt on one node), then the node's pooled channel.
+
+mod dispatch;
+mod options;
+mod pool;
+mod replay;
+mod selector;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Weak},
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{Request, Response, uri::PathAndQuery};
+use micro_core::{BoxError, CallInfo};
+use micro_registry::{Action, Cache};
+use tonic::{Status, body::Body};
+use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
+use tower_service::Service;
+
+pub use options::{CallOptions, Options, RetryPolicy, retry_on_unavailable};
+pub use selector::{Filter, Strategy};
+
+use crate::{
+    dispatch::{Attempt, Dispatch, Shared},
+    pool::Pool,
+    selector::Selector,
+};
+
+/// A call as wrappers see it, type-erased.
+pub type BoxService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+type BoxLayer = Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>;
+
+/// Boxes a tower layer so that layers of different types stack.
+fn box_layer<L, S, ResBody>(layer: L) -> BoxLayer
+where
+    L: Layer<BoxService, Service = S> + Send + Sync + 'static,
+    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    Arc::new(move |inner| {
+        BoxCloneSyncService::new(
+            layer
+                .layer(inner)
+                .map_response(|r| r.map(Body::new))
+                .map_err(Into::into),
+        )
+    })
+}
+
+/// Builds a [`Client`]: options and wrappers.
+#[derive(Default)]
+pub struct Builder {
+    options: Options,
+    client_layers: Vec<BoxLayer>,
+    call_layers: Vec<BoxLayer>,
+}
+
+impl Builder {
+    /// A builder with go-micro's defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Replaces the options.
+    #[must_use]
+    pub fn options(mut self, options: Options) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Mutable options.
+    pub fn options_mut(&mut self) -> &mut Options {
+        &mut self.options
+    }
+
+    /// Adds a client wrapper: around the whole call, retries included. The first added is the
+    /// outermost, as in go-micro. The request carries its [`CallInfo`] (no node yet).
+    #[must_use]
+    pub fn wrap_client<L, S, ResBody>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxService, Service = S> + Send + Sync + 'static,
+        S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        self.client_layers.push(box_layer(layer));
+        self
+    }
+
+    /// Adds a call wrapper: around each attempt on one node; [`CallInfo::node`] is set.
+    #[must_use]
+    pub fn wrap_call<L, S, ResBody>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxService, Service = S> + Send + Sync + 'static,
+        S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        self.call_layers.push(box_layer(layer));
+        self
+    }
+
+    /// The client, reading services from `cache`. Needs a tokio runtime (it follows the cache's
+    /// changes to drop connections to nodes that left).
+    pub fn build(self, cache: Cache) -> Client {
+        let pool = Arc::new(Pool::new(self.options.dial_timeout));
+        let selector = Selector::new(self.options.strategy, self.options.filters.clone());
+        evict_departed_nodes(&cache, Arc::downgrade(&pool));
+        let shared = Arc::new(Shared {
+            options: self.options,
+            cache,
+            selector,
+        });
+        let attempt = stack(
+            BoxCloneSyncService::new(Attempt { pool }),
+            &self.call_layers,
+        );
+        let dispatch = BoxCloneSyncService::new(Dispatch::new(shared.clone(), attempt));
+        let stack = stack(dispatch, &self.client_layers);
+        Client { stack, shared }
+    }
+}
+
+/// Applies layers so that the first in the list is the outermost.
+fn stack(inner: BoxService, layers: &[BoxLayer]) -> BoxService {
+    layers
+        .iter()
+        .rev()
+        .fold(inner, |service, layer| layer(service))
+}
+
+/// Drops pooled channels of nodes the registry says are gone.
+fn evict_departed_nodes(cache: &Cache, pool: Weak<Pool>) {
+    let mut events = cache.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) if event.action == Action::Delete => {
+                    let Some(pool) = pool.upgrade() else { return };
+                    event
+                        .service
+                        .nodes
+                        .iter()
+                        .for_each(|node| pool.remove(&node.address));
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    if pool.strong_count() == 0 {
+                        return;
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+}
+
+/// Calls services by name. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    stack: BoxService,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("options", &self.shared.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The options.
+    pub fn options(&self) -> &Options {
+        &self.shared.options
+    }
+
+    /// A channel to the named service, for tonic-generated clients:
+    /// `GreeterClient::new(client.channel("greeter2"))`.
+    pub fn channel(&self, service: impl Into<Arc<str>>) -> Channel {
+        Channel {
+            service: service.into(),
+            stack: self.stack.clone(),
+        }
+    }
+
+    /// Calls `endpoint` (`Greeter.Test`) of `service` (`greeter2`) without a generated client,
+    /// on go-micro's path `/<service>.<Greeter>/<Test>`; an endpoint starting with `/` is used
+    /// as the path unchanged.
+    pub async fn call<Req, Rsp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: Req,
+    ) -> Result<Rsp, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Rsp: prost::Message + Default + Send + Sync + 'static,
+    {
+        self.call_with(service, endpoint, request, CallOptions::default())
+            .await
+    }
+
+    /// [`Client::call`] with per-call options.
+    pub async fn call_with<Req, Rsp>(
+        &self,
+        service: &str,
+        endpoint: &str,
+        request: Req,
+        options: CallOptions,
+    ) -> Result<Rsp, Status>
+    where
+        Req: prost::Message + Send + Sync + 'static,
+        Rsp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let path = go_micro_path(service, endpoint)?;
+        let mut grpc = tonic::client::Grpc::new(self.channel(service));
+        grpc.ready()
+            .await
+            .map_err(|err| Status::unavailable(err.to_string()))?;
+        let mut request = tonic::Request::new(request);
+        request.extensions_mut().insert(options);
+        let codec = tonic_prost::ProstCodec::<Req, Rsp>::default();
+        grpc.unary(request, path, codec)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// go-micro's gRPC path for an endpoint: `greeter2` + `Greeter.Test` -> `/greeter2.Greeter/Test`.
+fn go_micro_path(service: &str, endpoint: &str) -> Result<PathAndQuery, Status> {
+    let path = if endpoint.starts_with('/') {
+        endpoint.to_owned()
+    } else {
+        let (svc, method) = endpoint.split_once('.').ok_or_else(|| {
+            micro_core::Error::bad_request(
+                "go.micro.client",
+                format!("invalid endpoint {endpoint:?}: want Service.Method"),
+            )
+            .to_status()
+        })?;
+        format!("/{service}.{svc}/{method}")
+    };
+    PathAndQuery::try_from(path).map_err(|err| {
+        micro_core::Error::bad_request(
+            "go.micro.client",
+            format!("invalid endpoint {endpoint:?}: {err}"),
+        )
+        .to_status()
+    })
+}
+
+/// A channel to one service, found through the registry; what tonic-generated clients run
+/// over. Cheap to clone.
+#[derive(Clone)]
+pub struct Channel {
+    service: Arc<str>,
+    stack: BoxService,
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Channel")
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Channel {
+    /// The service this channel calls.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+}
+
+impl Service<Request<Body>> for Channel {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.stack.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        let info = CallInfo::from_path(self.service.clone(), request.uri().path());
+        request.extensions_mut().insert(info);
+        // The ready service takes the call; its clone stays for the next poll_ready.
+        let clone = self.stack.clone();
+        std::mem::replace(&mut self.stack, clone).call(request)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_micro_paths() {
+        assert_eq!(
+            go_micro_path("greeter2", "Greeter.Test").unwrap(),
+            "/greeter2.Greeter/Test"
+        );
+        assert_eq!(
+            go_micro_path("x", "/greeter.Greeter/Test").unwrap(),
+            "/greeter.Greeter/Test"
+        );
+        assert_eq!(
+            go_micro_path("x", "NoDot").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            go_micro_path("x", "A.b c").unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+    }
+}

@@ -1,1 +1,377 @@
-//! The micro-rs server: hosts tonic services, registers them, wraps handlers, drains on shutdown.
+//! The micro-rs server.
+//!
+//! Hosts any tonic-generated service, lists its endpoints in the registry and keeps the node
+//! registered (TTL lease, renewed every register interval), runs every request through the
+//! handler wrappers, accepts go-micro's path form (`/<any>.Greeter/Hello`), serves gRPC health
+//! and reflection, and on shutdown deregisters first, then drains in-flight calls.
+
+mod address;
+mod endpoints;
+mod entry;
+mod health;
+mod registrar;
+
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use micro_core::{BoxError, NodeInfo};
+use micro_registry::{Metadata, Node, Registry, Service as Registration};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming};
+use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
+use tower_service::Service;
+
+use crate::{
+    endpoints::Descriptors,
+    entry::{Entry, PathMap},
+    health::Health,
+};
+
+/// A handler stack as handler wrappers see it, type-erased.
+pub type HandlerService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+
+/// Server errors.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The listen address could not be parsed or bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A descriptor set given to the server did not decode.
+    #[error("invalid file descriptor set: {0}")]
+    Descriptor(#[from] prost::DecodeError),
+    /// Reflection could not be built from the descriptors.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// Server options, as go-micro's server options.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Service name to register, e.g. `greeter2`.
+    pub name: String,
+    /// Service version (`latest` when empty).
+    pub version: String,
+    /// Node id; generated as `<name>-<uuid>` when empty.
+    pub id: String,
+    /// Address to listen on, `host:port`.
+    pub address: String,
+    /// Address to register instead of the bound one (e.g. behind NAT).
+    pub advertise: Option<String>,
+    /// Node metadata added to go-micro's own keys.
+    pub metadata: Metadata,
+    /// TTL of the registration (go-micro's default 60 s).
+    pub register_ttl: Duration,
+    /// How often the registration is renewed (go-micro's default 30 s).
+    pub register_interval: Duration,
+    /// How long shutdown waits for in-flight calls.
+    pub grace_period: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            name: "go.micro.server".into(),
+            version: String::new(),
+            id: String::new(),
+            address: "127.0.0.1:0".into(),
+            advertise: None,
+            metadata: Metadata::new(),
+            register_ttl: Duration::from_secs(60),
+            register_interval: Duration::from_secs(30),
+            grace_period: Duration::from_secs(5),
+        }
+    }
+}
+
+type HandlerLayer = Arc<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
+
+/// A server being assembled: services, descriptors and handler wrappers.
+pub struct Server {
+    options: Options,
+    routes: Routes,
+    names: Vec<&'static str>,
+    descriptors: Descriptors,
+    encoded_descriptors: Vec<Vec<u8>>,
+    layers: Vec<HandlerLayer>,
+}
+
+impl Server {
+    /// A server with these options and no services yet.
+    pub fn new(options: Options) -> Self {
+        Server {
+            options,
+            routes: Routes::default(),
+            names: Vec::new(),
+            descriptors: Descriptors::default(),
+            encoded_descriptors: Vec::new(),
+            layers: Vec::new(),
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Mutable options, until the server starts.
+    pub fn options_mut(&mut self) -> &mut Options {
+        &mut self.options
+    }
+
+    /// Hosts a tonic-generated service (`GreeterServer::new(handler)`).
+    pub fn add_service<S>(&mut self, service: S) -> &mut Self
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.names.push(S::NAME);
+        self.routes = std::mem::take(&mut self.routes).add_service(service);
+        self
+    }
+
+    /// Adds an encoded `FileDescriptorSet` describing hosted services: their endpoints are
+    /// listed in the registry and served by reflection.
+    pub fn add_descriptors(&mut self, encoded: &[u8]) -> Result<&mut Self, Error> {
+        self.descriptors.add_encoded(encoded)?;
+        self.encoded_descriptors.push(encoded.to_vec());
+        Ok(self)
+    }
+
+    /// Wraps every handler call in a tower layer. The first layer added is the outermost, as
+    /// in go-micro. Each request carries its [`micro_core::CallInfo`] in its extensions.
+    pub fn wrap<L, S, ResBody>(&mut self, layer: L) -> &mut Self
+    where
+        L: Layer<HandlerService, Service = S> + Send + Sync + 'static,
+        S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        self.layers.push(Arc::new(move |inner| {
+            BoxCloneSyncService::new(
+                layer
+                    .layer(inner)
+                    .map_response(|r| r.map(Body::new))
+                    .map_err(Into::into),
+            )
+        }));
+        self
+    }
+
+    /// Binds, registers and starts serving. Registration failure is logged and retried every
+    /// register interval (as go-micro does); health reports SERVING once registered.
+    pub async fn start(self, registry: Arc<dyn Registry>) -> Result<Running, Error> {
+        let Server {
+            options,
+            routes,
+            names,
+            descriptors,
+            encoded_descriptors,
+            layers,
+        } = self;
+        let listener = TcpListener::bind(&options.address)
+            .await
+            .map_err(|source| Error::Bind {
+                address: options.address.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| Error::Bind {
+            address: options.address.clone(),
+            source,
+        })?;
+        let address = address::advertised(local_addr, options.advertise.as_deref()).await;
+        let registration = registration(&options, &names, &descriptors, &address, registry.name());
+        let node = NodeInfo {
+            id: registration.nodes[0].id.as_str().into(),
+            address: address.as_str().into(),
+        };
+
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let health = Health::new(reporter, names.iter().map(|n| (*n).to_owned()).collect());
+        health.not_serving().await;
+
+        let mut paths = PathMap::default();
+        names.iter().for_each(|name| paths.add_user(name));
+        let mut builtin = Routes::new(health_service);
+        paths.add_builtin("grpc.health.v1.Health");
+        if !encoded_descriptors.is_empty() {
+            let mut reflection = tonic_reflection::server::Builder::configure();
+            for encoded in &encoded_descriptors {
+                reflection = reflection.register_encoded_file_descriptor_set(encoded);
+            }
+            let v1 = reflection
+                .build_v1()
+                .map_err(|e| Error::Reflection(e.to_string()))?;
+            paths.add_builtin("grpc.reflection.v1.ServerReflection");
+            builtin = builtin.add_service(v1);
+        }
+
+        let mut handlers = boxed(routes);
+        for layer in layers.iter().rev() {
+            handlers = layer(handlers);
+        }
+        let builtin = boxed(builtin);
+        let entry = Entry::new(
+            handlers,
+            builtin,
+            paths,
+            options.name.as_str().into(),
+            node.clone(),
+        );
+
+        let shutdown = CancellationToken::new();
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let signal = shutdown.clone();
+        let serve = tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .serve_with_incoming_shutdown(entry, incoming, signal.cancelled_owned())
+                .await
+        });
+
+        let registered =
+            registrar::register_once(&*registry, &registration, options.register_ttl, &health)
+                .await;
+        let registrar = tokio::spawn(registrar::run(
+            registry.clone(),
+            registration.clone(),
+            options.register_ttl,
+            options.register_interval,
+            health.clone(),
+            shutdown.child_token(),
+        ));
+        tracing::info!(service = %options.name, node = %node.id, %address, registered, "server started");
+        Ok(Running {
+            local_addr,
+            node,
+            registration,
+            registry,
+            health,
+            grace_period: options.grace_period,
+            shutdown,
+            serve,
+            registrar,
+        })
+    }
+}
+
+fn boxed(routes: Routes) -> HandlerService {
+    BoxCloneSyncService::new(ServiceExt::<Request<Body>>::map_err(
+        routes.prepare(),
+        |never| match never {},
+    ))
+}
+
+/// The registration of this node: one service with one node, as go-micro writes it.
+fn registration(
+    options: &Options,
+    names: &[&'static str],
+    descriptors: &Descriptors,
+    address: &str,
+    registry: &str,
+) -> Registration {
+    let id = if options.id.is_empty() {
+        format!("{}-{}", options.name, uuid::Uuid::new_v4())
+    } else {
+        options.id.clone()
+    };
+    let mut metadata = options.metadata.clone();
+    for (key, value) in [
+        ("broker", "http"),
+        ("protocol", "grpc"),
+        ("registry", registry),
+        ("server", "grpc"),
+        ("transport", "grpc"),
+    ] {
+        metadata.entry(key.into()).or_insert_with(|| value.into());
+    }
+    let endpoints = names
+        .iter()
+        .flat_map(|name| {
+            descriptors.endpoints(name).unwrap_or_else(|| {
+                tracing::debug!(service = name, "no descriptor: endpoints not listed");
+                Vec::new()
+            })
+        })
+        .collect();
+    let version = if options.version.is_empty() {
+        micro_registry::DEFAULT_VERSION.to_owned()
+    } else {
+        options.version.clone()
+    };
+    Registration {
+        name: options.name.clone(),
+        version,
+        metadata: Metadata::new(),
+        endpoints,
+        nodes: vec![Node {
+            id,
+            address: address.to_owned(),
+            metadata,
+        }],
+    }
+}
+
+/// A started server.
+pub struct Running {
+    local_addr: SocketAddr,
+    node: NodeInfo,
+    registration: Registration,
+    registry: Arc<dyn Registry>,
+    health: Health,
+    grace_period: Duration,
+    shutdown: CancellationToken,
+    serve: JoinHandle<Result<(), tonic::transport::Error>>,
+    registrar: JoinHandle<()>,
+}
+
+impl Running {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// This node (id and registered address).
+    pub fn node(&self) -> &NodeInfo {
+        &self.node
+    }
+
+    /// What the server registers.
+    pub fn registration(&self) -> &Registration {
+        &self.registration
+    }
+
+    /// Stops in go-micro's order: stop re-registering, deregister, then stop accepting and
+    /// wait for in-flight calls up to the grace period.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.registrar.await;
+        self.health.not_serving().await;
+        if let Err(err) = self.registry.deregister(&self.registration).await {
+            tracing::warn!(service = %self.registration.name, %err, "deregister failed");
+        }
+        let mut serve = self.serve;
+        match tokio::time::timeout(self.grace_period, &mut serve).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => tracing::warn!(%err, "server ended with an error"),
+            Ok(Err(err)) => tracing::warn!(%err, "server task failed"),
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace_period, "grace period over with calls in flight");
+                serve.abort();
+            }
+        }
+        tracing::info!(service = %self.registration.name, node = %self.node.id, "server stopped");
+    }
+}

@@ -1,0 +1,262 @@
+//! The retry loop: for each attempt, select a node, then run the call wrappers and the
+//! node's pooled channel; retry on another node while the policy allows and time is left.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use http::{HeaderValue, Request, Response};
+use micro_core::{BoxError, CallContext, CallInfo, Deadline, Error, NodeInfo};
+use micro_registry::Cache;
+use tonic::{Status, body::Body};
+use tower::ServiceExt;
+use tower_service::Service;
+
+use crate::{BoxService, CallOptions, Options, pool::Pool, replay::Replay, selector::Selector};
+
+const CLIENT_ID: &str = "go.micro.client";
+
+/// State shared by every call of one client.
+pub(crate) struct Shared {
+    pub(crate) options: Options,
+    pub(crate) cache: Cache,
+    pub(crate) selector: Selector,
+}
+
+/// The service below the client wrappers.
+#[derive(Clone)]
+pub(crate) struct Dispatch {
+    shared: Arc<Shared>,
+    /// Call wrappers around [`Attempt`].
+    attempt: BoxService,
+}
+
+impl Dispatch {
+    pub(crate) fn new(shared: Arc<Shared>, attempt: BoxService) -> Self {
+        Dispatch { shared, attempt }
+    }
+}
+
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+impl Service<Request<Body>> for Dispatch {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> BoxFuture {
+        Box::pin(dispatch(self.shared.clone(), self.attempt.clone(), request))
+    }
+}
+
+async fn dispatch(
+    shared: Arc<Shared>,
+    attempt: BoxService,
+    request: Request<Body>,
+) -> Result<Response<Body>, BoxError> {
+    let (mut parts, body) = request.into_parts();
+    let Some(info) = parts.extensions.get::<CallInfo>().cloned() else {
+        return Err(Error::internal(CLIENT_ID, "request has no CallInfo")
+            .to_status()
+            .into());
+    };
+    let call = parts
+        .extensions
+        .get::<CallOptions>()
+        .cloned()
+        .unwrap_or_default();
+    let incoming = CallContext::current();
+
+    // The deadline: the call's timeout, or the incoming call's deadline if that is sooner.
+    let timeout = call.timeout.unwrap_or(shared.options.request_timeout);
+    let mut deadline = Deadline::after(timeout);
+    if let Some(inherited) = incoming.as_ref().and_then(|ctx| ctx.deadline) {
+        deadline = deadline.min(inherited);
+    }
+    if let Some(ctx) = &incoming {
+        for (name, value) in &ctx.metadata {
+            if !parts.headers.contains_key(name) {
+                parts.headers.insert(name.clone(), value.clone());
+            }
+        }
+    }
+
+    let attempts = async {
+        let mut body = Replay::read(body).await?;
+        let retries = call.retries.unwrap_or(shared.options.retries);
+        let mut tried: Vec<Arc<str>> = Vec::new();
+        let mut attempt_no = 0;
+        loop {
+            if attempt_no > 0 {
+                tokio::time::sleep(shared.options.backoff_for(attempt_no)).await;
+            }
+            let node = pick(&shared, &info, &call, &tried).await?;
+            let mut request = Request::from_parts(clone_parts(&parts), body.body());
+            set_timeout_headers(request.headers_mut(), deadline);
+            request.extensions_mut().insert(CallInfo {
+                node: Some(node.clone()),
+                ..info.clone()
+            });
+            let result = attempt.clone().oneshot(request).await;
+            let status = match &result {
+                Ok(response) => trailers_only_status(response),
+                Err(err) => Some(status_of(err)),
+            };
+            let retry = status.as_ref().is_some_and(|s| (shared.options.retry)(s))
+                && attempt_no < retries
+                && body.is_replayable();
+            if !retry {
+                return result.map_err(|err| {
+                    let status = status_of(&err);
+                    let detail = format!("service {}: {}", info.service, status.message());
+                    if status.code() == tonic::Code::Unavailable
+                        && Error::parse(status.message()).code == 0
+                    {
+                        Error::unavailable(CLIENT_ID, detail).to_status().into()
+                    } else {
+                        err
+                    }
+                });
+            }
+            tracing::debug!(service = %info.service, node = %node.id, attempt = attempt_no, "retrying");
+            tried.push(node.id.clone());
+            attempt_no += 1;
+        }
+    };
+    match tokio::time::timeout_at(deadline.0, attempts).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::timeout(
+            CLIENT_ID,
+            format!("call {}.{} timed out", info.service, info.endpoint),
+        )
+        .to_status()
+        .into()),
+    }
+}
+
+/// Selects a node for the next attempt.
+async fn pick(
+    shared: &Shared,
+    info: &CallInfo,
+    call: &CallOptions,
+    tried: &[Arc<str>],
+) -> Result<NodeInfo, BoxError> {
+    let services = shared
+        .cache
+        .get_service(&info.service)
+        .await
+        .map_err(|err| {
+            let detail = match err {
+                micro_registry::Error::NotFound => format!("service {}: not found", info.service),
+                other => format!("service {}: {other}", info.service),
+            };
+            BoxError::from(Error::internal(CLIENT_ID, detail).to_status())
+        })?;
+    let node = shared
+        .selector
+        .select(&info.service, &services, &call.filters, tried)
+        .ok_or_else(|| {
+            BoxError::from(
+                Error::internal(
+                    CLIENT_ID,
+                    format!("service {}: none available", info.service),
+                )
+                .to_status(),
+            )
+        })?;
+    Ok(NodeInfo {
+        id: node.id.as_str().into(),
+        address: node.address.as_str().into(),
+    })
+}
+
+fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
+    let (mut clone, ()) = Request::new(()).into_parts();
+    clone.method = parts.method.clone();
+    clone.uri = parts.uri.clone();
+    clone.version = parts.version;
+    clone.headers = parts.headers.clone();
+    clone.extensions = parts.extensions.clone();
+    clone
+}
+
+/// Sends the time left both as gRPC's `grpc-timeout` and as go-micro's `timeout` (ns).
+fn set_timeout_headers(headers: &mut http::HeaderMap, deadline: Deadline) {
+    let left = deadline.remaining();
+    headers.insert(
+        micro_core::timeout::GRPC_TIMEOUT,
+        micro_core::timeout::format_grpc_timeout(left),
+    );
+    if let Ok(nanos) = HeaderValue::from_str(&left.as_nanos().to_string()) {
+        headers.insert(micro_core::timeout::MICRO_TIMEOUT, nanos);
+    }
+}
+
+/// The status of a trailers-only response (an error answered without a body).
+fn trailers_only_status(response: &Response<Body>) -> Option<Status> {
+    let status = Status::from_header_map(response.headers())?;
+    (status.code() != tonic::Code::Ok).then_some(status)
+}
+
+/// The gRPC status an error stands for (connection failures are `Unavailable`).
+pub(crate) fn status_of(err: &BoxError) -> Status {
+    if let Some(status) = err.downcast_ref::<Status>() {
+        return Status::new(status.code(), status.message());
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**err);
+    while let Some(e) = source {
+        if let Some(status) = e.downcast_ref::<Status>() {
+            return Status::new(status.code(), status.message());
+        }
+        source = e.source();
+    }
+    // Transport failures: the request did not reach a handler.
+    Status::unavailable(err.to_string())
+}
+
+/// The innermost service: sends one attempt to the node in the request's [`CallInfo`].
+#[derive(Clone)]
+pub(crate) struct Attempt {
+    pub(crate) pool: Arc<Pool>,
+}
+
+impl Service<Request<Body>> for Attempt {
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> BoxFuture {
+        let address = request
+            .extensions()
+            .get::<CallInfo>()
+            .and_then(|i| i.node.as_ref())
+            .map(|n| n.address.clone());
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let Some(address) = address else {
+                return Err(Error::internal(CLIENT_ID, "no node chosen")
+                    .to_status()
+                    .into());
+            };
+            let channel = pool.get(&address).map_err(|err| {
+                BoxError::from(
+                    Error::internal(CLIENT_ID, format!("bad node address {address}: {err}"))
+                        .to_status(),
+                )
+            })?;
+            let response = channel.oneshot(request).await.map_err(BoxError::from)?;
+            Ok(response.map(Body::new))
+        })
+    }
+}
