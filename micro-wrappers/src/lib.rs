@@ -1,1 +1,24 @@
 //! Breakers, rate limiting, tracing and metrics for micro-rs, as tower layers.
+//!
+//! This crate holds the resilience *algorithms* as plain, clock-driven state machines, apart
+//! from any plumbing, so they can be proven exactly and measured alone:
+//!
+//! * [`breaker::gobreaker`]: sony/gobreaker's counts, generations and lazy states;
+//! * [`breaker::hystrix`]: afex/hystrix-go's rolling error percentage, sleep-window probe,
+//!   concurrency limit, timeout and fallback;
+//! * [`breaker::adaptive`]: the Google SRE book's client-side throttling, as go-zero;
+//! * [`ratelimit::bucket`]: juju/ratelimit's token bucket, as one lock-free compare-and-swap.
+//!
+//! Every type reads time from a [`clock::Clock`]: [`clock::SystemClock`] in production,
+//! [`clock::ManualClock`] in tests, so no rule needs a real sleep to be tested.
+
+pub mod breaker;
+pub mod clock;
+pub mod ratelimit;
+
+pub use breaker::{AdaptiveBreaker, CircuitBreaker, HystrixCircuit};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use ratelimit::Bucket;
+
+/// A boxed error, the default error type of the guarded requests.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
