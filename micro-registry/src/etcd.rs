@@ -389,11 +389,9 @@ impl Registry for Etcd {
                 Ok(state) => {
                     nodes.insert(key, state);
                 }
-                Err(e) => {
-                    // Forget what we knew: the next call starts from scratch.
-                    nodes.remove(&key);
-                    return Err(e);
-                }
+                // Keep what we knew: after an outage the next call renews the same lease
+                // (etcd keeps leases across a restart) instead of rewriting the key.
+                Err(e) => return Err(e),
             }
         }
         Ok(())

@@ -248,6 +248,7 @@ async fn registration_survives_etcd_restart_and_wipe() {
     let svc = service("greeter", "greeter-survivor", "127.0.0.1:1");
     let key = node_key("greeter", "greeter-survivor");
     registry.register(&svc, ttl(2)).await.unwrap();
+    let written = raw_get(&etcd, &key).await.unwrap();
 
     // Same data dir, down longer than the TTL.
     etcd.stop().await.unwrap();
@@ -255,6 +256,12 @@ async fn registration_survives_etcd_restart_and_wipe() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     etcd.start_again().await.unwrap();
     register_until_present(&registry, &svc, &etcd).await;
+    // etcd restores leases on restart: the old lease is renewed, the key not rewritten.
+    let kept = raw_get(&etcd, &key).await.unwrap();
+    assert_eq!(
+        (kept.lease(), kept.mod_revision()),
+        (written.lease(), written.mod_revision())
+    );
     // And it stays: renewals keep working on whatever lease it now has.
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(1)).await;
