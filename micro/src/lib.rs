@@ -1,1 +1,49 @@
-//! micro-rs: go-micro's ergonomics for Rust microservices on tokio and tonic.
+//! micro-rs: go-micro's ergonomics for Rust microservices, on tokio and tonic.
+//!
+//! A [`Service`] hosts tonic-generated services, registers itself in a registry (embedded
+//! memory by default, etcd for real deployments, wire-compatible with go-micro), and gives a
+//! [`client`](Service::client) that finds other services by name. Handler and client
+//! wrappers are tower layers.
+//!
+//! ```no_run
+//! # use std::time::Duration;
+//! # async fn run() -> Result<(), micro::Error> {
+//! let mut service = micro::Service::new()
+//!     .name("greeter1")
+//!     .registry(micro::registry::Etcd::new(["127.0.0.1:2379"]))
+//!     .register_ttl(Duration::from_secs(5))
+//!     .register_interval(Duration::from_secs(4))
+//!     .init();
+//! let greeter2 = service.client().channel("greeter2"); // for GreeterClient::new(..)
+//! # let _ = greeter2;
+//! service.run().await
+//! # }
+//! ```
+
+mod flags;
+mod service;
+
+pub use flags::Flags;
+pub use micro_client::{CallOptions, Channel, Client};
+pub use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo};
+pub use service::{Error, Running, Service, default_registry};
+
+/// go-micro's error model (`{id, code, detail, status}`), as go-micro's `errors` package.
+pub mod errors {
+    pub use micro_core::{Error, grpc_to_http, http_to_grpc};
+}
+
+/// Service discovery: registries and the model.
+pub mod registry {
+    pub use micro_registry::*;
+}
+
+/// The client: options, selector strategies and filters.
+pub mod client {
+    pub use micro_client::*;
+}
+
+/// The server: options and handler types.
+pub mod server {
+    pub use micro_server::*;
+}

@@ -1,0 +1,114 @@
+//! The seed's greeter handlers, shared by the example binaries, the demo and the tests.
+//!
+//! greeter1's `Hello` calls greeter2's `Test` through discovery and answers with its reply;
+//! greeter2's `Test` sleeps (100 ms in the seed), then answers.
+
+use std::time::Duration;
+
+use micro::{CallInfo, Channel, Deadline};
+use proto::greeter::{Request, Response, greeter_client::GreeterClient, greeter_server::Greeter};
+use tonic::Status;
+
+/// greeter2's handler.
+#[derive(Clone, Debug)]
+pub struct Greeter2 {
+    /// How long `Test` sleeps (the seed: 100 ms).
+    pub test_sleep: Duration,
+}
+
+impl Default for Greeter2 {
+    fn default() -> Self {
+        Greeter2 {
+            test_sleep: Duration::from_millis(100),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Greeter for Greeter2 {
+    async fn hello(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        let name = request.into_inner().name;
+        Ok(tonic::Response::new(Response {
+            msg: format!("hello {name} from greeter2"),
+        }))
+    }
+
+    async fn test(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        let deadline = request
+            .extensions()
+            .get::<Deadline>()
+            .map(|d| d.remaining());
+        let node = node_of(&request);
+        tracing::info!(hop = "greeter2", endpoint = "Greeter.Test", %node, ?deadline, "handling");
+        if !self.test_sleep.is_zero() {
+            tokio::time::sleep(self.test_sleep).await;
+        }
+        let name = request.into_inner().name;
+        Ok(tonic::Response::new(Response {
+            msg: format!("test {name} from {node}"),
+        }))
+    }
+}
+
+/// greeter1's handler: calls greeter2's `Test`.
+#[derive(Clone, Debug)]
+pub struct Greeter1 {
+    /// A client of greeter2 over a micro channel (discovery, balancing, retries, wrappers).
+    pub greeter2: GreeterClient<Channel>,
+}
+
+#[tonic::async_trait]
+impl Greeter for Greeter1 {
+    async fn hello(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        let node = node_of(&request);
+        tracing::info!(hop = "greeter1", endpoint = "Greeter.Hello", %node, "handling; calling greeter2 Greeter.Test");
+        let name = request.into_inner().name;
+        // The call inherits this request's deadline and metadata.
+        let reply = self
+            .greeter2
+            .clone()
+            .test(Request { name })
+            .await?
+            .into_inner();
+        Ok(tonic::Response::new(Response {
+            msg: format!("greeter1 <- {}", reply.msg),
+        }))
+    }
+
+    async fn test(
+        &self,
+        _request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        Ok(tonic::Response::new(Response {
+            msg: "greeter1 test".into(),
+        }))
+    }
+}
+
+fn node_of<T>(request: &tonic::Request<T>) -> String {
+    request
+        .extensions()
+        .get::<CallInfo>()
+        .and_then(|info| info.node.as_ref())
+        .map(|node| node.id.to_string())
+        .unwrap_or_default()
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,120 @@
+//! go-micro's command-line flags and `MICRO_*` environment variables, same names.
+
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The flags `Service::init` reads. A flag wins over its environment variable; either wins
+/// over what the code set.
+#[derive(Clone, Debug, Default, Parser)]
+#[command(about = "A micro-rs service", disable_version_flag = true)]
+pub struct Flags {
+    /// Registry: memory (embedded, default) or etcd.
+    #[arg(long, env = "MICRO_REGISTRY")]
+    pub registry: Option<String>,
+    /// Comma-separated registry addresses, host:port.
+    #[arg(
+        long = "registry_address",
+        env = "MICRO_REGISTRY_ADDRESS",
+        value_delimiter = ','
+    )]
+    pub registry_address: Vec<String>,
+    /// Registration TTL, whole seconds.
+    #[arg(long = "register_ttl", env = "MICRO_REGISTER_TTL")]
+    pub register_ttl: Option<u64>,
+    /// Re-registration interval, whole seconds.
+    #[arg(long = "register_interval", env = "MICRO_REGISTER_INTERVAL")]
+    pub register_interval: Option<u64>,
+    /// Service name.
+    #[arg(long = "server_name", env = "MICRO_SERVER_NAME")]
+    pub server_name: Option<String>,
+    /// Node id.
+    #[arg(long = "server_id", env = "MICRO_SERVER_ID")]
+    pub server_id: Option<String>,
+    /// Service version.
+    #[arg(long = "server_version", env = "MICRO_SERVER_VERSION")]
+    pub server_version: Option<String>,
+    /// Listen address, host:port.
+    #[arg(long = "server_address", env = "MICRO_SERVER_ADDRESS")]
+    pub server_address: Option<String>,
+    /// Address to register instead of the listen address.
+    #[arg(long = "server_advertise", env = "MICRO_SERVER_ADVERTISE")]
+    pub server_advertise: Option<String>,
+    /// Node metadata, key=value (repeat the flag, or comma-separate in the variable).
+    #[arg(
+        long = "server_metadata",
+        env = "MICRO_SERVER_METADATA",
+        value_delimiter = ','
+    )]
+    pub server_metadata: Vec<String>,
+    /// Request timeout of client calls, a duration (`5s`, `1m`).
+    #[arg(long = "client_request_timeout", env = "MICRO_CLIENT_REQUEST_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub client_request_timeout: Option<Duration>,
+    /// Retries of client calls.
+    #[arg(long = "client_retries", env = "MICRO_CLIENT_RETRIES")]
+    pub client_retries: Option<u32>,
+    /// Accepted for go-micro compatibility; micro-rs multiplexes one HTTP/2 connection per node.
+    #[arg(long = "client_pool_size", env = "MICRO_CLIENT_POOL_SIZE")]
+    pub client_pool_size: Option<usize>,
+    /// Accepted for go-micro compatibility (see client_pool_size).
+    #[arg(long = "client_pool_ttl", env = "MICRO_CLIENT_POOL_TTL", value_parser = humantime::parse_duration)]
+    pub client_pool_ttl: Option<Duration>,
+    /// Selector strategy: random (default) or roundrobin.
+    #[arg(long, env = "MICRO_SELECTOR")]
+    pub selector: Option<String>,
+    /// Shutdown grace period for in-flight calls, a duration (micro-rs addition).
+    #[arg(long = "server_grace_period", env = "MICRO_SERVER_GRACE_PERIOD", value_parser = humantime::parse_duration)]
+    pub server_grace_period: Option<Duration>,
+}
+
+impl Flags {
+    /// Parses these arguments (the first is the program name) and the environment.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Flags::try_parse_from(args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_micro_flag_names_parse() {
+        let flags = Flags::try_parse_args([
+            "svc",
+            "--registry",
+            "etcd",
+            "--registry_address",
+            "10.0.0.1:2379,10.0.0.2:2379",
+            "--register_ttl",
+            "5",
+            "--register_interval=4",
+            "--server_metadata",
+            "zone=a,rack=b",
+            "--client_request_timeout",
+            "1m",
+            "--selector",
+            "roundrobin",
+        ])
+        .unwrap();
+        assert_eq!(flags.registry.as_deref(), Some("etcd"));
+        assert_eq!(flags.registry_address, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+        assert_eq!(flags.register_ttl, Some(5));
+        assert_eq!(flags.register_interval, Some(4));
+        assert_eq!(flags.server_metadata, ["zone=a", "rack=b"]);
+        assert_eq!(flags.client_request_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(flags.selector.as_deref(), Some("roundrobin"));
+    }
+
+    #[test]
+    fn bad_values_are_clear_errors() {
+        let err = Flags::try_parse_args(["svc", "--register_ttl", "5s"]).unwrap_err();
+        assert!(err.to_string().contains("register_ttl"), "{err}");
+        let err = Flags::try_parse_args(["svc", "--client_request_timeout", "soon"]).unwrap_err();
+        assert!(err.to_string().contains("client_request_timeout"), "{err}");
+    }
+}

@@ -1,0 +1,493 @@
+//! The `Service` builder and its lifecycle.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use micro_client::{BoxService, Client};
+use micro_registry::{Cache, Etcd, Memory, Registry};
+use micro_server::{HandlerService, Server};
+use tonic::{body::Body, server::NamedService};
+use tower_layer::Layer;
+use tower_service::Service as TowerService;
+
+use crate::{BoxError, Flags};
+
+/// A lifecycle hook, as go-micro's `BeforeStart`, `AfterStart`, `BeforeStop`, `AfterStop`.
+type Hook = Box<dyn FnMut() -> Result<(), BoxError> + Send>;
+
+/// Errors of a service's lifecycle.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A flag or environment variable has a bad value.
+    #[error("invalid option: {0}")]
+    Options(String),
+    /// The server could not start.
+    #[error(transparent)]
+    Server(#[from] micro_server::Error),
+    /// A lifecycle hook failed.
+    #[error("{stage} hook failed: {source}")]
+    Hook {
+        /// Which hook.
+        stage: &'static str,
+        /// Its error.
+        source: BoxError,
+    },
+    /// Waiting for a shutdown signal failed.
+    #[error("signal: {0}")]
+    Signal(#[from] std::io::Error),
+}
+
+/// The embedded registry every service of this process shares unless told otherwise, as
+/// go-micro's default registry.
+pub fn default_registry() -> Arc<dyn Registry> {
+    static DEFAULT: OnceLock<Memory> = OnceLock::new();
+    Arc::new(DEFAULT.get_or_init(Memory::new).clone())
+}
+
+/// A micro service: a server that registers itself and a client that finds others.
+///
+/// ```no_run
+/// # use std::time::Duration;
+/// # async fn run() -> Result<(), micro::Error> {
+/// micro::Service::new()
+///     .name("greeter2")
+///     .register_ttl(Duration::from_secs(5))
+///     .register_interval(Duration::from_secs(4))
+///     .init()
+///     .run()
+///     .await
+/// # }
+/// ```
+#[must_use = "a service does nothing until it runs"]
+pub struct Service {
+    server: Server,
+    client: Option<micro_client::Builder>,
+    built: OnceLock<Client>,
+    registry: Arc<dyn Registry>,
+    before_start: Vec<Hook>,
+    after_start: Vec<Hook>,
+    before_stop: Vec<Hook>,
+    after_stop: Vec<Hook>,
+}
+
+impl Default for Service {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Service {
+    /// A service with go-micro's defaults on the embedded registry, listening on
+    /// `127.0.0.1:0`.
+    pub fn new() -> Self {
+        Service {
+            server: Server::new(micro_server::Options::default()),
+            client: Some(micro_client::Builder::new()),
+            built: OnceLock::new(),
+            registry: default_registry(),
+            before_start: Vec::new(),
+            after_start: Vec::new(),
+            before_stop: Vec::new(),
+            after_stop: Vec::new(),
+        }
+    }
+
+    /// Service name (`MICRO_SERVER_NAME`).
+    ///
+    /// ```
+    /// let service = micro::Service::new().name("greeter1");
+    /// assert_eq!(service.server_options().name, "greeter1");
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.server.options_mut().name = name.into();
+        self
+    }
+
+    /// Service version (`MICRO_SERVER_VERSION`; `latest` when unset).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        self.server.options_mut().version = version.into();
+        self
+    }
+
+    /// Adds node metadata (`MICRO_SERVER_METADATA`).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.server
+            .options_mut()
+            .metadata
+            .insert(key.into(), value.into());
+        self
+    }
+
+    /// Listen address, `host:port` (`MICRO_SERVER_ADDRESS`); `127.0.0.1:0` by default,
+    /// `0.0.0.0:8080` to serve other hosts.
+    ///
+    /// ```
+    /// let service = micro::Service::new().address("0.0.0.0:8080");
+    /// assert_eq!(service.server_options().address, "0.0.0.0:8080");
+    /// ```
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.server.options_mut().address = address.into();
+        self
+    }
+
+    /// Address to register instead of the listen address (`MICRO_SERVER_ADVERTISE`).
+    pub fn advertise(mut self, address: impl Into<String>) -> Self {
+        self.server.options_mut().advertise = Some(address.into());
+        self
+    }
+
+    /// The registry (`MICRO_REGISTRY`); the embedded memory registry by default.
+    ///
+    /// ```
+    /// let service = micro::Service::new().registry(micro::registry::Etcd::new(["127.0.0.1:2379"]));
+    /// ```
+    pub fn registry(mut self, registry: impl Registry) -> Self {
+        self.registry = Arc::new(registry);
+        self
+    }
+
+    /// TTL of the registration (`MICRO_REGISTER_TTL`, go-micro's default 60 s).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let service = micro::Service::new().register_ttl(Duration::from_secs(5));
+    /// assert_eq!(service.server_options().register_ttl, Duration::from_secs(5));
+    /// ```
+    pub fn register_ttl(mut self, ttl: Duration) -> Self {
+        self.server.options_mut().register_ttl = ttl;
+        self
+    }
+
+    /// How often the registration is renewed (`MICRO_REGISTER_INTERVAL`, default 30 s).
+    pub fn register_interval(mut self, interval: Duration) -> Self {
+        self.server.options_mut().register_interval = interval;
+        self
+    }
+
+    /// How long shutdown waits for in-flight calls (default 5 s).
+    pub fn grace_period(mut self, grace: Duration) -> Self {
+        self.server.options_mut().grace_period = grace;
+        self
+    }
+
+    /// Client options (retries, timeouts, selector).
+    pub fn client_options(mut self, options: micro_client::Options) -> Self {
+        if let Some(builder) = self.client.take() {
+            self.client = Some(builder.options(options));
+        }
+        self
+    }
+
+    /// Describes hosted services with an encoded `FileDescriptorSet`, so their endpoints are
+    /// listed in the registry and served by reflection.
+    pub fn descriptors(mut self, encoded: &[u8]) -> Result<Self, Error> {
+        self.server.add_descriptors(encoded)?;
+        Ok(self)
+    }
+
+    /// Wraps every handler call; the first wrapper added is the outermost.
+    pub fn wrap_handler<L, S, ResBody>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService, Service = S> + Send + Sync + 'static,
+        S: TowerService<Request<Body>, Response = Response<ResBody>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        self.server.wrap(layer);
+        self
+    }
+
+    /// Wraps every client call, retries included; the first wrapper added is the outermost.
+    /// Add client wrappers before the first [`Service::client`] call.
+    pub fn wrap_client<L, S, ResBody>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxService, Service = S> + Send + Sync + 'static,
+        S: TowerService<Request<Body>, Response = Response<ResBody>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        match self.client.take() {
+            Some(builder) => self.client = Some(builder.wrap_client(layer)),
+            None => tracing::warn!("wrap_client after client(): wrapper ignored"),
+        }
+        self
+    }
+
+    /// Wraps each attempt of a client call on one node.
+    pub fn wrap_call<L, S, ResBody>(mut self, layer: L) -> Self
+    where
+        L: Layer<BoxService, Service = S> + Send + Sync + 'static,
+        S: TowerService<Request<Body>, Response = Response<ResBody>>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+        ResBody::Error: Into<BoxError>,
+    {
+        match self.client.take() {
+            Some(builder) => self.client = Some(builder.wrap_call(layer)),
+            None => tracing::warn!("wrap_call after client(): wrapper ignored"),
+        }
+        self
+    }
+
+    /// Runs `hook` before the server starts.
+    pub fn before_start(
+        mut self,
+        hook: impl FnMut() -> Result<(), BoxError> + Send + 'static,
+    ) -> Self {
+        self.before_start.push(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` once the server is serving and registered.
+    pub fn after_start(
+        mut self,
+        hook: impl FnMut() -> Result<(), BoxError> + Send + 'static,
+    ) -> Self {
+        self.after_start.push(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` when shutdown begins, before deregistering.
+    pub fn before_stop(
+        mut self,
+        hook: impl FnMut() -> Result<(), BoxError> + Send + 'static,
+    ) -> Self {
+        self.before_stop.push(Box::new(hook));
+        self
+    }
+
+    /// Runs `hook` after in-flight calls drained.
+    pub fn after_stop(
+        mut self,
+        hook: impl FnMut() -> Result<(), BoxError> + Send + 'static,
+    ) -> Self {
+        self.after_stop.push(Box::new(hook));
+        self
+    }
+
+    /// Reads go-micro's flags and `MICRO_*` environment variables; exits with a clear message
+    /// on a bad value, as go-micro's `Init` does. See [`Service::try_init_from`].
+    pub fn init(self) -> Self {
+        match self.try_init_from(std::env::args_os()) {
+            Ok(service) => service,
+            Err(err) => {
+                eprintln!("{err}");
+                std::process::exit(2);
+            }
+        }
+    }
+
+    /// Applies flags from `args` (the first is the program name) and the environment.
+    pub fn try_init_from<I, T>(self, args: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let flags = Flags::try_parse_args(args).map_err(|e| Error::Options(e.to_string()))?;
+        self.apply(flags)
+    }
+
+    /// Applies parsed flags.
+    pub fn apply(mut self, flags: Flags) -> Result<Self, Error> {
+        let options = self.server.options_mut();
+        if let Some(v) = flags.server_name {
+            options.name = v
+        }
+        if let Some(v) = flags.server_id {
+            options.id = v
+        }
+        if let Some(v) = flags.server_version {
+            options.version = v
+        }
+        if let Some(v) = flags.server_address {
+            options.address = v
+        }
+        if let Some(v) = flags.server_advertise {
+            options.advertise = Some(v)
+        }
+        if let Some(v) = flags.register_ttl {
+            options.register_ttl = Duration::from_secs(v)
+        }
+        if let Some(v) = flags.register_interval {
+            options.register_interval = Duration::from_secs(v)
+        }
+        if let Some(v) = flags.server_grace_period {
+            options.grace_period = v
+        }
+        for pair in flags.server_metadata.iter().filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').ok_or_else(|| {
+                Error::Options(format!("server_metadata {pair:?}: want key=value"))
+            })?;
+            options.metadata.insert(key.to_owned(), value.to_owned());
+        }
+        match flags.registry.as_deref() {
+            None => {}
+            Some("memory") | Some("") => self.registry = default_registry(),
+            Some("etcd") => {
+                let addresses = if flags.registry_address.is_empty() {
+                    vec!["127.0.0.1:2379".to_owned()]
+                } else {
+                    flags.registry_address.clone()
+                };
+                let mut etcd = Etcd::new(addresses);
+                if let (Ok(user), Ok(password)) = (
+                    std::env::var("ETCD_USERNAME"),
+                    std::env::var("ETCD_PASSWORD"),
+                ) {
+                    etcd = etcd.with_auth(user, password);
+                }
+                self.registry = Arc::new(etcd);
+            }
+            Some(other) => {
+                return Err(Error::Options(format!(
+                    "registry {other:?} is not supported (memory, etcd)"
+                )));
+            }
+        }
+        if let Some(builder) = self.client.as_mut() {
+            let client = builder.options_mut();
+            if let Some(v) = flags.client_request_timeout {
+                client.request_timeout = v
+            }
+            if let Some(v) = flags.client_retries {
+                client.retries = v
+            }
+            if let Some(v) = flags.selector.as_deref() {
+                client.strategy = v.parse().map_err(Error::Options)?;
+            }
+        }
+        Ok(self)
+    }
+
+    /// The server options as configured so far.
+    pub fn server_options(&self) -> &micro_server::Options {
+        self.server.options()
+    }
+
+    /// The registry in use.
+    pub fn registry_ref(&self) -> &Arc<dyn Registry> {
+        &self.registry
+    }
+
+    /// The client: finds services through this service's registry (via a watch-fed cache),
+    /// wrapped by the client wrappers added so far. Needs a tokio runtime.
+    pub fn client(&mut self) -> Client {
+        if let Some(client) = self.built.get() {
+            return client.clone();
+        }
+        let builder = self.client.take().unwrap_or_default();
+        let client = builder.build(Cache::new(self.registry.clone()));
+        self.built.get_or_init(|| client).clone()
+    }
+
+    /// Hosts a tonic-generated service (`GreeterServer::new(handler)`).
+    pub fn handle<S>(mut self, service: S) -> Self
+    where
+        S: TowerService<Request<Body>, Response = Response<Body>, Error = Infallible>
+            + NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.server.add_service(service);
+        self
+    }
+
+    /// Starts serving and registers; returns a handle to stop it. [`Service::run`] is this
+    /// plus waiting for a signal.
+    pub async fn start(mut self) -> Result<Running, Error> {
+        run_hooks("before start", &mut self.before_start)?;
+        let running = self.server.start(self.registry.clone()).await?;
+        run_hooks("after start", &mut self.after_start)?;
+        Ok(Running {
+            server: running,
+            before_stop: self.before_stop,
+            after_stop: self.after_stop,
+        })
+    }
+
+    /// Runs until SIGTERM, SIGINT or SIGQUIT, then stops gracefully.
+    pub async fn run(self) -> Result<(), Error> {
+        self.run_until(shutdown_signal()?).await
+    }
+
+    /// Runs until `shutdown` completes, then stops gracefully.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+        let running = self.start().await?;
+        shutdown.await;
+        running.stop().await
+    }
+}
+
+/// A started service.
+pub struct Running {
+    server: micro_server::Running,
+    before_stop: Vec<Hook>,
+    after_stop: Vec<Hook>,
+}
+
+impl Running {
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// This node's id and registered address.
+    pub fn node(&self) -> &micro_core::NodeInfo {
+        self.server.node()
+    }
+
+    /// Stops in go-micro's order: before-stop hooks, deregister, drain, after-stop hooks.
+    pub async fn stop(mut self) -> Result<(), Error> {
+        let before = run_hooks("before stop", &mut self.before_stop);
+        self.server.stop().await;
+        before?;
+        run_hooks("after stop", &mut self.after_stop)
+    }
+}
+
+fn run_hooks(stage: &'static str, hooks: &mut [Hook]) -> Result<(), Error> {
+    hooks
+        .iter_mut()
+        .try_for_each(|hook| hook().map_err(|source| Error::Hook { stage, source }))
+}
+
+/// Completes on SIGTERM, SIGINT or SIGQUIT.
+fn shutdown_signal() -> Result<impl Future<Output = ()>, std::io::Error> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut quit = signal(SignalKind::quit())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = int.recv() => tracing::info!("SIGINT: stopping"),
+            _ = quit.recv() => tracing::info!("SIGQUIT: stopping"),
+        }
+    })
+}
