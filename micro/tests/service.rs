@@ -1,0 +1,566 @@
+//! The framework end to end on the embedded registry, over real TCP: the greeter chain,
+//! go-micro paths, errors, deadlines, metadata, wrappers, health and reflection.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use examples_support::*;
+use micro::registry::Memory;
+use proto::greeter::{
+    FILE_DESCRIPTOR_SET, Request, Response,
+    greeter_client::GreeterClient,
+    greeter_server::{Greeter, GreeterServer},
+};
+use tonic::{Code, Status};
+
+mod examples_support {
+    //! A greeter that records what it saw, and helpers to start services.
+    use super::*;
+
+    /// What the recording greeter saw of each call.
+    #[derive(Clone, Default)]
+    pub(crate) struct Seen {
+        pub(crate) deadlines: Arc<Mutex<Vec<Option<Duration>>>>,
+        pub(crate) metadata: Arc<Mutex<Vec<Option<String>>>>,
+    }
+
+    #[derive(Clone)]
+    pub(crate) struct Recording {
+        pub(crate) seen: Seen,
+        pub(crate) sleep: Duration,
+    }
+
+    #[tonic::async_trait]
+    impl Greeter for Recording {
+        async fn hello(
+            &self,
+            request: tonic::Request<Request>,
+        ) -> Result<tonic::Response<Response>, Status> {
+            let name = request.into_inner().name;
+            if name == "fail" {
+                return Err(micro::errors::Error::internal("greeter2", "it failed").to_status());
+            }
+            Ok(tonic::Response::new(Response {
+                msg: format!("hello {name}"),
+            }))
+        }
+
+        async fn test(
+            &self,
+            request: tonic::Request<Request>,
+        ) -> Result<tonic::Response<Response>, Status> {
+            let deadline = request
+                .extensions()
+                .get::<micro::Deadline>()
+                .map(|d| d.remaining());
+            self.seen.deadlines.lock().unwrap().push(deadline);
+            let user = request
+                .metadata()
+                .get("x-user")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            self.seen.metadata.lock().unwrap().push(user);
+            let node = request
+                .extensions()
+                .get::<micro::CallInfo>()
+                .and_then(|i| i.node.as_ref())
+                .map(|n| n.id.to_string())
+                .unwrap_or_default();
+            tokio::time::sleep(self.sleep).await;
+            Ok(tonic::Response::new(Response { msg: node }))
+        }
+    }
+
+    pub(crate) async fn start_recording(
+        registry: &Memory,
+        sleep: Duration,
+    ) -> (micro::Running, Seen) {
+        let seen = Seen::default();
+        let handler = Recording {
+            seen: seen.clone(),
+            sleep,
+        };
+        let running = micro::Service::new()
+            .name("greeter2")
+            .registry(registry.clone())
+            .descriptors(FILE_DESCRIPTOR_SET)
+            .unwrap()
+            .handle(GreeterServer::new(handler))
+            .start()
+            .await
+            .unwrap();
+        (running, seen)
+    }
+
+    pub(crate) fn client(registry: &Memory) -> micro::Client {
+        micro::Service::new().registry(registry.clone()).client()
+    }
+}
+
+#[tokio::test]
+async fn greeter_chain_answers_a_plain_grpc_client() {
+    let registry = Memory::new();
+    let greeter2 = micro::Service::new()
+        .name("greeter2")
+        .registry(registry.clone())
+        .handle(GreeterServer::new(examples::Greeter2 {
+            test_sleep: Duration::from_millis(100),
+        }))
+        .start()
+        .await
+        .unwrap();
+    let mut service = micro::Service::new()
+        .name("greeter1")
+        .registry(registry.clone());
+    let to_greeter2 = GreeterClient::new(service.client().channel("greeter2"));
+    let greeter1 = service
+        .handle(GreeterServer::new(examples::Greeter1 {
+            greeter2: to_greeter2,
+        }))
+        .start()
+        .await
+        .unwrap();
+
+    let mut plain = GreeterClient::connect(format!("http://{}", greeter1.local_addr()))
+        .await
+        .unwrap();
+    let reply = plain
+        .hello(Request { name: "you".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        reply.msg,
+        format!("greeter1 <- test you from {}", greeter2.node().id)
+    );
+
+    greeter1.stop().await.unwrap();
+    greeter2.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn registration_lists_go_micro_node_and_endpoints_and_graceful_stop_removes_it() {
+    let registry = Memory::new();
+    let (running, _) = start_recording(&registry, Duration::ZERO).await;
+    let services = micro::registry::Registry::get_service(&registry, "greeter2")
+        .await
+        .unwrap();
+    assert_eq!(services.len(), 1);
+    let service = &services[0];
+    assert_eq!(service.version, "latest");
+    let endpoints: Vec<_> = service.endpoints.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(endpoints, ["Greeter.Hello", "Greeter.Test"]);
+    let node = &service.nodes[0];
+    assert!(node.id.starts_with("greeter2-"), "{}", node.id);
+    assert_eq!(node.address, running.local_addr().to_string());
+    for key in ["broker", "protocol", "registry", "server", "transport"] {
+        assert!(node.metadata.contains_key(key), "missing {key}");
+    }
+    assert_eq!(node.metadata["protocol"], "grpc");
+    running.stop().await.unwrap();
+    let after = micro::registry::Registry::get_service(&registry, "greeter2").await;
+    assert!(
+        matches!(after, Err(micro::registry::Error::NotFound)),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn dynamic_call_uses_go_micro_path_and_errors_are_clear() {
+    let registry = Memory::new();
+    let (running, _) = start_recording(&registry, Duration::ZERO).await;
+    let client = client(&registry);
+
+    // `greeter2` + `Greeter.Hello` -> `/greeter2.Greeter/Hello`, which the server maps.
+    let reply: Response = client
+        .call("greeter2", "Greeter.Hello", Request { name: "x".into() })
+        .await
+        .unwrap();
+    assert_eq!(reply.msg, "hello x");
+
+    // A handler's go-micro error arrives intact.
+    let status = client
+        .call::<_, Response>(
+            "greeter2",
+            "Greeter.Hello",
+            Request {
+                name: "fail".into(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    let err = micro::errors::Error::from_status(&status);
+    assert_eq!(
+        (err.id.as_str(), err.code, err.detail.as_str()),
+        ("greeter2", 500, "it failed")
+    );
+
+    // Unknown service, unknown method, unknown gRPC service.
+    let status = client
+        .call::<_, Response>("nobody", "Greeter.Hello", Request::default())
+        .await
+        .unwrap_err();
+    let err = micro::errors::Error::from_status(&status);
+    assert_eq!((err.id.as_str(), err.code), ("go.micro.client", 500));
+    assert_eq!(err.detail, "service nobody: not found");
+    let status = client
+        .call::<_, Response>("greeter2", "Greeter.Nope", Request::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    let status = client
+        .call::<_, Response>("greeter2", "/x.Other/Hello", Request::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented);
+    assert_eq!(
+        micro::errors::Error::from_status(&status).id,
+        "go.micro.server"
+    );
+    let status = client
+        .call::<_, Response>("greeter2", "no-dot", Request::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_message_is_refused_not_fatal() {
+    let registry = Memory::new();
+    let (running, _) = start_recording(&registry, Duration::ZERO).await;
+    let client = client(&registry);
+    let huge = Request {
+        name: "x".repeat(5 * 1024 * 1024),
+    };
+    let status = client
+        .call::<_, Response>("greeter2", "Greeter.Hello", huge)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("too large"), "{status:?}");
+    // The server still serves.
+    let ok: Response = client
+        .call("greeter2", "Greeter.Hello", Request { name: "y".into() })
+        .await
+        .unwrap();
+    assert_eq!(ok.msg, "hello y");
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn deadline_exceeded_and_the_server_sees_the_deadline() {
+    let registry = Memory::new();
+    let (running, seen) = start_recording(&registry, Duration::from_millis(100)).await;
+    let client = client(&registry);
+    let options = micro::CallOptions {
+        timeout: Some(Duration::from_millis(50)),
+        ..Default::default()
+    };
+    let status = client
+        .call_with::<_, Response>("greeter2", "Greeter.Test", Request::default(), options)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert_eq!(micro::errors::Error::from_status(&status).code, 408);
+    let deadlines = seen.deadlines.lock().unwrap().clone();
+    assert_eq!(deadlines.len(), 1);
+    let left = deadlines[0].expect("greeter2 saw no deadline");
+    assert!(
+        left <= Duration::from_millis(50) && left > Duration::ZERO,
+        "{left:?}"
+    );
+    running.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn garbage_timeout_headers_do_not_fail_the_call() {
+    let registry = Memory::new();
+    let (running, seen) = start_recording(&registry, Duration::ZERO).await;
+    let mut plain = GreeterClient::connect(format!("http://{}", running.local_addr()))
+        .await
+        .unwrap();
+    for value in ["soon", "-5", "99999999999999999999999"] {
+        let mut request = tonic::Request::new(Request::default());
+        request
+            .metadata_mut()
+            .insert("timeout", value.parse().unwrap());
+        plain.test(request).await.unwrap();
+    }
+    // go-micro's `timeout` header (ns) becomes the deadline.
+    let mut request = tonic::Request::new(Request::default());
+    request
+        .metadata_mut()
+        .insert("timeout", "2000000000".parse().unwrap());
+    plain.test(request).await.unwrap();
+    let deadlines = seen.deadlines.lock().unwrap().clone();
+    assert_eq!(&deadlines[..3], &[None, None, None]);
+    assert!(
+        deadlines[3].is_some_and(|d| d <= Duration::from_secs(2) && d > Duration::from_secs(1))
+    );
+    running.stop().await.unwrap();
+}
+
+/// greeter1 that forwards to greeter2's Test; used to check what crosses the hop.
+#[derive(Clone)]
+struct Forward(GreeterClient<micro::Channel>);
+
+#[tonic::async_trait]
+impl Greeter for Forward {
+    async fn hello(&self, _: tonic::Request<Request>) -> Result<tonic::Response<Response>, Status> {
+        self.0.clone().test(Request::default()).await
+    }
+    async fn test(&self, _: tonic::Request<Request>) -> Result<tonic::Response<Response>, Status> {
+        Err(Status::unimplemented("not here"))
+    }
+}
+
+#[tokio::test]
+async fn metadata_and_deadline_cross_the_hop() {
+    let registry = Memory::new();
+    let (greeter2, seen) = start_recording(&registry, Duration::ZERO).await;
+    let mut service = micro::Service::new()
+        .name("greeter1")
+        .registry(registry.clone());
+    let forward = Forward(GreeterClient::new(service.client().channel("greeter2")));
+    let greeter1 = service
+        .handle(GreeterServer::new(forward))
+        .start()
+        .await
+        .unwrap();
+
+    let mut plain = GreeterClient::connect(format!("http://{}", greeter1.local_addr()))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(Request::default());
+    request
+        .metadata_mut()
+        .insert("x-user", "alice".parse().unwrap());
+    request.set_timeout(Duration::from_secs(3));
+    plain.hello(request).await.unwrap();
+
+    assert_eq!(
+        seen.metadata.lock().unwrap().clone(),
+        [Some("alice".to_owned())]
+    );
+    let left = seen.deadlines.lock().unwrap()[0].expect("no deadline at greeter2");
+    assert!(
+        left <= Duration::from_secs(3),
+        "inherited deadline not applied: {left:?}"
+    );
+    greeter1.stop().await.unwrap();
+    greeter2.stop().await.unwrap();
+}
+
+/// Counts requests and records the order in which layers saw them.
+#[derive(Clone)]
+struct Tag {
+    name: &'static str,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl<S> tower::Layer<S> for Tag {
+    type Service = TagService<S>;
+    fn layer(&self, inner: S) -> TagService<S> {
+        TagService {
+            tag: self.clone(),
+            inner,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct TagService<S> {
+    tag: Tag,
+    inner: S,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for TagService<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> S::Future {
+        let info = micro::CallInfo::of(&request).cloned().unwrap_or_default();
+        let node = info
+            .node
+            .map(|n| n.id.to_string())
+            .unwrap_or_else(|| "-".into());
+        self.tag.log.lock().unwrap().push(format!(
+            "{} {} {} {}",
+            self.tag.name, info.service, info.endpoint, node
+        ));
+        self.inner.call(request)
+    }
+}
+
+#[tokio::test]
+async fn wrappers_nest_first_added_outermost_and_see_call_info() {
+    let registry = Memory::new();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let tag = |name| Tag {
+        name,
+        log: log.clone(),
+    };
+    let seen = Seen::default();
+    let handler = Recording {
+        seen,
+        sleep: Duration::ZERO,
+    };
+    let server = micro::Service::new()
+        .name("greeter2")
+        .registry(registry.clone())
+        .wrap_handler(tag("h1"))
+        .wrap_handler(tag("h2"))
+        .wrap_handler(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+        .handle(GreeterServer::new(handler))
+        .start()
+        .await
+        .unwrap();
+    let node = server.node().id.to_string();
+    let client = micro::Service::new()
+        .registry(registry.clone())
+        .wrap_client(tag("c1"))
+        .wrap_client(tag("c2"))
+        .wrap_call(tag("a1"))
+        .wrap_client(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
+        .client();
+    let _: Response = client
+        .call("greeter2", "Greeter.Test", Request::default())
+        .await
+        .unwrap();
+    let log = log.lock().unwrap().clone();
+    assert_eq!(
+        log,
+        [
+            "c1 greeter2 Greeter.Test -".to_owned(),
+            "c2 greeter2 Greeter.Test -".to_owned(),
+            format!("a1 greeter2 Greeter.Test {node}"),
+            format!("h1 greeter2 Greeter.Test {node}"),
+            format!("h2 greeter2 Greeter.Test {node}"),
+        ]
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn round_robin_alternates_and_retries_go_to_the_live_node() {
+    let registry = Memory::new();
+    let (a, _) = start_recording(&registry, Duration::ZERO).await;
+    let (b, _) = start_recording(&registry, Duration::ZERO).await;
+    let options = micro::client::Options {
+        strategy: micro::client::Strategy::RoundRobin,
+        ..Default::default()
+    };
+    let client = micro::Service::new()
+        .registry(registry.clone())
+        .client_options(options)
+        .client();
+    let mut picks = Vec::new();
+    for _ in 0..6 {
+        let reply: Response = client
+            .call("greeter2", "Greeter.Test", Request::default())
+            .await
+            .unwrap();
+        picks.push(reply.msg);
+    }
+    for pair in picks.windows(2) {
+        assert_ne!(pair[0], pair[1], "not alternating: {picks:?}");
+    }
+    let ids = [a.node().id.to_string(), b.node().id.to_string()];
+    assert!(picks.iter().all(|p| ids.contains(p)));
+
+    // A node that vanished without deregistering (its key still listed): calls retry on the
+    // other node and all succeed.
+    let dead = micro::registry::Service {
+        name: "greeter2".into(),
+        version: "latest".into(),
+        nodes: vec![micro::registry::Node {
+            id: "greeter2-dead".into(),
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    micro::registry::Registry::register(&registry, &dead, Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let served = Arc::new(AtomicUsize::new(0));
+    for _ in 0..9 {
+        let reply: Response = client
+            .call("greeter2", "Greeter.Test", Request::default())
+            .await
+            .unwrap();
+        assert!(ids.contains(&reply.msg));
+        served.fetch_add(1, Ordering::Relaxed);
+    }
+    assert_eq!(served.load(Ordering::Relaxed), 9);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_is_serving_while_registered_and_reflection_lists_the_service() {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let registry = Memory::new();
+    let (running, _) = start_recording(&registry, Duration::ZERO).await;
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", running.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut health = HealthClient::new(channel.clone());
+    for service in ["", "greeter.Greeter"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(status.status, 1, "{service:?} not SERVING");
+    }
+
+    use tonic_reflection::pb::v1::{
+        ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+        server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+    };
+    let mut reflection = ServerReflectionClient::new(channel);
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut stream = reflection
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let reply = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("{reply:?}")
+    };
+    assert!(
+        list.service.iter().any(|s| s.name == "greeter.Greeter"),
+        "{list:?}"
+    );
+    running.stop().await.unwrap();
+}
