@@ -1,0 +1,237 @@
+//! greeter1 and greeter2 as separate processes on a real etcd (started by the test on free
+//! loopback ports): discovery across processes, kill -9 and graceful stop, etcd restarts,
+//! load spread, failover and calls while etcd is down.
+
+use std::{future::Future, process::Stdio, sync::Arc, time::Duration};
+
+use micro::registry::{Etcd, Registry};
+use micro_test_support::EtcdServer;
+use proto::greeter::{Request, Response, greeter_client::GreeterClient};
+use tokio::process::{Child, Command};
+
+const TTL: u64 = 2;
+const INTERVAL: u64 = 1;
+
+/// Starts an example binary against `etcd` with node id `id`.
+fn spawn(binary: &str, etcd: &EtcdServer, id: &str, extra: &[(&str, &str)]) -> Child {
+    let mut command = Command::new(binary);
+    command
+        .env("MICRO_REGISTRY", "etcd")
+        .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
+        .env("MICRO_REGISTER_TTL", TTL.to_string())
+        .env("MICRO_REGISTER_INTERVAL", INTERVAL.to_string())
+        .env("MICRO_SERVER_ADDRESS", "127.0.0.1:0")
+        .env("MICRO_SERVER_ID", id)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true);
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    command.spawn().expect("example binary starts")
+}
+
+fn greeter2(etcd: &EtcdServer, id: &str) -> Child {
+    spawn(env!("CARGO_BIN_EXE_greeter2"), etcd, id, &[])
+}
+
+/// Polls `check` every 20 ms until it is true or `limit` passes; returns the time it took.
+async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < limit {
+        if check().await {
+            return Some(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+async fn key_exists(etcd: &EtcdServer, service: &str, id: &str) -> bool {
+    let Ok(mut client) = etcd.client().await else {
+        return false;
+    };
+    let key = micro::registry::node_key(service, id);
+    client
+        .get(key, None)
+        .await
+        .map(|r| r.count() == 1)
+        .unwrap_or(false)
+}
+
+async fn node_address(registry: &Etcd, service: &str, id: &str) -> Option<String> {
+    let services = registry.get_service(service).await.ok()?;
+    services
+        .iter()
+        .flat_map(|s| &s.nodes)
+        .find(|n| n.id == id)
+        .map(|n| n.address.clone())
+}
+
+fn client_on(etcd: &EtcdServer, strategy: micro::client::Strategy) -> micro::Client {
+    let options = micro::client::Options {
+        strategy,
+        ..Default::default()
+    };
+    micro::Service::new()
+        .registry(Etcd::new([etcd.endpoint()]))
+        .client_options(options)
+        .client()
+}
+
+async fn test_call(client: &micro::Client) -> Result<String, tonic::Status> {
+    let reply: Response = client
+        .call("greeter2", "Greeter.Test", Request { name: "t".into() })
+        .await?;
+    Ok(reply.msg)
+}
+
+#[tokio::test]
+async fn separate_processes_find_each_other_and_a_plain_client_gets_greeter2s_reply() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let registry = Etcd::new([etcd.endpoint()]);
+    let _greeter2 = greeter2(&etcd, "greeter2-p1");
+    let _greeter1 = spawn(env!("CARGO_BIN_EXE_greeter1"), &etcd, "greeter1-p1", &[]);
+    let found = eventually(Duration::from_secs(20), || async {
+        node_address(&registry, "greeter1", "greeter1-p1")
+            .await
+            .is_some()
+            && key_exists(&etcd, "greeter2", "greeter2-p1").await
+    })
+    .await;
+    assert!(found.is_some(), "services did not register");
+    let address = node_address(&registry, "greeter1", "greeter1-p1")
+        .await
+        .unwrap();
+
+    // Any gRPC client: plain tonic, knowing only greeter1's address.
+    let mut plain = GreeterClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    let reply = plain
+        .hello(Request { name: "you".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.msg, "greeter1 <- test you from greeter2-p1");
+}
+
+#[tokio::test]
+async fn killed_node_expires_after_ttl_and_stopped_node_leaves_at_once() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let mut killed = greeter2(&etcd, "greeter2-killed");
+    let stopped = greeter2(&etcd, "greeter2-stopped");
+    let up = eventually(Duration::from_secs(20), || async {
+        key_exists(&etcd, "greeter2", "greeter2-killed").await
+            && key_exists(&etcd, "greeter2", "greeter2-stopped").await
+    })
+    .await;
+    assert!(up.is_some(), "not registered");
+
+    killed.start_kill().unwrap(); // SIGKILL: no deregistration
+    killed.wait().await.unwrap();
+    let gone = eventually(Duration::from_secs(TTL + 4), || async {
+        !key_exists(&etcd, "greeter2", "greeter2-killed").await
+    })
+    .await;
+    let gone = gone.expect("killed node still registered after TTL");
+    assert!(
+        gone >= Duration::from_secs(TTL - 1),
+        "removed before its TTL: {gone:?}"
+    );
+
+    let pid = stopped.id().unwrap().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success());
+    let gone = eventually(Duration::from_secs(TTL), || async {
+        !key_exists(&etcd, "greeter2", "greeter2-stopped").await
+    })
+    .await;
+    let gone = gone.expect("gracefully stopped node still registered");
+    assert!(
+        gone < Duration::from_secs(1),
+        "deregistration took {gone:?}"
+    );
+}
+
+#[tokio::test]
+async fn registration_returns_within_an_interval_after_etcd_restarts() {
+    let mut etcd = EtcdServer::start().await.unwrap();
+    let _node = greeter2(&etcd, "greeter2-restart");
+    let registered = || async { key_exists(&etcd, "greeter2", "greeter2-restart").await };
+    assert!(
+        eventually(Duration::from_secs(20), registered)
+            .await
+            .is_some()
+    );
+
+    // Same data dir.
+    etcd.stop().await.unwrap();
+    etcd.start_again().await.unwrap();
+    let back = eventually(Duration::from_secs(INTERVAL + 3), || async {
+        key_exists(&etcd, "greeter2", "greeter2-restart").await
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "not registered after restart with the same data"
+    );
+
+    // Wiped data dir: key and lease are gone; the next interval puts them back.
+    etcd.stop().await.unwrap();
+    etcd.wipe_and_start().await.unwrap();
+    let back = eventually(Duration::from_secs(INTERVAL + 3), || async {
+        key_exists(&etcd, "greeter2", "greeter2-restart").await
+    })
+    .await;
+    let back = back.expect("not registered again after a wipe");
+    assert!(
+        back <= Duration::from_secs(INTERVAL) + Duration::from_millis(1500),
+        "{back:?}"
+    );
+}
+
+#[tokio::test]
+async fn calls_spread_round_robin_survive_a_killed_node_and_an_etcd_outage() {
+    let mut etcd = EtcdServer::start().await.unwrap();
+    let mut a = greeter2(&etcd, "greeter2-a");
+    let _b = greeter2(&etcd, "greeter2-b");
+    let both = eventually(Duration::from_secs(20), || async {
+        key_exists(&etcd, "greeter2", "greeter2-a").await
+            && key_exists(&etcd, "greeter2", "greeter2-b").await
+    })
+    .await;
+    assert!(both.is_some());
+    let client = Arc::new(client_on(&etcd, micro::client::Strategy::RoundRobin));
+
+    let mut picks = Vec::new();
+    for _ in 0..6 {
+        picks.push(test_call(&client).await.unwrap());
+    }
+    for pair in picks.windows(2) {
+        assert_ne!(pair[0], pair[1], "round robin did not alternate: {picks:?}");
+    }
+
+    // Kill one: its key stays until the TTL, so calls hit it and retry on the other.
+    a.start_kill().unwrap();
+    a.wait().await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(test_call(&client).await.unwrap(), "test t from greeter2-b");
+    }
+
+    // etcd down: the cache serves the known node.
+    etcd.stop().await.unwrap();
+    for _ in 0..5 {
+        assert_eq!(test_call(&client).await.unwrap(), "test t from greeter2-b");
+    }
+    etcd.start_again().await.unwrap();
+}
