@@ -23,7 +23,12 @@ fn bucket(fill: Duration, capacity: i64, quantum: i64) -> (Bucket<ManualClock>, 
 type TakeCase = (&'static str, u64, i64, &'static [(u64, i64, u64)]);
 
 const TAKE_CASES: &[TakeCase] = &[
-    ("serial", 250, 10, &[(0, 0, 0), (0, 10, 0), (0, 1, 250), (250, 1, 250)]),
+    (
+        "serial",
+        250,
+        10,
+        &[(0, 0, 0), (0, 10, 0), (0, 1, 250), (250, 1, 250)],
+    ),
     (
         "concurrent",
         250,
@@ -31,7 +36,12 @@ const TAKE_CASES: &[TakeCase] = &[
         &[(0, 10, 0), (0, 2, 500), (0, 2, 1000), (0, 1, 1250)],
     ),
     ("more than capacity", 1, 10, &[(0, 10, 0), (20, 15, 5)]),
-    ("sub-quantum time", 10, 10, &[(0, 10, 0), (7, 1, 3), (8, 1, 12)]),
+    (
+        "sub-quantum time",
+        10,
+        10,
+        &[(0, 10, 0), (7, 1, 3), (8, 1, 12)],
+    ),
     (
         "within capacity",
         10,
@@ -65,7 +75,11 @@ fn take_max_duration_conformance() {
                         None,
                         "{name} request {i} with max_wait {short:?}"
                     );
-                    assert_eq!(b.available(), before, "{name} request {i}: refused take changed the bucket");
+                    assert_eq!(
+                        b.available(),
+                        before,
+                        "{name} request {i}: refused take changed the bucket"
+                    );
                 }
             }
             assert_eq!(
@@ -81,10 +95,25 @@ fn take_max_duration_conformance() {
 fn take_available_conformance() {
     type Case = (&'static str, u64, i64, &'static [(u64, i64, i64)]);
     const CASES: &[Case] = &[
-        ("serial", 250, 10, &[(0, 0, 0), (0, 10, 10), (0, 1, 0), (250, 1, 1)]),
-        ("concurrent", 250, 10, &[(0, 5, 5), (0, 2, 2), (0, 5, 3), (0, 1, 0)]),
+        (
+            "serial",
+            250,
+            10,
+            &[(0, 0, 0), (0, 10, 10), (0, 1, 0), (250, 1, 1)],
+        ),
+        (
+            "concurrent",
+            250,
+            10,
+            &[(0, 5, 5), (0, 2, 2), (0, 5, 3), (0, 1, 0)],
+        ),
         ("more than capacity", 1, 10, &[(0, 10, 10), (20, 15, 10)]),
-        ("within capacity", 10, 5, &[(0, 5, 5), (60, 5, 5), (70, 1, 1)]),
+        (
+            "within capacity",
+            10,
+            5,
+            &[(0, 5, 5), (60, 5, 5), (70, 1, 1)],
+        ),
     ];
     for (name, fill, cap, reqs) in CASES {
         let (b, clock) = bucket(ms(*fill), *cap, 1);
@@ -153,7 +182,10 @@ fn check_rate(rate: f64) {
         "rate {rate}: got {}",
         b.rate()
     );
-    assert_eq!(b.take_max_duration(1 << 62, Duration::MAX), Some(Duration::ZERO));
+    assert_eq!(
+        b.take_max_duration(1 << 62, Duration::MAX),
+        Some(Duration::ZERO)
+    );
     // A not-quite multiple of the quantum: the wait shows the actual rate.
     let q = b.quantum();
     let d = b.take(q * 2 - q / 2);
@@ -257,7 +289,11 @@ fn extreme_values_do_not_panic() {
     let _ = b.available();
     let (b, clock) = bucket(Duration::from_secs(1 << 30), 1, 1);
     assert_eq!(b.take(1), Duration::ZERO);
-    assert_eq!(b.take(i64::MAX), Duration::MAX, "a debt beyond Duration is refused");
+    assert_eq!(
+        b.take(i64::MAX),
+        Duration::MAX,
+        "a debt beyond Duration is refused"
+    );
     assert_eq!(b.take(1), Duration::from_secs(1 << 30));
     clock.set(Duration::MAX);
     let _ = b.take(i64::MAX);
@@ -362,10 +398,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (-2i64..60, proptest::option::of(0u64..5_000)).prop_map(|(count, max_wait)| Op::Take {
-            count,
-            max_wait
-        }),
+        (-2i64..60, proptest::option::of(0u64..5_000))
+            .prop_map(|(count, max_wait)| Op::Take { count, max_wait }),
         (-2i64..60).prop_map(|count| Op::TakeAvailable { count }),
     ]
 }

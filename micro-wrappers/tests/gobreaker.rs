@@ -72,7 +72,10 @@ fn ran_and_failed(r: Outcome) -> bool {
 
 type Transitions = Arc<Mutex<Vec<(String, State, State)>>>;
 
-fn recorder() -> (Transitions, impl Fn(&str, State, State) + Send + Sync + 'static) {
+fn recorder() -> (
+    Transitions,
+    impl Fn(&str, State, State) + Send + Sync + 'static,
+) {
     let log: Transitions = Arc::default();
     let l = log.clone();
     (log, move |name: &str, from, to| {
@@ -86,7 +89,10 @@ fn states_and_errors_display_as_gobreaker() {
     assert_eq!(State::HalfOpen.to_string(), "half-open");
     assert_eq!(State::Open.to_string(), "open");
     assert_eq!(BreakerError::Open.to_string(), "circuit breaker is open");
-    assert_eq!(BreakerError::TooManyRequests.to_string(), "too many requests");
+    assert_eq!(
+        BreakerError::TooManyRequests.to_string(),
+        "too many requests"
+    );
     assert_eq!(
         ExecuteError::<Fail>::Rejected(BreakerError::Open).to_string(),
         "circuit breaker is open"
@@ -139,7 +145,11 @@ fn case_1(outcome: fn(&Cb, bool) -> Outcome) {
     clock.advance(secs(59));
     assert_eq!(cb.state(), State::Open);
     clock.advance(secs(1));
-    assert_eq!(cb.state(), State::Open, "at exactly 60 s the expiry is not yet before now");
+    assert_eq!(
+        cb.state(),
+        State::Open,
+        "at exactly 60 s the expiry is not yet before now"
+    );
     clock.advance(NS);
     assert_eq!(cb.state(), State::HalfOpen);
 

@@ -379,7 +379,9 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
                 clock: &self.core.clock,
                 at: None,
             };
-            self.core.current_state(&mut inner, &mut now, &mut changes).0
+            self.core
+                .current_state(&mut inner, &mut now, &mut changes)
+                .0
         };
         self.core.report(changes);
         state

@@ -204,7 +204,10 @@ impl<E: fmt::Display> fmt::Display for HystrixError<E> {
             HystrixError::Timeout => f.write_str("timeout"),
             HystrixError::Run(e) => e.fmt(f),
             HystrixError::FallbackFailed { run, fallback } => {
-                write!(f, "fallback failed with '{fallback}'. run error was '{run}'")
+                write!(
+                    f,
+                    "fallback failed with '{fallback}'. run error was '{run}'"
+                )
             }
         }
     }
@@ -382,7 +385,10 @@ impl<C: Clock> HystrixCircuit<C> {
             let (open, opened) = self.evaluate(&mut health, now);
             let result = if !open {
                 Ok(false)
-            } else if now > health.opened_or_last_tested.saturating_add(self.config.sleep_window)
+            } else if now
+                > health
+                    .opened_or_last_tested
+                    .saturating_add(self.config.sleep_window)
             {
                 health.opened_or_last_tested = now;
                 Ok(true)
