@@ -48,3 +48,21 @@ impl Pool {
         self.channels.read().len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_channel_per_address_until_removed() {
+        let pool = Pool::new(Duration::from_secs(1));
+        let a: Arc<str> = "127.0.0.1:1".into();
+        pool.get(&a).unwrap();
+        pool.get(&a).unwrap();
+        pool.get(&"127.0.0.1:2".into()).unwrap();
+        assert_eq!(pool.len(), 2);
+        pool.remove("127.0.0.1:1");
+        assert_eq!(pool.len(), 1);
+        assert!(pool.get(&"not an address at all".into()).is_err());
+    }
+}
