@@ -564,3 +564,93 @@ async fn health_is_serving_while_registered_and_reflection_lists_the_service() {
     );
     running.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn stop_deregisters_first_then_drains_in_flight_calls() {
+    let registry = Memory::new();
+    let (running, _) = start_recording(&registry, Duration::from_millis(300)).await;
+    let address = running.local_addr();
+    let client = client(&registry);
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call::<_, Response>("greeter2", "Greeter.Test", Request::default())
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    running.stop().await.unwrap();
+    // The call that was running when shutdown began completed.
+    let reply = in_flight.await.unwrap();
+    assert!(reply.is_ok(), "{reply:?}");
+    // Deregistered, and no longer accepting connections.
+    let listed = micro::registry::Registry::get_service(&registry, "greeter2").await;
+    assert!(
+        matches!(listed, Err(micro::registry::Error::NotFound)),
+        "{listed:?}"
+    );
+    assert!(tokio::net::TcpStream::connect(address).await.is_err());
+}
+
+#[tokio::test]
+async fn lifecycle_hooks_run_in_go_micro_order() {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let hook = |name: &'static str| {
+        let log = log.clone();
+        move || {
+            log.lock().unwrap().push(name);
+            Ok(())
+        }
+    };
+    let running = micro::Service::new()
+        .name("hooks")
+        .registry(Memory::new())
+        .before_start(hook("before start"))
+        .after_start(hook("after start"))
+        .before_stop(hook("before stop"))
+        .after_stop(hook("after stop"))
+        .start()
+        .await
+        .unwrap();
+    running.stop().await.unwrap();
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["before start", "after start", "before stop", "after stop"]
+    );
+
+    let failing = micro::Service::new()
+        .registry(Memory::new())
+        .before_start(|| Err("no config".into()))
+        .start()
+        .await;
+    let err = failing
+        .err()
+        .expect("a failing hook stops the start")
+        .to_string();
+    assert_eq!(err, "before start hook failed: no config");
+}
+
+#[tokio::test]
+async fn init_reads_go_micro_flags_and_rejects_bad_ones() {
+    let service = micro::Service::new()
+        .name("code-name")
+        .try_init_from([
+            "svc",
+            "--server_name",
+            "flag-name",
+            "--register_ttl",
+            "5",
+            "--server_metadata",
+            "zone=a",
+        ])
+        .unwrap();
+    let options = service.server_options();
+    assert_eq!(options.name, "flag-name");
+    assert_eq!(options.register_ttl, Duration::from_secs(5));
+    assert_eq!(options.metadata["zone"], "a");
+    let bad = micro::Service::new().try_init_from(["svc", "--registry", "consul"]);
+    assert!(bad.err().unwrap().to_string().contains("consul"));
+    let bad = micro::Service::new().try_init_from(["svc", "--server_metadata", "novalue"]);
+    assert!(bad.err().unwrap().to_string().contains("key=value"));
+}
