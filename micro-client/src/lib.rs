@@ -19,12 +19,12 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::Bytes;
 use http::{Request, Response, uri::PathAndQuery};
-use micro_core::{BoxError, CallInfo};
+pub use micro_core::BoxService;
+use micro_core::{BoxError, CallInfo, Wrapper, stack};
 use micro_registry::{Action, Cache};
 use tonic::{Status, body::Body};
-use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
+use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
 pub use options::{CallOptions, Options, RetryPolicy, retry_on_unavailable};
@@ -36,37 +36,12 @@ use crate::{
     selector::Selector,
 };
 
-/// A call as wrappers see it, type-erased.
-pub type BoxService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
-
-type BoxLayer = Arc<dyn Fn(BoxService) -> BoxService + Send + Sync>;
-
-/// Boxes a tower layer so that layers of different types stack.
-fn box_layer<L, S, ResBody>(layer: L) -> BoxLayer
-where
-    L: Layer<BoxService, Service = S> + Send + Sync + 'static,
-    S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: Send + 'static,
-    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-    ResBody::Error: Into<BoxError>,
-{
-    Arc::new(move |inner| {
-        BoxCloneSyncService::new(
-            layer
-                .layer(inner)
-                .map_response(|r| r.map(Body::new))
-                .map_err(Into::into),
-        )
-    })
-}
-
 /// Builds a [`Client`]: options and wrappers.
 #[derive(Default)]
 pub struct Builder {
     options: Options,
-    client_layers: Vec<BoxLayer>,
-    call_layers: Vec<BoxLayer>,
+    client_layers: Vec<Arc<dyn Wrapper>>,
+    call_layers: Vec<Arc<dyn Wrapper>>,
 }
 
 impl Builder {
@@ -90,31 +65,15 @@ impl Builder {
     /// Adds a client wrapper: around the whole call, retries included. The first added is the
     /// outermost, as in go-micro. The request carries its [`CallInfo`] (no node yet).
     #[must_use]
-    pub fn wrap_client<L, S, ResBody>(mut self, layer: L) -> Self
-    where
-        L: Layer<BoxService, Service = S> + Send + Sync + 'static,
-        S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
-        self.client_layers.push(box_layer(layer));
+    pub fn wrap_client(mut self, wrapper: impl Wrapper) -> Self {
+        self.client_layers.push(Arc::new(wrapper));
         self
     }
 
     /// Adds a call wrapper: around each attempt on one node; [`CallInfo::node`] is set.
     #[must_use]
-    pub fn wrap_call<L, S, ResBody>(mut self, layer: L) -> Self
-    where
-        L: Layer<BoxService, Service = S> + Send + Sync + 'static,
-        S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
-        self.call_layers.push(box_layer(layer));
+    pub fn wrap_call(mut self, wrapper: impl Wrapper) -> Self {
+        self.call_layers.push(Arc::new(wrapper));
         self
     }
 
@@ -137,14 +96,6 @@ impl Builder {
         let stack = stack(dispatch, &self.client_layers);
         Client { stack, shared }
     }
-}
-
-/// Applies layers so that the first in the list is the outermost.
-fn stack(inner: BoxService, layers: &[BoxLayer]) -> BoxService {
-    layers
-        .iter()
-        .rev()
-        .fold(inner, |service, layer| layer(service))
 }
 
 /// Drops pooled channels of nodes the registry says are gone.

@@ -9,10 +9,12 @@ mod call;
 mod context;
 mod error;
 pub mod timeout;
+mod wrapper;
 
 pub use call::{CallInfo, NodeInfo, endpoint_of};
 pub use context::{CallContext, Deadline, is_propagated};
 pub use error::{Error, grpc_to_http, http_to_grpc};
+pub use wrapper::{BoxService, Wrapper, stack};
 
 /// The error type passed between tower layers.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -13,14 +13,13 @@ mod registrar;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
-use bytes::Bytes;
 use http::{Request, Response};
-use micro_core::{BoxError, NodeInfo};
+use micro_core::{NodeInfo, Wrapper};
 use micro_registry::{Metadata, Node, Registry, Service as Registration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming};
-use tower::{Layer, ServiceExt, util::BoxCloneSyncService};
+use tower::{ServiceExt, util::BoxCloneSyncService};
 use tower_service::Service;
 
 use crate::{
@@ -30,7 +29,7 @@ use crate::{
 };
 
 /// A handler stack as handler wrappers see it, type-erased.
-pub type HandlerService = BoxCloneSyncService<Request<Body>, Response<Body>, BoxError>;
+pub type HandlerService = micro_core::BoxService;
 
 /// Server errors.
 #[derive(Debug, thiserror::Error)]
@@ -90,8 +89,6 @@ impl Default for Options {
     }
 }
 
-type HandlerLayer = Arc<dyn Fn(HandlerService) -> HandlerService + Send + Sync>;
-
 /// A server being assembled: services, descriptors and handler wrappers.
 pub struct Server {
     options: Options,
@@ -99,7 +96,7 @@ pub struct Server {
     names: Vec<&'static str>,
     descriptors: Descriptors,
     encoded_descriptors: Vec<Vec<u8>>,
-    layers: Vec<HandlerLayer>,
+    layers: Vec<Arc<dyn Wrapper>>,
 }
 
 impl Server {
@@ -151,23 +148,8 @@ impl Server {
 
     /// Wraps every handler call in a tower layer. The first layer added is the outermost, as
     /// in go-micro. Each request carries its [`micro_core::CallInfo`] in its extensions.
-    pub fn wrap<L, S, ResBody>(&mut self, layer: L) -> &mut Self
-    where
-        L: Layer<HandlerService, Service = S> + Send + Sync + 'static,
-        S: Service<Request<Body>, Response = Response<ResBody>> + Clone + Send + Sync + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
-        self.layers.push(Arc::new(move |inner| {
-            BoxCloneSyncService::new(
-                layer
-                    .layer(inner)
-                    .map_response(|r| r.map(Body::new))
-                    .map_err(Into::into),
-            )
-        }));
+    pub fn wrap(&mut self, wrapper: impl Wrapper) -> &mut Self {
+        self.layers.push(Arc::new(wrapper));
         self
     }
 
@@ -220,9 +202,7 @@ impl Server {
         }
 
         let mut handlers = boxed(routes);
-        for layer in layers.iter().rev() {
-            handlers = layer(handlers);
-        }
+        handlers = micro_core::stack(handlers, &layers);
         let builtin = boxed(builtin);
         let entry = Entry::new(
             handlers,

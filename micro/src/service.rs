@@ -7,13 +7,12 @@ use std::{
     time::Duration,
 };
 
-use bytes::Bytes;
 use http::{Request, Response};
-use micro_client::{BoxService, Client};
+use micro_client::Client;
+use micro_core::Wrapper;
 use micro_registry::{Cache, Etcd, Memory, Registry};
-use micro_server::{HandlerService, Server};
+use micro_server::Server;
 use tonic::{body::Body, server::NamedService};
-use tower_layer::Layer;
 use tower_service::Service as TowerService;
 
 use crate::{BoxError, Flags};
@@ -192,61 +191,25 @@ impl Service {
     }
 
     /// Wraps every handler call; the first wrapper added is the outermost.
-    pub fn wrap_handler<L, S, ResBody>(mut self, layer: L) -> Self
-    where
-        L: Layer<HandlerService, Service = S> + Send + Sync + 'static,
-        S: TowerService<Request<Body>, Response = Response<ResBody>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
-        self.server.wrap(layer);
+    pub fn wrap_handler(mut self, wrapper: impl Wrapper) -> Self {
+        self.server.wrap(wrapper);
         self
     }
 
     /// Wraps every client call, retries included; the first wrapper added is the outermost.
     /// Add client wrappers before the first [`Service::client`] call.
-    pub fn wrap_client<L, S, ResBody>(mut self, layer: L) -> Self
-    where
-        L: Layer<BoxService, Service = S> + Send + Sync + 'static,
-        S: TowerService<Request<Body>, Response = Response<ResBody>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
+    pub fn wrap_client(mut self, wrapper: impl Wrapper) -> Self {
         match self.client.take() {
-            Some(builder) => self.client = Some(builder.wrap_client(layer)),
+            Some(builder) => self.client = Some(builder.wrap_client(wrapper)),
             None => tracing::warn!("wrap_client after client(): wrapper ignored"),
         }
         self
     }
 
     /// Wraps each attempt of a client call on one node.
-    pub fn wrap_call<L, S, ResBody>(mut self, layer: L) -> Self
-    where
-        L: Layer<BoxService, Service = S> + Send + Sync + 'static,
-        S: TowerService<Request<Body>, Response = Response<ResBody>>
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Error: Into<BoxError>,
-        S::Future: Send + 'static,
-        ResBody: http_body::Body<Data = Bytes> + Send + 'static,
-        ResBody::Error: Into<BoxError>,
-    {
+    pub fn wrap_call(mut self, wrapper: impl Wrapper) -> Self {
         match self.client.take() {
-            Some(builder) => self.client = Some(builder.wrap_call(layer)),
+            Some(builder) => self.client = Some(builder.wrap_call(wrapper)),
             None => tracing::warn!("wrap_call after client(): wrapper ignored"),
         }
         self
