@@ -1,3 +1,120 @@
-//! Hot-path benchmarks (placeholder, filled in below).
+//! Hot paths of the resilience algorithms, with `governor` as the peer for the token bucket.
+//!
+//! Run with `cargo bench -p micro-wrappers --bench hot_paths`.
+//! "2 threads" benchmarks run the same operation on one shared instance from two threads at
+//! once and report the time per operation seen by each thread (the slower of the two).
 #![allow(missing_docs)]
-fn main() {}
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use governor::{Quota, RateLimiter};
+use micro_wrappers::breaker::adaptive::{AdaptiveBreaker, AdaptiveSettings};
+use micro_wrappers::breaker::hystrix::{HystrixCircuit, HystrixConfig, Outcome};
+use micro_wrappers::breaker::{CircuitBreaker, Settings};
+use micro_wrappers::clock::{Clock, SystemClock};
+use micro_wrappers::ratelimit::Bucket;
+
+/// Runs `op` `iters` times on each of two threads started together; the slower thread's time.
+fn two_threads(iters: u64, op: &(dyn Fn() + Sync)) -> Duration {
+    let barrier = Barrier::new(2);
+    std::thread::scope(|s| {
+        let run = || {
+            barrier.wait();
+            let start = Instant::now();
+            for _ in 0..iters {
+                op();
+            }
+            start.elapsed()
+        };
+        let a = s.spawn(run);
+        let b = s.spawn(run);
+        let a = a.join().expect("bench thread");
+        let b = b.join().expect("bench thread");
+        a.max(b)
+    })
+}
+
+fn breakers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("breaker");
+
+    let cb: CircuitBreaker<()> = CircuitBreaker::new(Settings::new("bench"));
+    let gobreaker_op = || {
+        let done = cb.allow().expect("closed");
+        done.done(black_box(true));
+    };
+    g.bench_function("gobreaker allow+done, 1 thread", |b| b.iter(gobreaker_op));
+    g.bench_function("gobreaker allow+done, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, &gobreaker_op))
+    });
+
+    let with_interval: CircuitBreaker<()> =
+        CircuitBreaker::new(Settings::new("bench").interval(Duration::from_secs(60)));
+    g.bench_function("gobreaker allow+done (interval set), 1 thread", |b| {
+        b.iter(|| {
+            let done = with_interval.allow().expect("closed");
+            done.done(black_box(true));
+        })
+    });
+
+    let hystrix = HystrixCircuit::new("bench", HystrixConfig::default());
+    let hystrix_op = || hystrix.allow().expect("closed").report(Outcome::Success);
+    g.bench_function("hystrix allow+report, 1 thread", |b| b.iter(hystrix_op));
+    g.bench_function("hystrix allow+report, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, &hystrix_op))
+    });
+
+    let adaptive = AdaptiveBreaker::new(AdaptiveSettings::new("bench")).expect("valid");
+    let adaptive_op = || adaptive.allow().expect("healthy").done(black_box(true));
+    g.bench_function("adaptive allow+done, 1 thread", |b| b.iter(adaptive_op));
+    g.bench_function("adaptive allow+done, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, &adaptive_op))
+    });
+    g.finish();
+}
+
+fn buckets(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ratelimit");
+
+    // Never runs dry: a billion tokens per second and a huge capacity.
+    let bucket = Bucket::new(Duration::from_nanos(1), i64::MAX / 4).expect("valid");
+    let take_op = || {
+        black_box(bucket.take_max_duration(black_box(1), Duration::ZERO));
+    };
+    g.bench_function("bucket take, 1 thread", |b| b.iter(take_op));
+    g.bench_function("bucket take, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, &take_op))
+    });
+
+    let now = bucket.clock().now();
+    g.bench_function("bucket take_at (no clock read), 1 thread", |b| {
+        b.iter(|| black_box(bucket.take_at(black_box(now), 1, Duration::ZERO)))
+    });
+
+    let limiter =
+        RateLimiter::direct(Quota::per_second(NonZeroU32::MAX).allow_burst(NonZeroU32::MAX));
+    let governor_op = || {
+        let _ = black_box(limiter.check());
+    };
+    g.bench_function("governor check, 1 thread", |b| b.iter(governor_op));
+    g.bench_function("governor check, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, &governor_op))
+    });
+
+    let clock = SystemClock::new();
+    g.bench_function("SystemClock::now", |b| b.iter(|| black_box(clock.now())));
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+        .sample_size(30);
+    targets = breakers, buckets
+}
+criterion_main!(benches);

@@ -24,6 +24,8 @@ use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use strength_reduce::StrengthReducedU64;
+
 use crate::clock::{Clock, SystemClock};
 
 const NANOS_PER_SEC: i128 = 1_000_000_000;
@@ -56,10 +58,12 @@ pub struct Bucket<C: Clock = SystemClock> {
     /// `available - latest_tick * quantum`; see the module docs.
     state: AtomicI64,
     fill_nanos: i64,
+    /// `fill_nanos` as a divisor by multiplication (a hardware division costs ~10 ns).
+    fill: StrengthReducedU64,
     capacity: i64,
     quantum: i64,
     /// The clock reading at the bucket's start, in nanoseconds.
-    start: u128,
+    start: u64,
     clock: C,
 }
 
@@ -104,10 +108,11 @@ impl<C: Clock> Bucket<C> {
         if quantum <= 0 {
             return Err(BucketError::InvalidQuantum);
         }
-        let start = clock.now().as_nanos();
+        let start = clock.now_nanos();
         Ok(Self {
             state: AtomicI64::new(capacity),
             fill_nanos,
+            fill: StrengthReducedU64::new(fill_nanos.unsigned_abs()),
             capacity,
             quantum,
             start,
@@ -180,17 +185,17 @@ impl<C: Clock> Bucket<C> {
     /// Like [`take`](Self::take), but only if the wait is at most `max_wait`; otherwise takes
     /// nothing and returns `None`.
     pub fn take_max_duration(&self, count: i64, max_wait: Duration) -> Option<Duration> {
-        self.take_at(self.clock.now(), count, max_wait)
+        self.take_nanos(self.clock.now_nanos(), count, max_wait)
     }
 
     /// Takes up to `count` tokens that are available now, without waiting; returns how many.
     pub fn take_available(&self, count: i64) -> i64 {
-        self.take_available_at(self.clock.now(), count)
+        self.take_available_nanos(self.clock.now_nanos(), count)
     }
 
     /// The tokens available now; negative while a debt is outstanding.
     pub fn available(&self) -> i64 {
-        self.available_at(self.clock.now())
+        self.available_nanos(self.clock.now_nanos())
     }
 
     /// Waits (with `tokio::time::sleep`) until `count` tokens are the caller's.
@@ -219,11 +224,48 @@ impl<C: Clock> Bucket<C> {
     /// clock's origin). `Some(wait)` when taken, `None` when refused (bucket unchanged).
     #[inline]
     pub fn take_at(&self, now: Duration, count: i64, max_wait: Duration) -> Option<Duration> {
+        self.take_nanos(saturating_nanos(now), count, max_wait)
+    }
+
+    #[inline]
+    fn take_nanos(&self, now: u64, count: i64, max_wait: Duration) -> Option<Duration> {
         if count <= 0 {
             return Some(Duration::ZERO);
         }
-        let now = now.as_nanos();
-        let tick = self.tick(now);
+        let tick = now.saturating_sub(self.start) / self.fill;
+        // Fast path, all in i64: enough tokens now, no debt left.
+        if let Some(produced) = i64::try_from(tick)
+            .ok()
+            .and_then(|t| t.checked_mul(self.quantum))
+        {
+            let mut x = self.state.load(Ordering::Relaxed);
+            loop {
+                // Saturating: a sum past i64::MAX is past the capacity anyway.
+                let avail = x.saturating_add(produced).min(self.capacity);
+                match avail.checked_sub(count) {
+                    Some(left) if left >= 0 => {
+                        // 0 <= left and 0 <= produced: no overflow.
+                        let new_x = left - produced;
+                        match self.state.compare_exchange_weak(
+                            x,
+                            new_x,
+                            Ordering::Relaxed,
+                            Ordering::Relaxed,
+                        ) {
+                            Ok(_) => return Some(Duration::ZERO),
+                            Err(actual) => x = actual,
+                        }
+                    }
+                    _ => break,
+                }
+            }
+        }
+        self.take_slow(tick, now, count, max_wait)
+    }
+
+    /// `take` in i128, for debts and for ticks past the i64 horizon.
+    fn take_slow(&self, tick: u64, now: u64, count: i64, max_wait: Duration) -> Option<Duration> {
+        let tick = i128::from(tick);
         let produced = tick * i128::from(self.quantum);
         let count = i128::from(count);
         let mut x = self.state.load(Ordering::Relaxed);
@@ -237,9 +279,9 @@ impl<C: Clock> Bucket<C> {
             } else {
                 let q = i128::from(self.quantum);
                 let end_tick = tick + (-left + q - 1) / q;
-                let end = self.start as i128 + end_tick * i128::from(self.fill_nanos);
+                let end = i128::from(self.start) + end_tick * i128::from(self.fill_nanos);
                 // `now` lies within `tick`, before `end_tick` begins: the wait is > 0.
-                let wait = end - now as i128;
+                let wait = end - i128::from(now);
                 if wait > max_wait.as_nanos() as i128 {
                     return None;
                 }
@@ -258,10 +300,14 @@ impl<C: Clock> Bucket<C> {
 
     /// juju's `takeAvailable` at the clock reading `now`.
     pub fn take_available_at(&self, now: Duration, count: i64) -> i64 {
+        self.take_available_nanos(saturating_nanos(now), count)
+    }
+
+    fn take_available_nanos(&self, now: u64, count: i64) -> i64 {
         if count <= 0 {
             return 0;
         }
-        let produced = self.tick(now.as_nanos()) * i128::from(self.quantum);
+        let produced = self.tick(now) * i128::from(self.quantum);
         let mut x = self.state.load(Ordering::Relaxed);
         loop {
             let avail = self.avail(x, produced);
@@ -283,7 +329,11 @@ impl<C: Clock> Bucket<C> {
 
     /// The tokens available at the clock reading `now`; negative while in debt.
     pub fn available_at(&self, now: Duration) -> i64 {
-        let produced = self.tick(now.as_nanos()) * i128::from(self.quantum);
+        self.available_nanos(saturating_nanos(now))
+    }
+
+    fn available_nanos(&self, now: u64) -> i64 {
+        let produced = self.tick(now) * i128::from(self.quantum);
         let avail = self.avail(self.state.load(Ordering::Relaxed), produced);
         // capacity >= avail >= x >= i64::MIN
         i64::try_from(avail).unwrap_or(i64::MIN)
@@ -291,15 +341,9 @@ impl<C: Clock> Bucket<C> {
 
     /// `floor((now - start) / fill_interval)`; 0 before the start.
     #[inline]
-    fn tick(&self, now: u128) -> i128 {
-        let elapsed = now.saturating_sub(self.start);
-        // u64 division is much cheaper than u128; 2^64 ns is 584 years.
-        let ticks = match u64::try_from(elapsed) {
-            Ok(e) => u128::from(e / self.fill_nanos.unsigned_abs()),
-            Err(_) => elapsed / u128::from(self.fill_nanos.unsigned_abs()),
-        };
-        // ticks <= 2^128 / 1 only in theory; a Duration has < 2^94 ns.
-        i128::try_from(ticks).unwrap_or(i128::MAX / 4)
+    fn tick(&self, now: u64) -> i128 {
+        // Multiplications and shifts instead of a ~10 ns hardware division.
+        i128::from(now.saturating_sub(self.start) / self.fill)
     }
 
     #[inline]
@@ -312,6 +356,11 @@ fn rate_of(quantum: i64, fill_nanos: i64) -> f64 {
     #[allow(clippy::cast_precision_loss)]
     let r = 1e9 * quantum as f64 / fill_nanos as f64;
     r
+}
+
+/// Clock readings are handled in u64 nanoseconds: 584 years from the clock's origin.
+fn saturating_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn nanos_to_duration(nanos: i128) -> Option<Duration> {
