@@ -1,0 +1,80 @@
+//! The load generator's clients: a plain tonic channel to an address, or a micro client that
+//! finds the service in etcd.
+
+use std::{future::Future, pin::Pin, sync::Arc};
+
+use anyhow::Context;
+use micro::registry::Etcd;
+use proto::greeter::{Request, greeter_client::GreeterClient};
+use tonic::{Status, transport::Endpoint};
+
+use crate::serve::timeout_layer;
+
+/// Where the load goes.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// Any greeter server at this address (`host:port` or `http://host:port`), through one
+    /// plain tonic channel.
+    Address(String),
+    /// A micro service found through etcd, through a micro client (discovery, selector,
+    /// pool), optionally with a tower middleware (`wrap_client`).
+    Discover {
+        /// etcd endpoint.
+        etcd: String,
+        /// Registered service name.
+        service: String,
+        /// Adds a `tower::timeout::TimeoutLayer` through `wrap_client`.
+        tower: bool,
+    },
+}
+
+/// One `greeter.Greeter/Hello` call.
+pub type Call =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), Status>> + Send>> + Send + Sync>;
+
+fn request() -> Request {
+    Request {
+        name: "bench".into(),
+    }
+}
+
+/// A function that makes one `Hello` call to `target`.
+pub async fn connect(target: &Target) -> anyhow::Result<Call> {
+    match target {
+        Target::Address(address) => {
+            let uri = if address.contains("://") {
+                address.clone()
+            } else {
+                format!("http://{address}")
+            };
+            let channel = Endpoint::from_shared(uri)?
+                .tcp_nodelay(true)
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {address}"))?;
+            let client = GreeterClient::new(channel);
+            Ok(Arc::new(move || {
+                let mut client = client.clone();
+                Box::pin(async move { client.hello(request()).await.map(|_| ()) })
+            }))
+        }
+        Target::Discover {
+            etcd,
+            service,
+            tower,
+        } => {
+            let mut builder = micro::Service::new()
+                .name("bench-load")
+                .registry(Etcd::new([etcd.clone()]));
+            if *tower {
+                builder = builder.wrap_client(timeout_layer());
+            }
+            let channel = builder.client().channel(service.clone());
+            let client = GreeterClient::new(channel);
+            Ok(Arc::new(move || {
+                let mut client = client.clone();
+                Box::pin(async move { client.hello(request()).await.map(|_| ()) })
+            }))
+        }
+    }
+}

@@ -1,0 +1,548 @@
+//! The comparison driver: etcd, one server process per scenario, interleaved rounds of load
+//! processes, and a table of medians with ratios to the baseline.
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::{Child, ChildStdin, Command},
+};
+
+use crate::{Scenario, load, procstat};
+
+/// How long a server process may take to print `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to compare.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The `bench` binary (server and load processes are spawned from it).
+    pub bin: PathBuf,
+    /// Interleaved rounds.
+    pub rounds: usize,
+    /// Calls in flight, warm-up and window of each load run.
+    pub load: load::Config,
+    /// The scenarios, in table order.
+    pub scenarios: Vec<Scenario>,
+    /// A foreign greeter server to load too (`host:port`), with its pid if known.
+    pub foreign: Option<(String, Option<u32>)>,
+    /// An etcd to use instead of starting one.
+    pub etcd: Option<String>,
+}
+
+/// One scenario's result in one round.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Run {
+    /// Round number, from 0.
+    pub round: usize,
+    /// Scenario name.
+    pub scenario: String,
+    /// The load process's report.
+    pub report: load::Report,
+    /// Peak RSS of the server process so far, KiB.
+    pub server_peak_rss_kib: Option<u64>,
+}
+
+/// One scenario's medians over the rounds.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Row {
+    /// Scenario name.
+    pub scenario: String,
+    /// Baseline scenario name (itself for a baseline).
+    pub baseline: String,
+    /// Remote hops per call.
+    pub hops: u32,
+    /// Rounds measured.
+    pub rounds: usize,
+    /// Median successful calls per second.
+    pub calls_per_sec: f64,
+    /// Median p50 latency, µs.
+    pub p50_us: f64,
+    /// Median p90 latency, µs.
+    pub p90_us: f64,
+    /// Median p99 latency, µs.
+    pub p99_us: f64,
+    /// Median p99.9 latency, µs.
+    pub p999_us: f64,
+    /// Median server CPU ms per 1000 calls.
+    pub server_cpu_ms_per_1k: Option<f64>,
+    /// Median client CPU ms per 1000 calls.
+    pub client_cpu_ms_per_1k: f64,
+    /// Peak RSS of the server process over the run, KiB.
+    pub server_peak_rss_kib: Option<u64>,
+    /// Successful calls over all rounds.
+    pub calls: u64,
+    /// Failed calls over all rounds (window and warm-up).
+    pub errors: u64,
+    /// First error seen.
+    pub first_error: Option<String>,
+    /// calls/s divided by the baseline's.
+    pub ratio_calls_per_sec: Option<f64>,
+    /// p50 divided by the baseline's.
+    pub ratio_p50: Option<f64>,
+    /// p99 divided by the baseline's.
+    pub ratio_p99: Option<f64>,
+    /// Median per-round paired calls/s ratios: lowest and highest.
+    pub paired_ratio_range: Option<(f64, f64)>,
+}
+
+/// The whole result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Every run, in the order made.
+    pub runs: Vec<Run>,
+    /// Medians per scenario.
+    pub rows: Vec<Row>,
+}
+
+/// A server process started with `bench serve`.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// The address it printed.
+    pub addr: String,
+    /// Its pid.
+    pub pid: u32,
+}
+
+impl ServerProcess {
+    /// Spawns `bin serve <scenario> <args>` and waits for its `ready <addr>` line.
+    pub async fn spawn(bin: &Path, scenario: Scenario, args: &[String]) -> anyhow::Result<Self> {
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg(scenario.name())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {} serve {scenario}", bin.display()))?;
+        let pid = child.id().context("server exited at once")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
+            .await
+            .with_context(|| format!("serve {scenario}: not ready after {READY_TIMEOUT:?}"))??
+            .with_context(|| format!("serve {scenario}: exited before ready"))?;
+        let addr = line
+            .strip_prefix("ready ")
+            .with_context(|| format!("serve {scenario}: unexpected line {line:?}"))?
+            .trim()
+            .to_owned();
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let stdin = child.stdin.take();
+        Ok(ServerProcess {
+            child,
+            stdin,
+            addr,
+            pid,
+        })
+    }
+
+    /// Closes its stdin (it stops gracefully) and waits; kills it after 10 s.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        drop(self.stdin.take());
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(status) => {
+                let status = status?;
+                if !status.success() {
+                    bail!("server {} exited with {status}", self.pid);
+                }
+            }
+            Err(_) => {
+                self.child.kill().await?;
+                bail!("server {} did not stop in 10 s: killed", self.pid);
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills it with SIGKILL, as a crash would.
+    pub async fn kill(mut self) -> anyhow::Result<()> {
+        self.child.kill().await?;
+        Ok(())
+    }
+}
+
+/// The `bench load` arguments that target a scenario's server.
+fn target_args(scenario: Scenario, server: &ServerProcess, etcd: Option<&str>) -> Vec<String> {
+    match (scenario.uses_micro(), etcd) {
+        (true, Some(etcd)) => {
+            let mut args = vec![
+                "--etcd".into(),
+                etcd.into(),
+                "--service".into(),
+                scenario.service().into(),
+            ];
+            if scenario == Scenario::MicroTower {
+                args.push("--tower".into());
+            }
+            args
+        }
+        _ => vec!["--target".into(), server.addr.clone()],
+    }
+}
+
+/// Runs `bin load <target> ...` and reads its JSON report.
+pub async fn run_load(
+    bin: &Path,
+    target: &[String],
+    config: &load::Config,
+) -> anyhow::Result<load::Report> {
+    let mut command = Command::new(bin);
+    command
+        .arg("load")
+        .args(target)
+        .arg("--concurrency")
+        .arg(config.concurrency.to_string())
+        .arg("--warmup")
+        .arg(humantime::format_duration(config.warmup).to_string())
+        .arg("--duration")
+        .arg(humantime::format_duration(config.duration).to_string())
+        .arg("--json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for pid in &config.server_pids {
+        command.arg("--server-pid").arg(pid.to_string());
+    }
+    let limit = config.warmup + config.duration + Duration::from_secs(60);
+    let output = tokio::time::timeout(limit, command.output())
+        .await
+        .with_context(|| format!("load {target:?} did not finish in {limit:?}"))??;
+    if !output.status.success() {
+        bail!("load {target:?} exited with {}", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("load {target:?}: no report in {stdout:?}"))?;
+    serde_json::from_str(line).with_context(|| format!("load report {line:?}"))
+}
+
+struct Entry {
+    name: String,
+    baseline: String,
+    hops: u32,
+    server: Option<ServerProcess>,
+    pid: Option<u32>,
+    target: Vec<String>,
+}
+
+/// Runs the comparison: starts etcd (unless given) and the servers, runs `rounds` rounds
+/// (scenario order reversed every other round, so drift hits all alike), stops everything.
+pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
+    let needs_etcd = options.scenarios.iter().any(|s| s.uses_micro());
+    let mut etcd_server = None;
+    let etcd = match (&options.etcd, needs_etcd) {
+        (Some(etcd), _) => Some(etcd.clone()),
+        (None, true) => {
+            let server = micro_test_support::EtcdServer::start().await?;
+            let endpoint = server.endpoint();
+            etcd_server = Some(server);
+            Some(endpoint)
+        }
+        (None, false) => None,
+    };
+
+    let mut entries = Vec::new();
+    for &scenario in &options.scenarios {
+        let mut args = Vec::new();
+        if let Some(etcd) = &etcd
+            && scenario.uses_micro()
+        {
+            args.extend(["--etcd".to_owned(), etcd.clone()]);
+        }
+        let server = ServerProcess::spawn(&options.bin, scenario, &args).await?;
+        eprintln!(
+            "bench: {scenario} serving on {} (pid {})",
+            server.addr, server.pid
+        );
+        entries.push(Entry {
+            name: scenario.name().into(),
+            baseline: scenario.baseline().name().into(),
+            hops: scenario.hops(),
+            pid: Some(server.pid),
+            target: target_args(scenario, &server, etcd.as_deref()),
+            server: Some(server),
+        });
+    }
+    if let Some((addr, pid)) = &options.foreign {
+        entries.push(Entry {
+            name: "foreign".into(),
+            baseline: Scenario::Tonic.name().into(),
+            hops: 1,
+            server: None,
+            pid: *pid,
+            target: vec!["--target".into(), addr.clone()],
+        });
+    }
+
+    let result = rounds(options, &entries).await;
+
+    for entry in &mut entries {
+        if let Some(server) = entry.server.take()
+            && let Err(err) = server.stop().await
+        {
+            eprintln!("bench: stopping {}: {err:#}", entry.name);
+        }
+    }
+    drop(etcd_server);
+    let runs = result?;
+    let rows = rows(&entries, &runs);
+    Ok(Comparison { runs, rows })
+}
+
+async fn rounds(options: &Options, entries: &[Entry]) -> anyhow::Result<Vec<Run>> {
+    let mut runs = Vec::new();
+    for round in 0..options.rounds {
+        let order: Vec<&Entry> = if round % 2 == 0 {
+            entries.iter().collect()
+        } else {
+            entries.iter().rev().collect()
+        };
+        for entry in order {
+            let config = load::Config {
+                server_pids: entry.pid.into_iter().collect(),
+                ..options.load.clone()
+            };
+            let report = run_load(&options.bin, &entry.target, &config)
+                .await
+                .with_context(|| format!("round {round}, {}", entry.name))?;
+            let server_peak_rss_kib = entry
+                .pid
+                .and_then(|pid| procstat::memory(pid).ok())
+                .map(|m| m.peak_rss_kib);
+            eprintln!(
+                "bench: round {round} {:<12} {:>9.0} calls/s  p50 {:>7.1} µs  p99 {:>7.1} µs  errors {}",
+                entry.name,
+                report.calls_per_sec,
+                report.p50_us,
+                report.p99_us,
+                report.errors + report.warmup_errors
+            );
+            runs.push(Run {
+                round,
+                scenario: entry.name.clone(),
+                report,
+                server_peak_rss_kib,
+            });
+        }
+    }
+    Ok(runs)
+}
+
+/// The median (mean of the middle two for an even count); NaN when empty.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.into_iter().filter(|v| !v.is_nan()).collect();
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values.sort_by(f64::total_cmp);
+    let mid = values.len() / 2;
+    if values.len() % 2 == 1 {
+        values[mid]
+    } else {
+        (values[mid - 1] + values[mid]) / 2.0
+    }
+}
+
+fn rows(entries: &[Entry], runs: &[Run]) -> Vec<Row> {
+    let mut by_name: HashMap<&str, Vec<&Run>> = HashMap::new();
+    for run in runs {
+        by_name.entry(run.scenario.as_str()).or_default().push(run);
+    }
+    let mut rows: Vec<Row> = entries
+        .iter()
+        .map(|entry| {
+            let runs = by_name
+                .get(entry.name.as_str())
+                .cloned()
+                .unwrap_or_default();
+            let med = |f: fn(&load::Report) -> f64| median(runs.iter().map(|r| f(&r.report)));
+            let server_cpu = runs
+                .iter()
+                .filter_map(|r| r.report.server_cpu_ms_per_1k())
+                .collect::<Vec<_>>();
+            Row {
+                scenario: entry.name.clone(),
+                baseline: entry.baseline.clone(),
+                hops: entry.hops,
+                rounds: runs.len(),
+                calls_per_sec: med(|r| r.calls_per_sec),
+                p50_us: med(|r| r.p50_us),
+                p90_us: med(|r| r.p90_us),
+                p99_us: med(|r| r.p99_us),
+                p999_us: med(|r| r.p999_us),
+                server_cpu_ms_per_1k: (!server_cpu.is_empty()).then(|| median(server_cpu)),
+                client_cpu_ms_per_1k: med(load::Report::client_cpu_ms_per_1k),
+                server_peak_rss_kib: runs.iter().filter_map(|r| r.server_peak_rss_kib).max(),
+                calls: runs.iter().map(|r| r.report.calls).sum(),
+                errors: runs
+                    .iter()
+                    .map(|r| r.report.errors + r.report.warmup_errors)
+                    .sum(),
+                first_error: runs.iter().find_map(|r| r.report.first_error.clone()),
+                ratio_calls_per_sec: None,
+                ratio_p50: None,
+                ratio_p99: None,
+                paired_ratio_range: None,
+            }
+        })
+        .collect();
+    let snapshot = rows.clone();
+    for row in &mut rows {
+        let Some(base) = snapshot.iter().find(|b| b.scenario == row.baseline) else {
+            continue;
+        };
+        row.ratio_calls_per_sec = Some(row.calls_per_sec / base.calls_per_sec);
+        row.ratio_p50 = Some(row.p50_us / base.p50_us);
+        row.ratio_p99 = Some(row.p99_us / base.p99_us);
+        let paired: Vec<f64> = runs
+            .iter()
+            .filter(|r| r.scenario == row.scenario)
+            .filter_map(|r| {
+                runs.iter()
+                    .find(|b| b.round == r.round && b.scenario == row.baseline)
+                    .map(|b| r.report.calls_per_sec / b.report.calls_per_sec)
+            })
+            .collect();
+        if !paired.is_empty() {
+            let lo = paired.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = paired.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            row.paired_ratio_range = Some((lo, hi));
+        }
+    }
+    rows
+}
+
+/// A target of the issue, checked against the rows.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Check {
+    /// What the target says.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Whether it is met.
+    pub met: bool,
+}
+
+/// The throughput and latency targets that the rows can answer.
+pub fn checks(rows: &[Row]) -> Vec<Check> {
+    let row = |name: &str| rows.iter().find(|r| r.scenario == name);
+    let mut checks = Vec::new();
+    if let Some(micro) = row("micro")
+        && let (Some(calls), Some(p99)) = (micro.ratio_calls_per_sec, micro.ratio_p99)
+    {
+        checks.push(Check {
+            target: "micro, no wrappers: >= 0.97 x bare tonic calls/s".into(),
+            measured: format!("{calls:.3} x"),
+            met: calls >= 0.97,
+        });
+        checks.push(Check {
+            target: "micro, no wrappers: p99 <= 1.05 x bare tonic".into(),
+            measured: format!("{p99:.3} x"),
+            met: p99 <= 1.05,
+        });
+    }
+    if let Some(tower) = row("micro-tower")
+        && let Some(calls) = tower.ratio_calls_per_sec
+    {
+        checks.push(Check {
+            target: "micro, tower middleware each side: >= 0.95 x bare tonic calls/s".into(),
+            measured: format!("{calls:.3} x"),
+            met: calls >= 0.95,
+        });
+    }
+    if let (Some(chain), Some(base)) = (row("chain-micro"), row("chain-tonic")) {
+        let per_hop = (chain.p50_us - base.p50_us) / f64::from(chain.hops);
+        checks.push(Check {
+            target: "chain: <= 50 µs added per hop at p50 over bare tonic".into(),
+            measured: format!(
+                "{per_hop:.1} µs per hop (p50 {:.1} vs {:.1} µs, {} hops)",
+                chain.p50_us, base.p50_us, chain.hops
+            ),
+            met: per_hop <= 50.0,
+        });
+    }
+    checks
+}
+
+fn opt(value: Option<f64>, digits: usize) -> String {
+    value.map_or_else(|| "-".into(), |v| format!("{v:.digits$}"))
+}
+
+/// The comparison as a markdown table, then the targets.
+pub fn table(comparison: &Comparison) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "| scenario | calls/s | p50 µs | p90 µs | p99 µs | p99.9 µs | server CPU ms/1k calls | client CPU ms/1k calls | server peak RSS MiB | calls/s ratio | p50 ratio | p99 ratio | paired calls/s ratio min..max | errors |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+    );
+    for row in &comparison.rows {
+        let is_base = row.scenario == row.baseline;
+        let ratio = |v: Option<f64>| {
+            if is_base {
+                "1 (baseline)".to_owned()
+            } else {
+                opt(v, 3)
+            }
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            row.scenario,
+            row.calls_per_sec,
+            row.p50_us,
+            row.p90_us,
+            row.p99_us,
+            row.p999_us,
+            opt(row.server_cpu_ms_per_1k, 1),
+            row.client_cpu_ms_per_1k,
+            opt(row.server_peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            ratio(row.ratio_calls_per_sec),
+            ratio(row.ratio_p50),
+            ratio(row.ratio_p99),
+            match (is_base, row.paired_ratio_range) {
+                (true, _) => "-".to_owned(),
+                (false, Some((lo, hi))) => format!("{lo:.3}..{hi:.3}"),
+                (false, None) => "-".to_owned(),
+            },
+            row.errors,
+        );
+    }
+    let checks = checks(&comparison.rows);
+    if !checks.is_empty() {
+        let _ = writeln!(out);
+        let _ = writeln!(out, "| target | measured | |");
+        let _ = writeln!(out, "|---|---|---|");
+        for check in checks {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                check.target,
+                check.measured,
+                if check.met { "met" } else { "MISSED" }
+            );
+        }
+    }
+    out
+}

@@ -1,0 +1,99 @@
+//! End-to-end load harness for micro-rs, measured against bare tonic in the same run.
+//!
+//! One binary, `bench`, with subcommands:
+//! - `serve <scenario>`: starts a scenario's servers, prints `ready <addr>`, serves until its
+//!   stdin closes or a signal;
+//! - `load`: the closed-loop generator against an address (any greeter server) or a micro
+//!   service found in etcd;
+//! - `compare`: starts etcd and every scenario's server process, runs interleaved rounds of
+//!   `load` processes and prints each scenario's medians and ratios to its baseline;
+//! - `discovery`: registration, discovery and expiry latencies, idle RSS.
+//!
+//! Run the whole comparison with
+//! `cargo run --release -p bench -- compare --rounds 5 --duration 5s`.
+
+pub mod client;
+pub mod compare;
+pub mod discovery;
+pub mod load;
+pub mod procstat;
+pub mod serve;
+
+use serde::{Deserialize, Serialize};
+
+/// A server setup and the client that loads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// A plain tonic server, a plain tonic client over one channel: the baseline.
+    Tonic,
+    /// A micro server registered in etcd; a micro client through discovery, selector, pool.
+    Micro,
+    /// [`Scenario::Micro`] with a tower timeout through `wrap_handler` and `wrap_client`.
+    MicroTower,
+    /// greeter1 -> greeter2 (`Test`, no sleep) in bare tonic: the chain's baseline.
+    ChainTonic,
+    /// greeter1 -> greeter2 through micro (both hops discovered), the load client a micro one.
+    ChainMicro,
+}
+
+impl Scenario {
+    /// Every scenario, in table order.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Tonic,
+        Scenario::Micro,
+        Scenario::MicroTower,
+        Scenario::ChainTonic,
+        Scenario::ChainMicro,
+    ];
+
+    /// The name on the command line and in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Tonic => "tonic",
+            Scenario::Micro => "micro",
+            Scenario::MicroTower => "micro-tower",
+            Scenario::ChainTonic => "chain-tonic",
+            Scenario::ChainMicro => "chain-micro",
+        }
+    }
+
+    /// The scenario this one is compared with.
+    pub fn baseline(self) -> Scenario {
+        match self {
+            Scenario::Tonic | Scenario::Micro | Scenario::MicroTower => Scenario::Tonic,
+            Scenario::ChainTonic | Scenario::ChainMicro => Scenario::ChainTonic,
+        }
+    }
+
+    /// Whether its servers register in etcd (and its client discovers them).
+    pub fn uses_micro(self) -> bool {
+        matches!(
+            self,
+            Scenario::Micro | Scenario::MicroTower | Scenario::ChainMicro
+        )
+    }
+
+    /// The service the load client calls, for micro scenarios.
+    pub fn service(self) -> &'static str {
+        match self {
+            Scenario::Tonic | Scenario::Micro => "greeter",
+            Scenario::MicroTower => "greeter-tower",
+            Scenario::ChainTonic | Scenario::ChainMicro => "greeter1",
+        }
+    }
+
+    /// Remote hops per call (the chain has two: caller -> greeter1 -> greeter2).
+    pub fn hops(self) -> u32 {
+        match self {
+            Scenario::ChainTonic | Scenario::ChainMicro => 2,
+            _ => 1,
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,267 @@
+//! `bench`: the end-to-end load harness.
+//!
+//! Run the whole comparison with
+//! `cargo run --release -p bench -- compare --rounds 5 --duration 5s`,
+//! the discovery measurements with `cargo run --release -p bench -- discovery`,
+//! and load any greeter server with
+//! `cargo run --release -p bench -- load --target 127.0.0.1:50051`.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use bench::{Scenario, client::Target, compare, discovery, load, serve};
+use clap::{Parser, Subcommand};
+use tokio::io::AsyncReadExt;
+
+#[derive(Parser)]
+#[command(about = "End-to-end load harness for micro-rs, against bare tonic")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Starts a scenario's servers, prints `ready <addr>`, serves until stdin closes or a
+    /// signal.
+    Serve {
+        /// The scenario.
+        scenario: Scenario,
+        /// etcd endpoint, for micro scenarios.
+        #[arg(long)]
+        etcd: Option<String>,
+        /// Registered service name (micro, micro-tower).
+        #[arg(long)]
+        name: Option<String>,
+        /// Registration TTL.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+        ttl: Duration,
+        /// Registration renewal interval.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "4s")]
+        interval: Duration,
+    },
+    /// Closed-loop load on one greeter server (`greeter.Greeter/Hello`).
+    Load {
+        /// Any greeter server's address (plain tonic client over one channel).
+        #[arg(long, conflicts_with = "etcd")]
+        target: Option<String>,
+        /// etcd endpoint: find `--service` there with a micro client.
+        #[arg(long, requires = "service")]
+        etcd: Option<String>,
+        /// Service name to discover.
+        #[arg(long)]
+        service: Option<String>,
+        /// Adds a tower timeout through the micro client's `wrap_client`.
+        #[arg(long)]
+        tower: bool,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Server process whose CPU time to measure (repeatable).
+        #[arg(long = "server-pid")]
+        server_pids: Vec<u32>,
+        /// Prints the report as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every scenario in its own server process, interleaved rounds, a table of medians.
+    Compare {
+        /// Interleaved rounds.
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+        #[command(flatten)]
+        load: LoadArgs,
+        /// Scenarios (default: all).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<Scenario>,
+        /// Also loads this foreign greeter server (`host:port`).
+        #[arg(long)]
+        foreign: Option<String>,
+        /// The foreign server's pid, to measure its CPU and RSS.
+        #[arg(long, requires = "foreign")]
+        foreign_pid: Option<u32>,
+        /// etcd endpoint to use instead of starting one.
+        #[arg(long)]
+        etcd: Option<String>,
+        /// Writes every run and the rows as JSON here.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+    },
+    /// Registration and discovery latencies, idle RSS.
+    Discovery {
+        /// etcd endpoint to use instead of starting one.
+        #[arg(long)]
+        etcd: Option<String>,
+        /// In-process register / stop repetitions.
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        /// Spawn / kill repetitions.
+        #[arg(long, default_value_t = 3)]
+        kills: usize,
+        /// Registration TTL.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+        ttl: Duration,
+        /// Registration renewal interval.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+        interval: Duration,
+        /// Writes the raw measurements as JSON here.
+        #[arg(long)]
+        json_out: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Calls in flight.
+    #[arg(long, short = 'c', default_value_t = 64)]
+    concurrency: usize,
+    /// Warm-up before the measured window.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    warmup: Duration,
+    /// The measured window.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    duration: Duration,
+}
+
+impl LoadArgs {
+    fn config(&self, server_pids: Vec<u32>) -> load::Config {
+        load::Config {
+            concurrency: self.concurrency,
+            warmup: self.warmup,
+            duration: self.duration,
+            server_pids,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+
+    match Cli::parse().command {
+        Command::Serve {
+            scenario,
+            etcd,
+            name,
+            ttl,
+            interval,
+        } => {
+            let options = serve::Options {
+                etcd,
+                name,
+                ttl,
+                interval,
+            };
+            let started = serve::start(scenario, &options).await?;
+            println!("ready {}", started.addr);
+            until_stdin_closes_or_signal().await?;
+            started.stop().await
+        }
+        Command::Load {
+            target,
+            etcd,
+            service,
+            tower,
+            load,
+            server_pids,
+            json,
+        } => {
+            let target = match (target, etcd, service) {
+                (Some(address), _, _) => Target::Address(address),
+                (None, Some(etcd), Some(service)) => Target::Discover {
+                    etcd,
+                    service,
+                    tower,
+                },
+                _ => anyhow::bail!("give --target ADDR, or --etcd ADDR --service NAME"),
+            };
+            let call = bench::client::connect(&target).await?;
+            let report = load::run(&load.config(server_pids), move || call()).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("{report:#?}");
+            }
+            Ok(())
+        }
+        Command::Compare {
+            rounds,
+            load,
+            scenarios,
+            foreign,
+            foreign_pid,
+            etcd,
+            json_out,
+        } => {
+            let options = compare::Options {
+                bin: std::env::current_exe().context("finding the bench binary")?,
+                rounds,
+                load: load.config(Vec::new()),
+                scenarios: if scenarios.is_empty() {
+                    Scenario::ALL.to_vec()
+                } else {
+                    scenarios
+                },
+                foreign: foreign.map(|addr| (addr, foreign_pid)),
+                etcd,
+            };
+            let comparison = compare::run(&options).await?;
+            if let Some(path) = json_out {
+                std::fs::write(&path, serde_json::to_vec_pretty(&comparison)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            print!("{}", compare::table(&comparison));
+            Ok(())
+        }
+        Command::Discovery {
+            etcd,
+            reps,
+            kills,
+            ttl,
+            interval,
+            json_out,
+        } => {
+            let options = discovery::Options {
+                bin: std::env::current_exe().context("finding the bench binary")?,
+                etcd,
+                reps,
+                kills,
+                ttl,
+                interval,
+            };
+            let report = discovery::run(&options).await?;
+            if let Some(path) = json_out {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            print!("{}", discovery::table(&report));
+            Ok(())
+        }
+    }
+}
+
+/// Completes when stdin reaches end of file (the driver went away) or on SIGTERM / SIGINT.
+async fn until_stdin_closes_or_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let stdin = async {
+        let mut stdin = tokio::io::stdin();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = stdin.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = stdin => {}
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

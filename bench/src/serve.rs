@@ -1,0 +1,227 @@
+//! The servers of each scenario: bare tonic, or micro services registered in etcd.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Context;
+use examples::{Greeter1, Greeter2};
+use micro::registry::Etcd;
+use proto::greeter::{
+    FILE_DESCRIPTOR_SET, Request, Response,
+    greeter_client::GreeterClient,
+    greeter_server::{Greeter, GreeterServer},
+};
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tonic::{
+    Status,
+    transport::{Endpoint, server::TcpIncoming},
+};
+
+use crate::Scenario;
+
+/// How a scenario's servers are set up.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// etcd endpoint (`127.0.0.1:PORT`) for the micro scenarios.
+    pub etcd: Option<String>,
+    /// Registered name of the entry service, instead of the scenario's.
+    pub name: Option<String>,
+    /// Registration TTL.
+    pub ttl: Duration,
+    /// Registration renewal interval.
+    pub interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            etcd: None,
+            name: None,
+            ttl: Duration::from_secs(5),
+            interval: Duration::from_secs(4),
+        }
+    }
+}
+
+/// greeter1 of the bare-tonic chain: the same work as [`examples::Greeter1`], over a plain
+/// tonic channel to greeter2's address.
+#[derive(Clone, Debug)]
+pub struct TonicGreeter1 {
+    /// A plain tonic client of greeter2.
+    pub greeter2: GreeterClient<tonic::transport::Channel>,
+}
+
+#[tonic::async_trait]
+impl Greeter for TonicGreeter1 {
+    async fn hello(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        let name = request.into_inner().name;
+        let reply = self
+            .greeter2
+            .clone()
+            .test(Request { name })
+            .await?
+            .into_inner();
+        Ok(tonic::Response::new(Response {
+            msg: format!("greeter1 <- {}", reply.msg),
+        }))
+    }
+
+    async fn test(
+        &self,
+        _request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        Ok(tonic::Response::new(Response {
+            msg: "greeter1 test".into(),
+        }))
+    }
+}
+
+/// The greeter every single-hop scenario serves (`Hello` answers at once).
+fn greeter2() -> Greeter2 {
+    Greeter2 {
+        test_sleep: Duration::ZERO,
+    }
+}
+
+/// The handler-side tower middleware of the `micro-tower` scenario (and the client side's).
+pub fn timeout_layer() -> tower::timeout::TimeoutLayer {
+    tower::timeout::TimeoutLayer::new(Duration::from_secs(5))
+}
+
+/// Running servers of one scenario.
+pub struct Started {
+    /// Address of the entry server (the one the load generator calls).
+    pub addr: SocketAddr,
+    servers: Vec<Server>,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Started")
+            .field("addr", &self.addr)
+            .field("servers", &self.servers.len())
+            .finish()
+    }
+}
+
+enum Server {
+    Micro(Box<micro::Running>),
+    Tonic {
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), tonic::transport::Error>>,
+    },
+}
+
+impl Started {
+    /// Stops every server, the entry server first (micro ones deregister, then drain).
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for server in self.servers.into_iter().rev() {
+            match server {
+                Server::Micro(running) => running.stop().await?,
+                Server::Tonic { stop, task } => {
+                    let _ = stop.send(());
+                    task.await.context("tonic server task")??;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts the servers of `scenario`; micro servers are registered when this returns.
+pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Started> {
+    match scenario {
+        Scenario::Tonic => {
+            let (addr, server) = tonic_server(GreeterServer::new(greeter2())).await?;
+            Ok(Started {
+                addr,
+                servers: vec![server],
+            })
+        }
+        Scenario::ChainTonic => {
+            let (addr2, server2) = tonic_server(GreeterServer::new(greeter2())).await?;
+            let channel = Endpoint::from_shared(format!("http://{addr2}"))?
+                .tcp_nodelay(true)
+                .connect_lazy();
+            let greeter1 = TonicGreeter1 {
+                greeter2: GreeterClient::new(channel),
+            };
+            let (addr1, server1) = tonic_server(GreeterServer::new(greeter1)).await?;
+            Ok(Started {
+                addr: addr1,
+                servers: vec![server2, server1],
+            })
+        }
+        Scenario::Micro | Scenario::MicroTower => {
+            let name = options
+                .name
+                .clone()
+                .unwrap_or_else(|| scenario.service().to_owned());
+            let mut service = micro_service(&name, options)?;
+            if scenario == Scenario::MicroTower {
+                service = service.wrap_handler(timeout_layer());
+            }
+            let running = service
+                .handle(GreeterServer::new(greeter2()))
+                .start()
+                .await?;
+            Ok(Started {
+                addr: running.local_addr(),
+                servers: vec![Server::Micro(Box::new(running))],
+            })
+        }
+        Scenario::ChainMicro => {
+            let greeter2 = micro_service("greeter2", options)?
+                .handle(GreeterServer::new(greeter2()))
+                .start()
+                .await?;
+            let mut greeter1 = micro_service(scenario.service(), options)?;
+            let client = GreeterClient::new(greeter1.client().channel("greeter2"));
+            let greeter1 = greeter1
+                .handle(GreeterServer::new(Greeter1 { greeter2: client }))
+                .start()
+                .await?;
+            Ok(Started {
+                addr: greeter1.local_addr(),
+                servers: vec![
+                    Server::Micro(Box::new(greeter2)),
+                    Server::Micro(Box::new(greeter1)),
+                ],
+            })
+        }
+    }
+}
+
+fn micro_service(name: &str, options: &Options) -> anyhow::Result<micro::Service> {
+    let etcd = options
+        .etcd
+        .clone()
+        .context("a micro scenario needs --etcd")?;
+    Ok(micro::Service::new()
+        .name(name)
+        .registry(Etcd::new([etcd]))
+        .register_ttl(options.ttl)
+        .register_interval(options.interval)
+        .descriptors(FILE_DESCRIPTOR_SET)?)
+}
+
+async fn tonic_server<T: Greeter>(
+    service: GreeterServer<T>,
+) -> anyhow::Result<(SocketAddr, Server)> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    Ok((addr, Server::Tonic { stop, task }))
+}

@@ -1,0 +1,64 @@
+//! A short run of every scenario (about a second each) in real processes, plus a foreign
+//! server and a short discovery pass: proves the harness works. No timing is asserted here;
+//! figures come from `bench compare` in --release (see BENCHMARKS.md).
+
+use std::{path::PathBuf, time::Duration};
+
+use bench::{Scenario, compare, discovery, load};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_bench"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_runs_without_errors() {
+    // A "foreign" greeter server: any greeter server will do; a bare tonic one here.
+    let foreign = compare::ServerProcess::spawn(&bin(), Scenario::Tonic, &[])
+        .await
+        .unwrap();
+    let options = compare::Options {
+        bin: bin(),
+        rounds: 1,
+        load: load::Config {
+            concurrency: 16,
+            warmup: Duration::from_millis(200),
+            duration: Duration::from_secs(1),
+            server_pids: Vec::new(),
+        },
+        scenarios: Scenario::ALL.to_vec(),
+        foreign: Some((foreign.addr.clone(), Some(foreign.pid))),
+        etcd: None,
+    };
+    let comparison = compare::run(&options).await.unwrap();
+    foreign.stop().await.unwrap();
+
+    println!("{}", compare::table(&comparison));
+    assert_eq!(comparison.rows.len(), Scenario::ALL.len() + 1);
+    for row in &comparison.rows {
+        assert_eq!(row.rounds, 1, "{}", row.scenario);
+        assert!(row.calls > 0, "{}: no calls", row.scenario);
+        assert_eq!(
+            row.errors, 0,
+            "{}: errors, first: {:?}",
+            row.scenario, row.first_error
+        );
+        assert!(row.server_cpu_ms_per_1k.is_some(), "{}", row.scenario);
+        assert!(row.server_peak_rss_kib.is_some(), "{}", row.scenario);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_measures() {
+    let options = discovery::Options {
+        bin: bin(),
+        etcd: None,
+        reps: 2,
+        kills: 0,
+        ttl: Duration::from_secs(3),
+        interval: Duration::from_secs(1),
+    };
+    let report = discovery::run(&options).await.unwrap();
+    println!("{}", discovery::table(&report));
+    assert_eq!(report.visible_after_register_ms.len(), 2);
+    assert_eq!(report.gone_after_stop_ms.len(), 2);
+}
