@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use micro_wrappers::breaker::gobreaker::{BreakerError, ExecuteError};
 use micro_wrappers::breaker::{CircuitBreaker, Counts, Event, Rejection, Settings, State};
-use micro_wrappers::clock::ManualClock;
+use micro_wrappers::clock::{Clock, ManualClock};
 use parking_lot::Mutex;
 
 #[derive(Debug, PartialEq)]
@@ -430,4 +430,205 @@ async fn async_call_counts_outcomes() {
         Err(ExecuteError::Inner(Fail))
     ));
     assert_eq!(cb.counts(), c(2, 1, 1, 0, 1));
+}
+
+// === the lock-free fast path against a plain transcription of gobreaker ===
+
+#[test]
+fn more_successes_than_the_fast_path_delta_holds() {
+    let cb: Cb = CircuitBreaker::with_clock(Settings::new("many"), ManualClock::new());
+    for _ in 0..600_000 {
+        assert!(exec(&cb, true).is_ok());
+    }
+    assert_eq!(cb.counts(), c(600_000, 600_000, 0, 600_000, 0));
+    assert!(ran_and_failed(exec(&cb, false)));
+    assert_eq!(cb.counts(), c(600_001, 600_000, 1, 0, 1));
+}
+
+#[test]
+fn parallel_mixed_outcomes_stay_consistent() {
+    let cb: CircuitBreaker<Fail> =
+        CircuitBreaker::new(Settings::new("mixed").ready_to_trip(|_| false));
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let cb = &cb;
+            s.spawn(move || {
+                for i in 0..20_000 {
+                    let done = cb.allow().expect("never trips");
+                    done.done((i + t) % 7 != 0);
+                }
+            });
+        }
+    });
+    let counts = cb.counts();
+    assert_eq!(counts.requests, 80_000);
+    assert_eq!(counts.total_successes + counts.total_failures, 80_000);
+    let failures = (0..4)
+        .flat_map(|t| (0..20_000).map(move |i| (i + t) % 7 == 0))
+        .filter(|f| *f)
+        .count();
+    assert_eq!(counts.total_failures as usize, failures);
+    assert!(counts.consecutive_successes == 0 || counts.consecutive_failures == 0);
+}
+
+/// sony/gobreaker transcribed plainly (one struct, no fast path), to compare with.
+struct Model {
+    max_requests: u32,
+    interval: Option<Duration>,
+    timeout: Duration,
+    state: State,
+    generation: u64,
+    counts: Counts,
+    expiry: Option<Duration>,
+}
+
+impl Model {
+    fn new(max_requests: u32, interval: Option<Duration>, timeout: Duration) -> Self {
+        Self {
+            max_requests,
+            interval,
+            timeout,
+            state: State::Closed,
+            generation: 0,
+            counts: Counts::default(),
+            expiry: interval,
+        }
+    }
+
+    fn current_state(&mut self, now: Duration) -> (State, u64) {
+        match (self.state, self.expiry) {
+            (State::Closed, Some(e)) if e < now => self.new_generation(now),
+            (State::Open, Some(e)) if e < now => self.set_state(State::HalfOpen, now),
+            _ => {}
+        }
+        (self.state, self.generation)
+    }
+
+    fn new_generation(&mut self, now: Duration) {
+        self.generation += 1;
+        self.counts = Counts::default();
+        self.expiry = match self.state {
+            State::Closed => self.interval.map(|i| now + i),
+            State::Open => Some(now + self.timeout),
+            State::HalfOpen => None,
+        };
+    }
+
+    fn set_state(&mut self, to: State, now: Duration) {
+        if self.state != to {
+            self.state = to;
+            self.new_generation(now);
+        }
+    }
+
+    fn allow(&mut self, now: Duration) -> Result<u64, BreakerError> {
+        let (state, generation) = self.current_state(now);
+        match state {
+            State::Open => Err(BreakerError::Open),
+            State::HalfOpen if self.counts.requests >= self.max_requests => {
+                Err(BreakerError::TooManyRequests)
+            }
+            _ => {
+                self.counts.requests += 1;
+                Ok(generation)
+            }
+        }
+    }
+
+    fn done(&mut self, before: u64, success: bool, now: Duration) {
+        let (state, generation) = self.current_state(now);
+        if generation != before {
+            return;
+        }
+        if success {
+            self.counts.total_successes += 1;
+            self.counts.consecutive_successes += 1;
+            self.counts.consecutive_failures = 0;
+            if state == State::HalfOpen && self.counts.consecutive_successes >= self.max_requests {
+                self.set_state(State::Closed, now);
+            }
+        } else {
+            self.counts.total_failures += 1;
+            self.counts.consecutive_failures += 1;
+            self.counts.consecutive_successes = 0;
+            let trip = match state {
+                State::Closed => self.counts.consecutive_failures > 2,
+                _ => true,
+            };
+            if trip {
+                self.set_state(State::Open, now);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Allow,
+    Done { index: usize, success: bool },
+    Advance { ms: u64 },
+}
+
+fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => Just(Op::Allow),
+        4 => (any::<usize>(), proptest::bool::weighted(0.6))
+            .prop_map(|(index, success)| Op::Done { index, success }),
+        1 => (0u64..4_000).prop_map(|ms| Op::Advance { ms }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn matches_the_plain_transcription(
+        interval in proptest::option::of(1u64..6),
+        ops in proptest::collection::vec(op(), 1..200),
+    ) {
+        let interval = interval.map(secs);
+        let timeout = secs(3);
+        let clock = ManualClock::new();
+        let mut settings = Settings::new("model")
+            .max_requests(2)
+            .timeout(timeout)
+            .ready_to_trip(|c| c.consecutive_failures > 2);
+        if let Some(i) = interval {
+            settings = settings.interval(i);
+        }
+        let cb: Cb = CircuitBreaker::with_clock(settings, clock.clone());
+        let mut model = Model::new(2, interval, timeout);
+        let mut outstanding = Vec::new();
+        for op in ops {
+            let now = clock.now();
+            match op {
+                Op::Allow => {
+                    let got = cb.allow();
+                    let want = model.allow(now);
+                    proptest::prop_assert_eq!(got.as_ref().err(), want.as_ref().err());
+                    if let (Ok(done), Ok(generation)) = (got, want) {
+                        outstanding.push((done, generation));
+                    }
+                }
+                Op::Done { index, success } => {
+                    if !outstanding.is_empty() {
+                        let (done, generation) = outstanding.swap_remove(index % outstanding.len());
+                        done.done(success);
+                        model.done(generation, success, now);
+                    }
+                }
+                Op::Advance { ms } => clock.advance(Duration::from_millis(ms)),
+            }
+            proptest::prop_assert_eq!(cb.counts(), model.counts);
+            let now = clock.now();
+            proptest::prop_assert_eq!(cb.state(), model.current_state(now).0);
+            proptest::prop_assert_eq!(cb.counts(), model.counts);
+        }
+        for (done, generation) in outstanding {
+            done.done(true);
+            model.done(generation, true, clock.now());
+        }
+        proptest::prop_assert_eq!(cb.counts(), model.counts);
+    }
 }

@@ -27,6 +27,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -245,6 +246,11 @@ pub struct CircuitBreaker<E = BoxError, C: Clock = SystemClock> {
     is_successful: Option<IsSuccessful<E>>,
 }
 
+/// The shared core. Requests and successes in the closed state take a lock-free fast path: they
+/// add to the deltas in [`Core::word`] with one compare-and-swap. Everything else (failures,
+/// half-open, open, expiries, deltas about to overflow, reads of the counts) takes the lock and
+/// first folds the deltas into [`Inner::counts`]. That order is exact: a failure always goes
+/// through the lock, so the successes pending in the word all came after the last failure.
 struct Core<C> {
     name: String,
     max_requests: u32,
@@ -254,12 +260,46 @@ struct Core<C> {
     on_state_change: Option<OnStateChange>,
     on_event: Option<Observer>,
     clock: C,
+    /// `generation (24 bits) | state (2) | pending requests (19) | pending successes (19)`;
+    /// generation and state change only under the lock, which rewrites the word with zero
+    /// deltas (the pending ones belonged to the ended generation).
+    word: AtomicU64,
+    /// The closed state's expiry in clock nanoseconds (`u64::MAX`: none), for the fast path.
+    closed_expiry: AtomicU64,
     inner: Mutex<Inner>,
+}
+
+const GEN_SHIFT: u32 = 40;
+const GEN_MASK: u32 = (1 << 24) - 1;
+const STATE_SHIFT: u32 = 38;
+const STATE_BITS: u64 = 0b11 << STATE_SHIFT;
+const REQ_SHIFT: u32 = 19;
+const DELTA_MAX: u64 = (1 << 19) - 1;
+const DELTAS: u64 = (1 << 38) - 1;
+const CLOSED_BITS: u64 = 0;
+
+fn state_code(state: State) -> u64 {
+    match state {
+        State::Closed => CLOSED_BITS,
+        State::HalfOpen => 1 << STATE_SHIFT,
+        State::Open => 2 << STATE_SHIFT,
+    }
+}
+
+fn word_generation(word: u64) -> u32 {
+    // 24 bits: the cast keeps them all.
+    (word >> GEN_SHIFT) as u32
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 struct Inner {
     state: State,
-    generation: u64,
+    /// Wraps at 2^24 (the word's field): a result is only mistaken for a current one if its
+    /// request outlived a multiple of 16.7 million generations.
+    generation: u32,
     counts: Counts,
     /// Closed: end of the interval (None: never); open: end of the timeout; half-open: None.
     expiry: Option<Duration>,
@@ -295,20 +335,24 @@ impl<C: Clock> LazyNow<'_, C> {
 #[must_use = "report the outcome with `done`; dropping it counts as a failure"]
 pub struct Done<'a, C: Clock = SystemClock> {
     core: &'a Core<C>,
-    generation: u64,
+    generation: u32,
     reported: bool,
 }
 
 impl<C: Clock> Done<'_, C> {
     /// Reports the request's outcome. Ignored when the breaker's generation changed since the
     /// request was allowed.
+    #[inline]
     pub fn done(mut self, success: bool) {
         self.reported = true;
-        self.core.after_request(self.generation, success);
+        if !(success && self.core.try_fast_success(self.generation)) {
+            self.core.after_request(self.generation, success);
+        }
     }
 }
 
 impl<C: Clock> Drop for Done<'_, C> {
+    #[inline]
     fn drop(&mut self) {
         if !self.reported {
             self.core.after_request(self.generation, false);
@@ -339,6 +383,7 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
     pub fn with_clock(settings: Settings<E>, clock: C) -> Self {
         let interval = (!settings.interval.is_zero()).then_some(settings.interval);
         let now = clock.now();
+        let expiry = interval.map(|i| now.saturating_add(i));
         let core = Core {
             name: settings.name,
             max_requests: settings.max_requests.max(1),
@@ -352,11 +397,13 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
             on_state_change: settings.on_state_change,
             on_event: settings.on_event,
             clock,
+            word: AtomicU64::new(CLOSED_BITS),
+            closed_expiry: AtomicU64::new(expiry.map_or(u64::MAX, nanos)),
             inner: Mutex::new(Inner {
                 state: State::Closed,
                 generation: 0,
                 counts: Counts::default(),
-                expiry: interval.map(|i| now.saturating_add(i)),
+                expiry,
             }),
         };
         Self {
@@ -389,13 +436,19 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
 
     /// The counts of the current generation, as last updated (not re-evaluated for time).
     pub fn counts(&self) -> Counts {
-        self.core.inner.lock().counts
+        let mut inner = self.core.inner.lock();
+        self.core.flush(&mut inner);
+        inner.counts
     }
 
     /// The two-step form: asks to run one request. On success, run it and report its outcome
     /// with [`Done::done`].
+    #[inline]
     pub fn allow(&self) -> Result<Done<'_, C>, BreakerError> {
-        let generation = self.core.before_request()?;
+        let generation = match self.core.try_fast_allow() {
+            Some(generation) => generation,
+            None => self.core.before_request()?,
+        };
         Ok(Done {
             core: &self.core,
             generation,
@@ -449,11 +502,97 @@ impl<E, C: Clock> fmt::Debug for CircuitBreaker<E, C> {
 // === impl Core ===
 
 impl<C: Clock> Core<C> {
+    /// The closed state's expiry has not passed (reads the clock only with an interval).
     #[inline]
-    fn before_request(&self) -> Result<u64, BreakerError> {
+    fn closed_unexpired(&self) -> bool {
+        self.interval.is_none()
+            || self.closed_expiry.load(Ordering::Acquire) >= self.clock.now_nanos()
+    }
+
+    /// Counts a request with one CAS if closed, unexpired and the delta has room.
+    #[inline]
+    fn try_fast_allow(&self) -> Option<u32> {
+        let mut word = self.word.load(Ordering::Acquire);
+        if word & STATE_BITS != CLOSED_BITS || !self.closed_unexpired() {
+            return None;
+        }
+        loop {
+            if word & STATE_BITS != CLOSED_BITS || (word >> REQ_SHIFT) & DELTA_MAX == DELTA_MAX {
+                return None;
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                word + (1 << REQ_SHIFT),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Some(word_generation(word)),
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Counts a success with one CAS if closed, unexpired, of the current generation and the
+    /// delta has room.
+    #[inline]
+    fn try_fast_success(&self, generation: u32) -> bool {
+        let mut word = self.word.load(Ordering::Acquire);
+        if word_generation(word) != generation || !self.closed_unexpired() {
+            return false;
+        }
+        loop {
+            if word & STATE_BITS != CLOSED_BITS
+                || word_generation(word) != generation
+                || word & DELTA_MAX == DELTA_MAX
+            {
+                return false;
+            }
+            match self.word.compare_exchange_weak(
+                word,
+                word + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => word = actual,
+            }
+        }
+    }
+
+    /// Folds the fast path's pending deltas into the counts (under the lock).
+    fn flush(&self, inner: &mut Inner) {
+        if self.word.load(Ordering::Acquire) & DELTAS == 0 {
+            return;
+        }
+        let word = self.word.fetch_and(!DELTAS, Ordering::AcqRel);
+        // Both deltas are 19-bit fields.
+        let requests = ((word >> REQ_SHIFT) & DELTA_MAX) as u32;
+        let successes = (word & DELTA_MAX) as u32;
+        let counts = &mut inner.counts;
+        counts.requests = counts.requests.saturating_add(requests);
+        if successes > 0 {
+            counts.total_successes = counts.total_successes.saturating_add(successes);
+            counts.consecutive_successes = counts.consecutive_successes.saturating_add(successes);
+            counts.consecutive_failures = 0;
+        }
+    }
+
+    /// Publishes a new generation or state to the fast path (under the lock).
+    fn publish(&self, inner: &Inner) {
+        let expiry = match (inner.state, inner.expiry) {
+            (State::Closed, Some(e)) => nanos(e),
+            _ => u64::MAX,
+        };
+        self.closed_expiry.store(expiry, Ordering::Release);
+        let word = (u64::from(inner.generation) << GEN_SHIFT) | state_code(inner.state);
+        self.word.store(word, Ordering::Release);
+    }
+
+    fn before_request(&self) -> Result<u32, BreakerError> {
         let mut changes = Changes::default();
         let result = {
             let mut inner = self.inner.lock();
+            self.flush(&mut inner);
             let mut now = LazyNow {
                 clock: &self.clock,
                 at: None,
@@ -481,11 +620,11 @@ impl<C: Clock> Core<C> {
         result
     }
 
-    #[inline]
-    fn after_request(&self, before: u64, success: bool) {
+    fn after_request(&self, before: u32, success: bool) {
         let mut changes = Changes::default();
         {
             let mut inner = self.inner.lock();
+            self.flush(&mut inner);
             let mut now = LazyNow {
                 clock: &self.clock,
                 at: None,
@@ -523,7 +662,7 @@ impl<C: Clock> Core<C> {
         inner: &mut Inner,
         now: &mut LazyNow<'_, C>,
         changes: &mut Changes,
-    ) -> (State, u64) {
+    ) -> (State, u32) {
         match (inner.state, inner.expiry) {
             (State::Closed, Some(expiry)) if expiry < now.get() => self.new_generation(inner, now),
             (State::Open, Some(expiry)) if expiry < now.get() => {
@@ -551,13 +690,14 @@ impl<C: Clock> Core<C> {
     }
 
     fn new_generation(&self, inner: &mut Inner, now: &mut LazyNow<'_, C>) {
-        inner.generation = inner.generation.wrapping_add(1);
+        inner.generation = inner.generation.wrapping_add(1) & GEN_MASK;
         inner.counts = Counts::default();
         inner.expiry = match inner.state {
             State::Closed => self.interval.map(|i| now.get().saturating_add(i)),
             State::Open => Some(now.get().saturating_add(self.timeout)),
             State::HalfOpen => None,
         };
+        self.publish(inner);
     }
 
     fn report(&self, changes: Changes) {
