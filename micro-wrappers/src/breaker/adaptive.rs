@@ -29,9 +29,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use super::window::{RollingWindow, Stats};
+use super::window::AtomicWindow;
 use super::{Event, Observer, Rejection};
 use crate::clock::{Clock, SystemClock};
 
@@ -67,18 +65,6 @@ pub struct AdaptiveCounts {
     pub requests: u64,
     /// Of those, the ones the backend accepted.
     pub accepts: u64,
-}
-
-impl Stats for AdaptiveCounts {
-    fn add(&mut self, o: &Self) {
-        self.requests = self.requests.wrapping_add(o.requests);
-        self.accepts = self.accepts.wrapping_add(o.accepts);
-    }
-
-    fn sub(&mut self, o: &Self) {
-        self.requests = self.requests.wrapping_sub(o.requests);
-        self.accepts = self.accepts.wrapping_sub(o.accepts);
-    }
 }
 
 type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
@@ -190,7 +176,8 @@ pub struct AdaptiveBreaker<C: Clock = SystemClock> {
     k: f64,
     protection: u64,
     clock: C,
-    window: Mutex<RollingWindow<AdaptiveCounts>>,
+    /// `[requests, accepts]`; lock-free for both reading and counting.
+    window: AtomicWindow<2>,
     random: Option<Random>,
     on_event: Option<Observer>,
 }
@@ -206,6 +193,7 @@ pub struct AdaptiveDone<'a, C: Clock = SystemClock> {
 
 impl<C: Clock> AdaptiveDone<'_, C> {
     /// Counts the request, and whether the backend accepted it.
+    #[inline]
     pub fn done(mut self, accepted: bool) {
         self.reported = true;
         self.breaker.record(accepted);
@@ -253,7 +241,7 @@ impl<C: Clock> AdaptiveBreaker<C> {
             k: settings.k,
             protection: settings.protection,
             clock,
-            window: Mutex::new(RollingWindow::new(buckets as usize, width)),
+            window: AtomicWindow::new(buckets as usize, width),
             random: settings.random,
             on_event: settings.on_event,
         })
@@ -266,8 +254,8 @@ impl<C: Clock> AdaptiveBreaker<C> {
 
     /// The window's counts now.
     pub fn counts(&self) -> AdaptiveCounts {
-        let now = self.clock.now();
-        self.window.lock().totals(now)
+        let [requests, accepts] = self.window.totals(self.clock.now_nanos());
+        AdaptiveCounts { requests, accepts }
     }
 
     /// The probability that a request is dropped now.
@@ -285,6 +273,7 @@ impl<C: Clock> AdaptiveBreaker<C> {
     }
 
     /// Asks to run one request: dropped with the probability of [`drop_ratio`](Self::drop_ratio).
+    #[inline]
     pub fn allow(&self) -> Result<AdaptiveDone<'_, C>, Throttled> {
         let p = self.drop_ratio();
         if p > 0.0 {
@@ -324,13 +313,10 @@ impl<C: Clock> AdaptiveBreaker<C> {
         result.map_err(AdaptiveError::Inner)
     }
 
+    #[inline]
     fn record(&self, accepted: bool) {
-        let now = self.clock.now();
-        let delta = AdaptiveCounts {
-            requests: 1,
-            accepts: u64::from(accepted),
-        };
-        self.window.lock().add(now, &delta);
+        self.window
+            .add(self.clock.now_nanos(), &[1, u64::from(accepted)]);
     }
 }
 

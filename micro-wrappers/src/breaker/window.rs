@@ -1,6 +1,9 @@
 //! A rolling window of fixed-width time buckets with running totals.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 /// Counters kept per bucket; totals are kept by adding and subtracting whole buckets.
 pub(crate) trait Stats: Copy + Default {
@@ -38,7 +41,18 @@ impl<B: Stats> RollingWindow<B> {
     /// Moves the window to `now`, dropping the buckets that fell out. A time before the newest
     /// bucket is counted in the newest bucket.
     pub(crate) fn advance(&mut self, now: Duration) {
-        let index = now.as_nanos() / self.width_nanos;
+        self.advance_to(now.as_nanos() / self.width_nanos);
+    }
+
+    /// Adds `delta` to the newest bucket.
+    pub(crate) fn add_to_head(&mut self, delta: &B) {
+        let slot = self.slot(self.head);
+        self.buckets[slot].add(delta);
+        self.totals.add(delta);
+    }
+
+    /// [`advance`](Self::advance) to a bucket index.
+    pub(crate) fn advance_to(&mut self, index: u128) {
         if index <= self.head {
             return;
         }
@@ -76,6 +90,192 @@ impl<B: Stats> RollingWindow<B> {
     }
 }
 
+// === AtomicWindow ===
+
+/// `K` counters, as a bucket of the history.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counters<const K: usize>([u64; K]);
+
+impl<const K: usize> Default for Counters<K> {
+    fn default() -> Self {
+        Self([0; K])
+    }
+}
+
+impl<const K: usize> Stats for Counters<K> {
+    fn add(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a = a.wrapping_add(b);
+        }
+    }
+
+    fn sub(&mut self, other: &Self) {
+        for (a, b) in self.0.iter_mut().zip(other.0) {
+            *a = a.wrapping_sub(b);
+        }
+    }
+}
+
+const TAG_SHIFT: u32 = 32;
+const FIELD_MAX: u64 = 0xFFFF;
+
+fn tag(index: u128) -> u64 {
+    // The low 32 bits of the bucket index.
+    (index as u64) & 0xFFFF_FFFF
+}
+
+/// A rolling window whose hot operations are lock-free: `K` counters per bucket, of which the
+/// first two are counted in the current bucket by one compare-and-swap on a packed word
+/// `bucket tag (32 bits) | counter 0 (16) | counter 1 (16)`, and the window's sum is read
+/// without a write, under a seqlock.
+///
+/// The history (older buckets, the other counters, and whatever the current word spills when a
+/// field is full) lives in a [`RollingWindow`] under a mutex, whose sum is published in `past`.
+/// The window's totals are `past + current`, both read between two equal even `seq` values.
+#[derive(Debug)]
+pub(crate) struct AtomicWindow<const K: usize> {
+    width: strength_reduce::StrengthReducedU64,
+    seq: AtomicU64,
+    current: AtomicU64,
+    past: [AtomicU64; K],
+    ring: Mutex<RollingWindow<Counters<K>>>,
+}
+
+impl<const K: usize> AtomicWindow<K> {
+    /// `n` (at least 1) buckets of `width` (at least 1 ns, at most 2^64 ns).
+    pub(crate) fn new(n: usize, width: Duration) -> Self {
+        let width_nanos = u64::try_from(width.as_nanos()).unwrap_or(u64::MAX).max(1);
+        Self {
+            width: strength_reduce::StrengthReducedU64::new(width_nanos),
+            seq: AtomicU64::new(0),
+            current: AtomicU64::new(0),
+            past: std::array::from_fn(|_| AtomicU64::new(0)),
+            ring: Mutex::new(RollingWindow::new(n, Duration::from_nanos(width_nanos))),
+        }
+    }
+
+    #[inline]
+    fn index(&self, now_nanos: u64) -> u128 {
+        u128::from(now_nanos / self.width)
+    }
+
+    /// The window's totals at `now_nanos`.
+    #[inline]
+    pub(crate) fn totals(&self, now_nanos: u64) -> [u64; K] {
+        let tag = tag(self.index(now_nanos));
+        let s1 = self.seq.load(Ordering::SeqCst);
+        if s1 & 1 == 0 {
+            let current = self.current.load(Ordering::SeqCst);
+            if current >> TAG_SHIFT == tag {
+                let mut totals: [u64; K] = std::array::from_fn(|i| self.past[i].load(Ordering::SeqCst));
+                if self.seq.load(Ordering::SeqCst) == s1 {
+                    add_current(&mut totals, current);
+                    return totals;
+                }
+            }
+        }
+        self.totals_slow(now_nanos)
+    }
+
+    fn totals_slow(&self, now_nanos: u64) -> [u64; K] {
+        let mut ring = self.ring.lock();
+        self.rotate(&mut ring, now_nanos);
+        // Under the lock `past` is stable; `current` may still gain counts.
+        let mut totals = std::array::from_fn(|i| self.past[i].load(Ordering::SeqCst));
+        add_current(&mut totals, self.current.load(Ordering::SeqCst));
+        totals
+    }
+
+    /// Adds `delta` at `now_nanos`: one CAS when only counters 0 and 1 move, the current
+    /// bucket is `now`'s and the fields have room; the lock otherwise.
+    #[inline]
+    pub(crate) fn add(&self, now_nanos: u64, delta: &[u64; K]) {
+        if delta[2..].iter().all(|d| *d == 0) && delta[0] <= FIELD_MAX && delta[1] <= FIELD_MAX {
+            let tag = tag(self.index(now_nanos));
+            let mut current = self.current.load(Ordering::SeqCst);
+            loop {
+                if current >> TAG_SHIFT != tag
+                    || (current >> 16) & FIELD_MAX > FIELD_MAX - delta[0]
+                    || current & FIELD_MAX > FIELD_MAX - delta[1]
+                {
+                    break;
+                }
+                let next = current + (delta[0] << 16) + delta[1];
+                match self.current.compare_exchange_weak(
+                    current,
+                    next,
+                    Ordering::SeqCst,
+                    Ordering::SeqCst,
+                ) {
+                    Ok(_) => return,
+                    Err(actual) => current = actual,
+                }
+            }
+        }
+        self.add_slow(now_nanos, delta);
+    }
+
+    fn add_slow(&self, now_nanos: u64, delta: &[u64; K]) {
+        let mut ring = self.ring.lock();
+        self.rotate(&mut ring, now_nanos);
+        // Into the newest bucket of the history (an older `now` is counted there too), with
+        // the current word's counts, so that its fields have room again.
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        let old = self
+            .current
+            .swap(tag(ring.head) << TAG_SHIFT, Ordering::SeqCst);
+        let mut folded = *delta;
+        add_current(&mut folded, old);
+        ring.add_to_head(&Counters(folded));
+        self.publish_past(&ring);
+        self.seq.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Empties the window (under the lock).
+    pub(crate) fn reset(&self) {
+        let mut ring = self.ring.lock();
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        ring.reset_buckets();
+        let tag = tag(ring.head);
+        self.current.store(tag << TAG_SHIFT, Ordering::SeqCst);
+        self.publish_past(&ring);
+        self.seq.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Moves the window to `now` if it is in a later bucket, folding the current word into the
+    /// history (under the lock). The current word always belongs to the history's head bucket.
+    fn rotate(&self, ring: &mut RollingWindow<Counters<K>>, now_nanos: u64) {
+        let index = self.index(now_nanos);
+        if index <= ring.head {
+            return;
+        }
+        self.seq.fetch_add(1, Ordering::SeqCst);
+        let old = self
+            .current
+            .swap(tag(index) << TAG_SHIFT, Ordering::SeqCst);
+        let mut folded = [0; K];
+        add_current(&mut folded, old);
+        ring.add_to_head(&Counters(folded));
+        ring.advance_to(index);
+        self.publish_past(ring);
+        self.seq.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn publish_past(&self, ring: &RollingWindow<Counters<K>>) {
+        for (p, t) in self.past.iter().zip(ring.totals.0) {
+            p.store(t, Ordering::SeqCst);
+        }
+    }
+}
+
+#[inline]
+fn add_current<const K: usize>(totals: &mut [u64; K], current: u64) {
+    if K >= 2 {
+        totals[0] = totals[0].wrapping_add((current >> 16) & FIELD_MAX);
+        totals[1] = totals[1].wrapping_add(current & FIELD_MAX);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,5 +307,52 @@ mod tests {
         // Time going backwards is counted in the newest bucket.
         w.add(s(50), &N(2));
         assert_eq!(w.totals(s(100)), N(2));
+    }
+
+    fn c3(a: u64, b: u64, x: u64) -> Counters<3> {
+        Counters([a, b, x])
+    }
+
+    proptest::proptest! {
+        /// The lock-free window sums exactly as the plain one, spills and rotations included.
+        #[test]
+        fn atomic_window_matches_rolling_window(
+            steps in proptest::collection::vec(
+                (0u64..700, 0u64..3, 0u64..70_000, 0u64..2, proptest::bool::ANY), 1..120),
+        ) {
+            let width = Duration::from_millis(250);
+            let atomic = AtomicWindow::<3>::new(8, width);
+            let mut plain = RollingWindow::<Counters<3>>::new(8, width);
+            let mut now = 0u64;
+            for (advance_ms, a, b, x, big) in steps {
+                now += advance_ms * 1_000_000;
+                let delta = if big { [a, b, x] } else { [a, b % 3, x] };
+                atomic.add(now, &delta);
+                plain.add(Duration::from_nanos(now), &c3(delta[0], delta[1], delta[2]));
+                proptest::prop_assert_eq!(atomic.totals(now), plain.totals(Duration::from_nanos(now)).0);
+            }
+            atomic.reset();
+            plain.reset_buckets();
+            proptest::prop_assert_eq!(atomic.totals(now), [0; 3]);
+        }
+    }
+
+    #[test]
+    fn atomic_window_counts_every_concurrent_add() {
+        let w = AtomicWindow::<2>::new(40, Duration::from_millis(250));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let w = &w;
+                s.spawn(move || {
+                    for i in 0..50_000u64 {
+                        // Two bucket changes on the way, and many spills of the 16-bit fields.
+                        let now = (i / 20_000) * 250_000_000;
+                        w.add(now, &[1, (i + t) % 2]);
+                        let _ = w.totals(now);
+                    }
+                });
+            }
+        });
+        assert_eq!(w.totals(500_000_000), [200_000, 100_000]);
     }
 }
