@@ -462,3 +462,54 @@ async fn max_concurrency_through_run() {
     assert_eq!(r.unwrap_err().to_string(), "max concurrency");
     assert!(holder.await.unwrap().is_ok());
 }
+
+#[test]
+fn exactly_one_probe_among_racing_threads() {
+    let (c, clock) = circuit(HystrixConfig::default());
+    open(&c);
+    clock.advance(ms(5_000) + NS);
+    let probes = std::sync::atomic::AtomicU32::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..1_000 {
+                    if let Ok(t) = c.allow() {
+                        assert!(t.is_probe());
+                        probes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        std::mem::forget(t);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(probes.into_inner(), 1);
+    assert_eq!(c.counts().short_circuits, 1 + 3_999);
+}
+
+#[test]
+fn parallel_outcomes_are_counted_exactly() {
+    let (c, _) = circuit(HystrixConfig {
+        max_concurrent_requests: 100,
+        request_volume_threshold: u64::MAX,
+        ..HystrixConfig::default()
+    });
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let c = &c;
+            s.spawn(move || {
+                for i in 0..30_000u64 {
+                    let outcome = if (i + t) % 3 == 0 {
+                        Outcome::Failure
+                    } else {
+                        Outcome::Success
+                    };
+                    c.allow().expect("never opens").report(outcome);
+                }
+            });
+        }
+    });
+    let counts = c.counts();
+    assert_eq!(counts.requests(), 120_000);
+    assert_eq!(counts.failures, 40_000);
+    assert_eq!(c.in_flight(), 0);
+}

@@ -22,12 +22,10 @@
 //! ```
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use parking_lot::Mutex;
-
-use super::window::{RollingWindow, Stats};
+use super::window::AtomicWindow;
 use super::{Event, Observer, Rejection, State};
 use crate::clock::{Clock, SystemClock};
 
@@ -101,6 +99,16 @@ pub struct HystrixCounts {
 }
 
 impl HystrixCounts {
+    fn from_window([successes, failures, timeouts, rejections, short_circuits]: [u64; 5]) -> Self {
+        Self {
+            successes,
+            failures,
+            timeouts,
+            rejections,
+            short_circuits,
+        }
+    }
+
     /// Every counted request.
     pub fn requests(&self) -> u64 {
         self.successes.wrapping_add(self.errors())
@@ -124,24 +132,6 @@ impl HystrixCounts {
         // floor(errors * 100 / requests + 1/2), exactly, in integers.
         let pct = (errors * 200 + requests) / (2 * requests);
         u64::try_from(pct).unwrap_or(u64::MAX)
-    }
-}
-
-impl Stats for HystrixCounts {
-    fn add(&mut self, o: &Self) {
-        self.successes = self.successes.wrapping_add(o.successes);
-        self.failures = self.failures.wrapping_add(o.failures);
-        self.timeouts = self.timeouts.wrapping_add(o.timeouts);
-        self.rejections = self.rejections.wrapping_add(o.rejections);
-        self.short_circuits = self.short_circuits.wrapping_add(o.short_circuits);
-    }
-
-    fn sub(&mut self, o: &Self) {
-        self.successes = self.successes.wrapping_sub(o.successes);
-        self.failures = self.failures.wrapping_sub(o.failures);
-        self.timeouts = self.timeouts.wrapping_sub(o.timeouts);
-        self.rejections = self.rejections.wrapping_sub(o.rejections);
-        self.short_circuits = self.short_circuits.wrapping_sub(o.short_circuits);
     }
 }
 
@@ -216,20 +206,29 @@ impl<E: fmt::Display> fmt::Display for HystrixError<E> {
 impl<E: fmt::Debug + fmt::Display> std::error::Error for HystrixError<E> {}
 
 /// One Hystrix command's circuit: health, probe and concurrency tickets.
+///
+/// Lock-free as hystrix-go: an `open` flag, the time the circuit opened or was last probed
+/// (one compare-and-swap elects the probe), a ticket counter, and a rolling window whose
+/// successes and failures are counted with one compare-and-swap (timeouts, rejections and
+/// short-circuits take its lock).
 pub struct HystrixCircuit<C: Clock = SystemClock> {
     name: String,
     config: HystrixConfig,
     clock: C,
-    health: Mutex<Health>,
+    /// `[successes, failures, timeouts, rejections, short_circuits]`.
+    window: AtomicWindow<5>,
+    open: AtomicBool,
+    /// Clock nanoseconds when the circuit opened or last let a probe through.
+    opened_or_last_tested: AtomicU64,
     in_flight: AtomicU32,
     on_event: Option<Observer>,
 }
 
-struct Health {
-    window: RollingWindow<HystrixCounts>,
-    open: bool,
-    opened_or_last_tested: Duration,
-}
+const SUCCESS: [u64; 5] = [1, 0, 0, 0, 0];
+const FAILURE: [u64; 5] = [0, 1, 0, 0, 0];
+const TIMEOUT: [u64; 5] = [0, 0, 1, 0, 0];
+const REJECTION: [u64; 5] = [0, 0, 0, 1, 0];
+const SHORT_CIRCUIT: [u64; 5] = [0, 0, 0, 0, 1];
 
 /// A concurrency ticket for one command, from [`HystrixCircuit::allow`]. Report how the command
 /// ended with [`report`](Self::report); consuming the ticket makes the first outcome the only
@@ -249,6 +248,7 @@ impl<C: Clock> Ticket<'_, C> {
     }
 
     /// Counts the command's outcome and frees the ticket.
+    #[inline]
     pub fn report(mut self, outcome: Outcome) {
         self.reported = true;
         self.circuit.finish(self.probe, Some(outcome));
@@ -289,11 +289,9 @@ impl<C: Clock> HystrixCircuit<C> {
             name: name.into(),
             config: config.resolved(),
             clock,
-            health: Mutex::new(Health {
-                window: RollingWindow::new(WINDOW_BUCKETS, BUCKET_WIDTH),
-                open: false,
-                opened_or_last_tested: Duration::ZERO,
-            }),
+            window: AtomicWindow::new(WINDOW_BUCKETS, BUCKET_WIDTH),
+            open: AtomicBool::new(false),
+            opened_or_last_tested: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             on_event: None,
         }
@@ -324,8 +322,7 @@ impl<C: Clock> HystrixCircuit<C> {
 
     /// The window's counts now.
     pub fn counts(&self) -> HystrixCounts {
-        let now = self.clock.now();
-        self.health.lock().window.totals(now)
+        HystrixCounts::from_window(self.window.totals(self.clock.now_nanos()))
     }
 
     /// How many tickets are taken.
@@ -336,18 +333,7 @@ impl<C: Clock> HystrixCircuit<C> {
     /// Whether the circuit is open, opening it first if the window is unhealthy (as
     /// hystrix-go's `IsOpen`).
     pub fn is_open(&self) -> bool {
-        let now = self.clock.now();
-        let (open, opened) = {
-            let mut health = self.health.lock();
-            self.evaluate(&mut health, now)
-        };
-        if opened {
-            self.emit(Event::StateChange {
-                from: State::Closed,
-                to: State::Open,
-            });
-        }
-        open
+        self.evaluate(self.clock.now_nanos())
     }
 
     /// [`State::Open`] or [`State::Closed`] (Hystrix has no half-open state; the probe is
@@ -360,60 +346,56 @@ impl<C: Clock> HystrixCircuit<C> {
         }
     }
 
-    /// Opens the circuit if the window is unhealthy; returns (open, just opened).
-    fn evaluate(&self, health: &mut Health, now: Duration) -> (bool, bool) {
-        if health.open {
-            return (true, false);
+    /// Whether the circuit is open at `now`, opening it if the window is unhealthy.
+    #[inline]
+    fn evaluate(&self, now: u64) -> bool {
+        if self.open.load(Ordering::Acquire) {
+            return true;
         }
-        let counts = health.window.totals(now);
+        let counts = HystrixCounts::from_window(self.window.totals(now));
         if counts.requests() < self.config.request_volume_threshold
             || counts.error_percent() < u64::from(self.config.error_percent_threshold)
         {
-            return (false, false);
+            return false;
         }
-        health.open = true;
-        health.opened_or_last_tested = now;
-        (true, true)
-    }
-
-    /// Asks to run one command: checks the circuit (letting the sleep window's probe through),
-    /// then takes a concurrency ticket. Refusals are counted in the window.
-    pub fn allow(&self) -> Result<Ticket<'_, C>, Rejected> {
-        let now = self.clock.now();
-        let (result, opened) = {
-            let mut health = self.health.lock();
-            let (open, opened) = self.evaluate(&mut health, now);
-            let result = if !open {
-                Ok(false)
-            } else if now
-                > health
-                    .opened_or_last_tested
-                    .saturating_add(self.config.sleep_window)
-            {
-                health.opened_or_last_tested = now;
-                Ok(true)
-            } else {
-                let delta = HystrixCounts {
-                    short_circuits: 1,
-                    ..HystrixCounts::default()
-                };
-                health.window.add(now, &delta);
-                Err(Rejected::CircuitOpen)
-            };
-            (result, opened)
-        };
-        if opened {
+        // The time first, so that whoever sees the flag also sees it.
+        self.opened_or_last_tested.store(now, Ordering::Release);
+        if self
+            .open
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
             self.emit(Event::StateChange {
                 from: State::Closed,
                 to: State::Open,
             });
         }
-        let probe = match result {
-            Ok(probe) => probe,
-            Err(e) => {
+        true
+    }
+
+    /// Asks to run one command: checks the circuit (letting the sleep window's probe through),
+    /// then takes a concurrency ticket. Refusals are counted in the window.
+    #[inline]
+    pub fn allow(&self) -> Result<Ticket<'_, C>, Rejected> {
+        let now = self.clock.now_nanos();
+        let probe = if self.evaluate(now) {
+            // hystrix-go's allowSingleTest: one CAS elects the probe of this sleep window.
+            let last = self.opened_or_last_tested.load(Ordering::Acquire);
+            let sleep = u64::try_from(self.config.sleep_window.as_nanos()).unwrap_or(u64::MAX);
+            if now > last.saturating_add(sleep)
+                && self
+                    .opened_or_last_tested
+                    .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+            {
+                true
+            } else {
+                self.window.add(now, &SHORT_CIRCUIT);
                 self.emit(Event::Rejected(Rejection::Open));
-                return Err(e);
+                return Err(Rejected::CircuitOpen);
             }
+        } else {
+            false
         };
         let max = self.config.max_concurrent_requests;
         if self
@@ -423,12 +405,7 @@ impl<C: Clock> HystrixCircuit<C> {
             })
             .is_err()
         {
-            let delta = HystrixCounts {
-                rejections: 1,
-                ..HystrixCounts::default()
-            };
-            let now = self.clock.now();
-            self.health.lock().window.add(now, &delta);
+            self.window.add(now, &REJECTION);
             self.emit(Event::Rejected(Rejection::MaxConcurrency));
             return Err(Rejected::MaxConcurrency);
         }
@@ -439,40 +416,29 @@ impl<C: Clock> HystrixCircuit<C> {
         })
     }
 
+    #[inline]
     fn finish(&self, probe: bool, outcome: Option<Outcome>) {
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         let Some(outcome) = outcome else { return };
-        let now = self.clock.now();
         let delta = match outcome {
-            Outcome::Success => HystrixCounts {
-                successes: 1,
-                ..HystrixCounts::default()
-            },
-            Outcome::Failure => HystrixCounts {
-                failures: 1,
-                ..HystrixCounts::default()
-            },
-            Outcome::Timeout => HystrixCounts {
-                timeouts: 1,
-                ..HystrixCounts::default()
-            },
+            Outcome::Success => &SUCCESS,
+            Outcome::Failure => &FAILURE,
+            Outcome::Timeout => &TIMEOUT,
         };
-        let closed = {
-            let mut health = self.health.lock();
-            health.window.add(now, &delta);
-            if probe && outcome == Outcome::Success && health.open {
-                health.open = false;
-                health.window.reset_buckets();
-                true
-            } else {
-                false
+        self.window.add(self.clock.now_nanos(), delta);
+        if probe && outcome == Outcome::Success && self.open.load(Ordering::Acquire) {
+            // Empty the window first, so that nobody reopens on the old counts.
+            self.window.reset();
+            if self
+                .open
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.emit(Event::StateChange {
+                    from: State::Open,
+                    to: State::Closed,
+                });
             }
-        };
-        if closed {
-            self.emit(Event::StateChange {
-                from: State::Open,
-                to: State::Closed,
-            });
         }
     }
 
@@ -535,7 +501,7 @@ impl<C: Clock> fmt::Debug for HystrixCircuit<C> {
         f.debug_struct("HystrixCircuit")
             .field("name", &self.name)
             .field("config", &self.config)
-            .field("open", &self.health.lock().open)
+            .field("open", &self.open.load(Ordering::Relaxed))
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }

@@ -11,23 +11,22 @@ pub(crate) trait Stats: Copy + Default {
     fn sub(&mut self, other: &Self);
 }
 
-/// `n` buckets of `width` each, aligned on the clock's origin. The window at time `now` holds
-/// the bucket containing `now` and the `n - 1` before it.
+/// `n` buckets indexed by absolute bucket number (`now / width`). The window at bucket `i`
+/// holds buckets `i - n + 1 ..= i`.
 #[derive(Debug, Clone)]
 pub(crate) struct RollingWindow<B> {
     buckets: Box<[B]>,
-    width_nanos: u128,
-    /// Absolute index (`now / width`) of the newest bucket.
+    /// Absolute index of the newest bucket.
     head: u128,
+    /// The sum of the buckets.
     totals: B,
 }
 
 impl<B: Stats> RollingWindow<B> {
-    /// `n` (at least 1) buckets of `width` (at least 1 ns).
-    pub(crate) fn new(n: usize, width: Duration) -> Self {
+    /// `n` (at least 1) empty buckets, the newest being bucket 0.
+    pub(crate) fn new(n: usize) -> Self {
         Self {
             buckets: vec![B::default(); n.max(1)].into_boxed_slice(),
-            width_nanos: width.as_nanos().max(1),
             head: 0,
             totals: B::default(),
         }
@@ -38,12 +37,6 @@ impl<B: Stats> RollingWindow<B> {
         (index % self.buckets.len() as u128) as usize
     }
 
-    /// Moves the window to `now`, dropping the buckets that fell out. A time before the newest
-    /// bucket is counted in the newest bucket.
-    pub(crate) fn advance(&mut self, now: Duration) {
-        self.advance_to(now.as_nanos() / self.width_nanos);
-    }
-
     /// Adds `delta` to the newest bucket.
     pub(crate) fn add_to_head(&mut self, delta: &B) {
         let slot = self.slot(self.head);
@@ -51,7 +44,7 @@ impl<B: Stats> RollingWindow<B> {
         self.totals.add(delta);
     }
 
-    /// [`advance`](Self::advance) to a bucket index.
+    /// Makes `index` the newest bucket if it is later, dropping the buckets that fell out.
     pub(crate) fn advance_to(&mut self, index: u128) {
         if index <= self.head {
             return;
@@ -67,20 +60,6 @@ impl<B: Stats> RollingWindow<B> {
             }
         }
         self.head = index;
-    }
-
-    /// Adds `delta` to the bucket of `now`.
-    pub(crate) fn add(&mut self, now: Duration, delta: &B) {
-        self.advance(now);
-        let slot = self.slot(self.head);
-        self.buckets[slot].add(delta);
-        self.totals.add(delta);
-    }
-
-    /// The sum of the buckets in the window at `now`.
-    pub(crate) fn totals(&mut self, now: Duration) -> B {
-        self.advance(now);
-        self.totals
     }
 
     /// Empties every bucket.
@@ -150,7 +129,7 @@ impl<const K: usize> AtomicWindow<K> {
             seq: AtomicU64::new(0),
             current: AtomicU64::new(0),
             past: std::array::from_fn(|_| AtomicU64::new(0)),
-            ring: Mutex::new(RollingWindow::new(n, Duration::from_nanos(width_nanos))),
+            ring: Mutex::new(RollingWindow::new(n)),
         }
     }
 
@@ -167,7 +146,8 @@ impl<const K: usize> AtomicWindow<K> {
         if s1 & 1 == 0 {
             let current = self.current.load(Ordering::SeqCst);
             if current >> TAG_SHIFT == tag {
-                let mut totals: [u64; K] = std::array::from_fn(|i| self.past[i].load(Ordering::SeqCst));
+                let mut totals: [u64; K] =
+                    std::array::from_fn(|i| self.past[i].load(Ordering::SeqCst));
                 if self.seq.load(Ordering::SeqCst) == s1 {
                     add_current(&mut totals, current);
                     return totals;
@@ -250,9 +230,7 @@ impl<const K: usize> AtomicWindow<K> {
             return;
         }
         self.seq.fetch_add(1, Ordering::SeqCst);
-        let old = self
-            .current
-            .swap(tag(index) << TAG_SHIFT, Ordering::SeqCst);
+        let old = self.current.swap(tag(index) << TAG_SHIFT, Ordering::SeqCst);
         let mut folded = [0; K];
         add_current(&mut folded, old);
         ring.add_to_head(&Counters(folded));
@@ -293,24 +271,34 @@ mod tests {
 
     #[test]
     fn buckets_roll_out() {
-        let s = Duration::from_secs;
-        let mut w = RollingWindow::<N>::new(10, s(1));
-        w.add(s(0), &N(1));
-        w.add(Duration::from_millis(999), &N(1));
-        w.add(s(5), &N(10));
-        assert_eq!(w.totals(s(9)), N(12));
-        assert_eq!(w.totals(s(10)), N(10)); // second 0 left the window
-        assert_eq!(w.totals(Duration::from_millis(14_999)), N(10));
-        assert_eq!(w.totals(s(15)), N(0));
-        w.add(s(15), &N(3));
-        assert_eq!(w.totals(s(100)), N(0));
-        // Time going backwards is counted in the newest bucket.
-        w.add(s(50), &N(2));
-        assert_eq!(w.totals(s(100)), N(2));
+        let mut w = RollingWindow::<N>::new(10);
+        w.add_to_head(&N(2));
+        w.advance_to(5);
+        w.add_to_head(&N(10));
+        w.advance_to(9);
+        assert_eq!(w.totals, N(12));
+        w.advance_to(10); // bucket 0 left the window
+        assert_eq!(w.totals, N(10));
+        w.advance_to(3); // earlier: nothing moves
+        assert_eq!(w.totals, N(10));
+        w.advance_to(15);
+        assert_eq!(w.totals, N(0));
+        w.add_to_head(&N(3));
+        w.advance_to(100);
+        assert_eq!(w.totals, N(0));
     }
 
-    fn c3(a: u64, b: u64, x: u64) -> Counters<3> {
-        Counters([a, b, x])
+    /// A plain reference: every add kept with its bucket index.
+    fn reference_totals(adds: &[(u128, [u64; 3])], head: u128, n: u128) -> [u64; 3] {
+        let mut t = [0; 3];
+        for (index, d) in adds {
+            if *index + n > head {
+                for k in 0..3 {
+                    t[k] += d[k];
+                }
+            }
+        }
+        t
     }
 
     proptest::proptest! {
@@ -322,17 +310,17 @@ mod tests {
         ) {
             let width = Duration::from_millis(250);
             let atomic = AtomicWindow::<3>::new(8, width);
-            let mut plain = RollingWindow::<Counters<3>>::new(8, width);
+            let mut adds = Vec::new();
             let mut now = 0u64;
             for (advance_ms, a, b, x, big) in steps {
                 now += advance_ms * 1_000_000;
                 let delta = if big { [a, b, x] } else { [a, b % 3, x] };
                 atomic.add(now, &delta);
-                plain.add(Duration::from_nanos(now), &c3(delta[0], delta[1], delta[2]));
-                proptest::prop_assert_eq!(atomic.totals(now), plain.totals(Duration::from_nanos(now)).0);
+                let index = u128::from(now / 250_000_000);
+                adds.push((index, delta));
+                proptest::prop_assert_eq!(atomic.totals(now), reference_totals(&adds, index, 8));
             }
             atomic.reset();
-            plain.reset_buckets();
             proptest::prop_assert_eq!(atomic.totals(now), [0; 3]);
         }
     }
