@@ -515,3 +515,33 @@ fn threads_never_take_more_than_capacity_plus_elapsed_ticks() {
     );
     assert!(taken >= 8);
 }
+
+#[test]
+fn refusals_are_reported_to_the_observer() {
+    use micro_wrappers::ratelimit::BucketEvent;
+    let events = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let e = events.clone();
+    let clock = ManualClock::new();
+    let b = Bucket::with_clock(ms(10), 5, 1, clock.clone())
+        .unwrap()
+        .on_event(move |ev| e.lock().push(ev));
+    assert_eq!(b.take_available(3), 3);
+    assert_eq!(b.take_available(3), 2);
+    assert_eq!(b.take_available(1), 0);
+    assert_eq!(b.take_max_duration(1, ms(9)), None);
+    assert_eq!(b.take_max_duration(1, ms(10)), Some(ms(10)));
+    assert_eq!(
+        *events.lock(),
+        vec![
+            BucketEvent::Short {
+                requested: 3,
+                taken: 2
+            },
+            BucketEvent::Short {
+                requested: 1,
+                taken: 0
+            },
+            BucketEvent::Refused { requested: 1 },
+        ]
+    );
+}

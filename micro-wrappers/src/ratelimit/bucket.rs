@@ -21,6 +21,7 @@
 //! is refused.
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
@@ -52,6 +53,26 @@ pub enum BucketError {
     NoSuitableQuantum(f64),
 }
 
+/// A refusal by a [`Bucket`], reported to its observer ([`Bucket::on_event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BucketEvent {
+    /// `take_max_duration` (or `wait_max_duration`) refused: the wait would have been longer
+    /// than allowed.
+    Refused {
+        /// The tokens asked for.
+        requested: i64,
+    },
+    /// `take_available` handed out fewer tokens than asked for.
+    Short {
+        /// The tokens asked for.
+        requested: i64,
+        /// The tokens handed out.
+        taken: i64,
+    },
+}
+
+type BucketObserver = Arc<dyn Fn(BucketEvent) + Send + Sync>;
+
 /// A token bucket: `capacity` tokens at most, `quantum` tokens added every `fill_interval`.
 /// Starts full. `Send + Sync`; every operation is one lock-free compare-and-swap loop.
 pub struct Bucket<C: Clock = SystemClock> {
@@ -65,6 +86,7 @@ pub struct Bucket<C: Clock = SystemClock> {
     /// The clock reading at the bucket's start, in nanoseconds.
     start: u64,
     clock: C,
+    on_event: Option<BucketObserver>,
 }
 
 // === impl Bucket ===
@@ -117,7 +139,30 @@ impl<C: Clock> Bucket<C> {
             quantum,
             start,
             clock,
+            on_event: None,
         })
+    }
+
+    /// Tells `f` of every refusal (see [`BucketEvent`]); successful takes report nothing.
+    ///
+    /// ```
+    /// # use micro_wrappers::ratelimit::Bucket;
+    /// # use std::time::Duration;
+    /// let bucket = Bucket::new(Duration::from_millis(10), 5)
+    ///     .unwrap()
+    ///     .on_event(|e| eprintln!("{e:?}"));
+    /// ```
+    #[must_use]
+    pub fn on_event(mut self, f: impl Fn(BucketEvent) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(f));
+        self
+    }
+
+    #[cold]
+    fn emit(&self, event: BucketEvent) {
+        if let Some(f) = &self.on_event {
+            f(event);
+        }
     }
 
     /// A bucket filling at about `rate` tokens per second, reading time from `clock`: juju's
@@ -282,11 +327,15 @@ impl<C: Clock> Bucket<C> {
                 let end = i128::from(self.start) + end_tick * i128::from(self.fill_nanos);
                 // `now` lies within `tick`, before `end_tick` begins: the wait is > 0.
                 let wait = end - i128::from(now);
-                if wait > max_wait.as_nanos() as i128 {
+                let new_x = i64::try_from(left - produced).ok();
+                let wait = nanos_to_duration(wait).filter(|w| *w <= max_wait);
+                let (Some(wait), Some(new_x)) = (wait, new_x) else {
+                    self.emit(BucketEvent::Refused {
+                        requested: i64::try_from(count).unwrap_or(i64::MAX),
+                    });
                     return None;
-                }
-                let new_x = i64::try_from(left - produced).ok()?;
-                (nanos_to_duration(wait)?, new_x)
+                };
+                (wait, new_x)
             };
             match self
                 .state
@@ -312,6 +361,10 @@ impl<C: Clock> Bucket<C> {
         loop {
             let avail = self.avail(x, produced);
             if avail <= 0 {
+                self.emit(BucketEvent::Short {
+                    requested: count,
+                    taken: 0,
+                });
                 return 0;
             }
             let taken = avail.min(i128::from(count));
@@ -320,8 +373,17 @@ impl<C: Clock> Bucket<C> {
                 .state
                 .compare_exchange_weak(x, new_x, Ordering::Relaxed, Ordering::Relaxed)
             {
-                // 0 < taken <= count, an i64.
-                Ok(_) => return i64::try_from(taken).unwrap_or(0),
+                Ok(_) => {
+                    // 0 < taken <= count, an i64.
+                    let taken = i64::try_from(taken).unwrap_or(0);
+                    if taken < count {
+                        self.emit(BucketEvent::Short {
+                            requested: count,
+                            taken,
+                        });
+                    }
+                    return taken;
+                }
                 Err(actual) => x = actual,
             }
         }
@@ -376,6 +438,6 @@ impl<C: Clock> fmt::Debug for Bucket<C> {
             .field("quantum", &self.quantum)
             .field("fill_interval", &self.fill_interval())
             .field("available", &self.available())
-            .finish()
+            .finish_non_exhaustive()
     }
 }

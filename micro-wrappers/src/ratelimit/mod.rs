@@ -5,4 +5,4 @@
 
 pub mod bucket;
 
-pub use bucket::{Bucket, BucketError};
+pub use bucket::{Bucket, BucketError, BucketEvent};
