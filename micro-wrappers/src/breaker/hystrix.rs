@@ -6,7 +6,13 @@
 //! `round(errors * 100 / requests) >= error_percent_threshold`, where errors are failures,
 //! timeouts, rejections and short-circuits. While open, exactly one probe passes per
 //! `sleep_window`; a successful probe closes the circuit and empties the window, a failed one
-//! keeps it open until the next sleep window.
+//! keeps it open until the next sleep window. (hystrix-go closes on any success reported while
+//! open, including one from a request let through before the circuit opened; here only the
+//! probe's success closes it, as the sleep-window rule describes.)
+//!
+//! The first outcome wins: [`Ticket::report`] consumes the ticket, and [`HystrixCircuit::run`]
+//! drops the command's future when the timeout fires, so a late result is never counted. A
+//! caller that drops the `run` future (cancellation) is not counted at all.
 //!
 //! [`HystrixCircuit::allow`] and [`Ticket`] are the pure state machine (tested on a manual
 //! clock); [`HystrixCircuit::run`] and [`HystrixCircuit::run_with_fallback`] add the timeout
