@@ -159,7 +159,10 @@ async fn main() -> anyhow::Result<()> {
             let started = serve::start(scenario, &options).await?;
             println!("ready {}", started.addr);
             until_stdin_closes_or_signal().await?;
-            started.stop().await
+            started.stop().await?;
+            // The stdin reader is a blocking read the runtime would wait for on a signal:
+            // exit now that the servers have stopped.
+            std::process::exit(0)
         }
         Command::Load {
             target,
