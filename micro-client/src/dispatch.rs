@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response};
+use http::{Request, Response};
 use micro_core::{BoxError, CallContext, CallInfo, Deadline, Error, NodeInfo};
 use micro_registry::Cache;
 use tonic::{Status, body::Body};
@@ -99,11 +99,17 @@ async fn dispatch(
             }
             let node = pick(&shared, &info, &call, &tried).await?;
             let mut request = Request::from_parts(clone_parts(&parts), body.body());
-            set_timeout_headers(request.headers_mut(), deadline);
-            request.extensions_mut().insert(CallInfo {
-                node: Some(node.clone()),
-                ..info.clone()
-            });
+            set_timeout_header(request.headers_mut(), deadline);
+            // The request carries the Channel's CallInfo; name the node in place.
+            match request.extensions_mut().get_mut::<CallInfo>() {
+                Some(call_info) => call_info.node = Some(node.clone()),
+                None => {
+                    request.extensions_mut().insert(CallInfo {
+                        node: Some(node.clone()),
+                        ..info.clone()
+                    });
+                }
+            }
             let result = attempt.clone().oneshot(request).await;
             let status = match &result {
                 Ok(response) => trailers_only_status(response),
@@ -187,16 +193,13 @@ fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
     clone
 }
 
-/// Sends the time left both as gRPC's `grpc-timeout` and as go-micro's `timeout` (ns).
-fn set_timeout_headers(headers: &mut http::HeaderMap, deadline: Deadline) {
-    let left = deadline.remaining();
-    headers.insert(
-        micro_core::timeout::GRPC_TIMEOUT,
-        micro_core::timeout::format_grpc_timeout(left),
-    );
-    if let Ok(nanos) = HeaderValue::from_str(&left.as_nanos().to_string()) {
-        headers.insert(micro_core::timeout::MICRO_TIMEOUT, nanos);
-    }
+/// Sends the time left as `grpc-timeout`, which gRPC servers in every language (go-micro's
+/// included) turn into the handler's deadline. go-micro's own `timeout` header is read by
+/// micro servers but not sent: it would repeat the deadline in a value that changes on every
+/// call, defeating header compression.
+fn set_timeout_header(headers: &mut http::HeaderMap, deadline: Deadline) {
+    let left = micro_core::timeout::format_grpc_timeout_rounded(deadline.remaining());
+    headers.insert(micro_core::timeout::GRPC_TIMEOUT, left);
 }
 
 /// The status of a trailers-only response (an error answered without a body).

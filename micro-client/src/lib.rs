@@ -21,7 +21,7 @@ use std::{
 
 use http::{Request, Response, uri::PathAndQuery};
 pub use micro_core::BoxService;
-use micro_core::{BoxError, CallInfo, Wrapper, stack};
+use micro_core::{BoxError, CallInfo, EndpointCache, Wrapper, stack};
 use micro_registry::{Action, Cache};
 use tonic::{Status, body::Body};
 use tower::util::BoxCloneSyncService;
@@ -155,6 +155,7 @@ impl Client {
         Channel {
             service: service.into(),
             stack: self.stack.clone(),
+            endpoints: Arc::default(),
         }
     }
 
@@ -230,6 +231,7 @@ fn go_micro_path(service: &str, endpoint: &str) -> Result<PathAndQuery, Status> 
 pub struct Channel {
     service: Arc<str>,
     stack: BoxService,
+    endpoints: Arc<EndpointCache>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -257,7 +259,11 @@ impl Service<Request<Body>> for Channel {
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let info = CallInfo::from_path(self.service.clone(), request.uri().path());
+        let info = CallInfo {
+            service: self.service.clone(),
+            endpoint: self.endpoints.endpoint(request.uri().path()),
+            node: None,
+        };
         request.extensions_mut().insert(info);
         // The ready service takes the call; its clone stays for the next poll_ready.
         let clone = self.stack.clone();

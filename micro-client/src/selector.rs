@@ -94,32 +94,36 @@ impl Selector {
         extra: &[Filter],
         tried: &[Arc<str>],
     ) -> Option<&'a Node> {
+        // Two passes over the (small) node list instead of collecting: no allocation per call.
         let filters = || self.filters.iter().chain(extra);
-        let candidates: Vec<&Node> = services
-            .iter()
-            .filter(|s| filters().all(|f| f.keeps_service(s)))
-            .flat_map(|s| s.nodes.iter())
-            .filter(|n| filters().all(|f| f.keeps_node(n)))
-            .collect();
-        let fresh: Vec<&Node> = candidates
-            .iter()
-            .copied()
-            .filter(|n| !tried.iter().any(|t| **t == *n.id))
-            .collect();
-        let pool = if fresh.is_empty() {
-            &candidates
+        let candidates = || {
+            services
+                .iter()
+                .filter(move |s| filters().all(|f| f.keeps_service(s)))
+                .flat_map(|s| s.nodes.iter())
+                .filter(move |n| filters().all(|f| f.keeps_node(n)))
+        };
+        let untried = || candidates().filter(|n| !tried.iter().any(|t| **t == *n.id));
+        let fresh = if tried.is_empty() {
+            0
         } else {
-            &fresh
+            untried().count()
         };
-        if pool.is_empty() {
-            return None;
+        let (count, use_untried) = match fresh {
+            0 => (candidates().count(), false),
+            n => (n, true),
+        };
+        let index = match (count, self.strategy) {
+            (0, _) => return None,
+            (1, _) => 0,
+            (n, Strategy::Random) => rand::rng().random_range(0..n),
+            (n, Strategy::RoundRobin) => self.counter(name).fetch_add(1, Ordering::Relaxed) % n,
+        };
+        if use_untried {
+            untried().nth(index)
+        } else {
+            candidates().nth(index)
         }
-        let index = match self.strategy {
-            Strategy::Random if pool.len() == 1 => 0,
-            Strategy::Random => rand::rng().random_range(0..pool.len()),
-            Strategy::RoundRobin => self.counter(name).fetch_add(1, Ordering::Relaxed) % pool.len(),
-        };
-        Some(pool[index])
     }
 
     fn counter(&self, name: &str) -> Arc<AtomicUsize> {

@@ -59,6 +59,35 @@ pub fn endpoint_of(path: &str) -> String {
     }
 }
 
+/// Remembers the endpoint of each gRPC path, so the hot path does not format
+/// `Greeter.Hello` on every call. Bounded: paths past the limit (a peer sending random
+/// methods) are computed each time instead of stored.
+#[derive(Debug, Default)]
+pub struct EndpointCache {
+    map: std::sync::RwLock<std::collections::HashMap<Box<str>, Arc<str>>>,
+}
+
+impl EndpointCache {
+    /// The most paths remembered.
+    pub const LIMIT: usize = 1024;
+
+    /// The endpoint of `path`, as [`endpoint_of`].
+    pub fn endpoint(&self, path: &str) -> Arc<str> {
+        if let Ok(map) = self.map.read()
+            && let Some(endpoint) = map.get(path)
+        {
+            return endpoint.clone();
+        }
+        let endpoint: Arc<str> = endpoint_of(path).into();
+        if let Ok(mut map) = self.map.write()
+            && map.len() < Self::LIMIT
+        {
+            map.insert(path.into(), endpoint.clone());
+        }
+        endpoint
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +98,16 @@ mod tests {
         assert_eq!(endpoint_of("/a.b.c.Greeter/Test"), "Greeter.Test");
         assert_eq!(endpoint_of("/Greeter/Test"), "Greeter.Test");
         assert_eq!(endpoint_of("weird"), "weird");
+    }
+
+    #[test]
+    fn endpoint_cache_is_bounded() {
+        let cache = EndpointCache::default();
+        assert_eq!(&*cache.endpoint("/greeter.Greeter/Hello"), "Greeter.Hello");
+        assert_eq!(&*cache.endpoint("/greeter.Greeter/Hello"), "Greeter.Hello");
+        for i in 0..EndpointCache::LIMIT + 10 {
+            assert_eq!(&*cache.endpoint(&format!("/a.B/M{i}")), format!("B.M{i}"));
+        }
+        assert_eq!(cache.map.read().unwrap().len(), EndpointCache::LIMIT);
     }
 }

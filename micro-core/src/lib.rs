@@ -11,7 +11,7 @@ mod error;
 pub mod timeout;
 mod wrapper;
 
-pub use call::{CallInfo, NodeInfo, endpoint_of};
+pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of};
 pub use context::{CallContext, Deadline, is_propagated};
 pub use error::{Error, grpc_to_http, http_to_grpc};
 pub use wrapper::{BoxService, Wrapper, stack};

@@ -45,6 +45,22 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
     })
 }
 
+/// Formats the time left for `grpc-timeout`, rounded down to 3 significant digits.
+///
+/// Rounding makes consecutive calls send the same value (a 30 s budget is `29900m` on every
+/// call), so HTTP/2 header compression sends it as a one-byte index instead of re-encoding a
+/// fresh literal on both sides; the budget shrinks by under 1 %, never grows.
+pub fn format_grpc_timeout_rounded(timeout: Duration) -> HeaderValue {
+    let nanos = timeout.as_nanos();
+    let mut scale = 1u128;
+    while nanos / scale >= 1000 {
+        scale *= 10;
+    }
+    format_grpc_timeout(Duration::from_nanos(
+        u64::try_from(nanos / scale * scale).unwrap_or(u64::MAX),
+    ))
+}
+
 /// Formats a timeout for `grpc-timeout` with the finest unit that fits in 8 digits.
 pub fn format_grpc_timeout(timeout: Duration) -> HeaderValue {
     const MAX: u128 = 99_999_999;
@@ -105,6 +121,28 @@ mod tests {
         }
         assert_eq!(format_grpc_timeout(Duration::from_millis(50)), "50000000n");
         assert_eq!(format_grpc_timeout(Duration::from_secs(30)), "30000000u");
+    }
+
+    #[test]
+    fn rounded_format_is_stable_and_never_longer() {
+        let a = format_grpc_timeout_rounded(Duration::from_nanos(29_999_871_234));
+        let b = format_grpc_timeout_rounded(Duration::from_nanos(29_998_000_001));
+        assert_eq!(a, b);
+        assert_eq!(a, "29900000u");
+        assert_eq!(
+            format_grpc_timeout_rounded(Duration::from_millis(50)),
+            "50000000n"
+        );
+        assert_eq!(format_grpc_timeout_rounded(Duration::from_nanos(7)), "7n");
+        assert_eq!(format_grpc_timeout_rounded(Duration::ZERO), "0n");
+        for nanos in [1u64, 999, 1_234_567, 86_400_000_000_000, u64::MAX] {
+            let d = Duration::from_nanos(nanos);
+            let back = parse_grpc_timeout(format_grpc_timeout_rounded(d).as_bytes()).unwrap();
+            assert!(
+                back <= d && back.as_nanos() * 1000 >= (d.as_nanos() * 990).saturating_sub(1000),
+                "{d:?} -> {back:?}"
+            );
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub(crate) struct PathMap {
     by_short: HashMap<String, String>,
     /// Built-in services (health, reflection) that skip the handler wrappers.
     builtin: HashSet<String>,
+    /// Endpoint names of the paths seen.
+    endpoints: micro_core::EndpointCache,
 }
 
 impl PathMap {
@@ -133,11 +135,13 @@ impl Service<Request<Body>> for Entry {
                 }
                 let info = CallInfo {
                     service: self.service.clone(),
-                    endpoint: micro_core::endpoint_of(req.uri().path()).into(),
+                    endpoint: self.paths.endpoints.endpoint(req.uri().path()),
                     node: Some(self.node.clone()),
                 };
                 let context = CallContext::from_headers(req.headers());
                 let deadline = context.deadline;
+                // tonic already enforces a valid `grpc-timeout`; time only go-micro's header.
+                let enforce = deadline.filter(|_| !has_grpc_timeout(req.headers()));
                 req.extensions_mut().insert(info);
                 if let Some(deadline) = deadline {
                     req.extensions_mut().insert(deadline);
@@ -145,10 +149,17 @@ impl Service<Request<Body>> for Entry {
                 let mut handlers = self.handlers.clone();
                 std::mem::swap(&mut handlers, &mut self.handlers);
                 let response = handlers.call(req);
-                Box::pin(context.scope(within(deadline, response)))
+                Box::pin(context.scope(within(enforce, response)))
             }
         }
     }
+}
+
+fn has_grpc_timeout(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(micro_core::timeout::GRPC_TIMEOUT)
+        .and_then(|v| micro_core::timeout::parse_grpc_timeout(v.as_bytes()))
+        .is_some()
 }
 
 /// Answers DeadlineExceeded when the caller's deadline passes first (go-micro's `timeout`
