@@ -51,14 +51,29 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
 /// call), so HTTP/2 header compression sends it as a one-byte index instead of re-encoding a
 /// fresh literal on both sides; the budget shrinks by under 1 %, never grows.
 pub fn format_grpc_timeout_rounded(timeout: Duration) -> HeaderValue {
+    thread_local! {
+        /// The last value formatted on this thread: calls with the same budget reuse it.
+        static LAST: std::cell::RefCell<Option<(u128, HeaderValue)>> =
+            const { std::cell::RefCell::new(None) };
+    }
     let nanos = timeout.as_nanos();
     let mut scale = 1u128;
     while nanos / scale >= 1000 {
         scale *= 10;
     }
-    format_grpc_timeout(Duration::from_nanos(
-        u64::try_from(nanos / scale * scale).unwrap_or(u64::MAX),
-    ))
+    let rounded = nanos / scale * scale;
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((key, value)) if *key == rounded => value.clone(),
+            _ => {
+                let nanos = u64::try_from(rounded).unwrap_or(u64::MAX);
+                let value = format_grpc_timeout(Duration::from_nanos(nanos));
+                *last = Some((rounded, value.clone()));
+                value
+            }
+        }
+    })
 }
 
 /// Formats a timeout for `grpc-timeout` with the finest unit that fits in 8 digits.
