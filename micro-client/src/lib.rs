@@ -94,7 +94,11 @@ impl Builder {
         );
         let dispatch = BoxCloneSyncService::new(Dispatch::new(shared.clone(), attempt));
         let stack = stack(dispatch, &self.client_layers);
-        Client { stack, shared }
+        Client {
+            stack,
+            shared,
+            endpoints: Arc::default(),
+        }
     }
 }
 
@@ -128,6 +132,8 @@ fn evict_departed_nodes(cache: &Cache, pool: Weak<Pool>) {
 pub struct Client {
     stack: BoxService,
     shared: Arc<Shared>,
+    /// Shared by every channel of this client, so `call` (a channel per call) hits it too.
+    endpoints: Arc<EndpointCache>,
 }
 
 impl std::fmt::Debug for Client {
@@ -155,7 +161,7 @@ impl Client {
         Channel {
             service: service.into(),
             stack: self.stack.clone(),
-            endpoints: Arc::default(),
+            endpoints: self.endpoints.clone(),
         }
     }
 
