@@ -9,7 +9,7 @@ use std::{
 };
 
 use http::{Request, Response};
-use micro_core::{BoxError, CallContext, CallInfo, Deadline, Error, NodeInfo};
+use micro_core::{BoxError, CallInfo, Deadline, Error, NodeInfo};
 use micro_registry::Cache;
 use tonic::{Status, body::Body};
 use tower::ServiceExt;
@@ -61,7 +61,7 @@ async fn dispatch(
     attempt: BoxService,
     request: Request<Body>,
 ) -> Result<Response<Body>, BoxError> {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let Some(info) = parts.extensions.get::<CallInfo>().cloned() else {
         return Err(Error::internal(CLIENT_ID, "request has no CallInfo")
             .to_status()
@@ -72,79 +72,88 @@ async fn dispatch(
         .get::<CallOptions>()
         .cloned()
         .unwrap_or_default();
-    let incoming = CallContext::current();
+    let deadline = info
+        .deadline
+        .unwrap_or_else(|| Deadline::after(shared.options.request_timeout));
+    let timed_out = || timeout_error(&info);
 
-    // The deadline: the call's timeout, or the incoming call's deadline if that is sooner.
-    let timeout = call.timeout.unwrap_or(shared.options.request_timeout);
-    let mut deadline = Deadline::after(timeout);
-    if let Some(inherited) = incoming.as_ref().and_then(|ctx| ctx.deadline) {
-        deadline = deadline.min(inherited);
-    }
-    if let Some(ctx) = &incoming {
-        for (name, value) in &ctx.metadata {
-            if !parts.headers.contains_key(name) {
-                parts.headers.insert(name.clone(), value.clone());
+    // No timer spans the whole call: each attempt's network wait is bounded by tonic's
+    // channel, which enforces the `grpc-timeout` sent with it; the phases that can wait
+    // here (registry lookup on a cache miss, backoff) are bounded below. A phase that is
+    // ready at once arms no timer.
+    let mut body = Replay::read(body).await?;
+    let retries = call.retries.unwrap_or(shared.options.retries);
+    let mut tried: Vec<Arc<str>> = Vec::new();
+    let mut attempt_no = 0;
+    loop {
+        if attempt_no > 0 {
+            let pause = tokio::time::Instant::now() + shared.options.backoff_for(attempt_no);
+            if pause >= deadline.0 {
+                return Err(timed_out());
             }
+            tokio::time::sleep_until(pause).await;
         }
-    }
-
-    let attempts = async {
-        let mut body = Replay::read(body).await?;
-        let retries = call.retries.unwrap_or(shared.options.retries);
-        let mut tried: Vec<Arc<str>> = Vec::new();
-        let mut attempt_no = 0;
-        loop {
-            if attempt_no > 0 {
-                tokio::time::sleep(shared.options.backoff_for(attempt_no)).await;
-            }
-            let node = pick(&shared, &info, &call, &tried).await?;
-            let mut request = Request::from_parts(clone_parts(&parts), body.body());
-            set_timeout_header(request.headers_mut(), deadline);
-            // The request carries the Channel's CallInfo; name the node in place.
-            match request.extensions_mut().get_mut::<CallInfo>() {
-                Some(call_info) => call_info.node = Some(node.clone()),
-                None => {
-                    request.extensions_mut().insert(CallInfo {
-                        node: Some(node.clone()),
-                        ..info.clone()
-                    });
-                }
-            }
-            let result = attempt.clone().oneshot(request).await;
-            let status = match &result {
-                Ok(response) => trailers_only_status(response),
-                Err(err) => Some(status_of(err)),
+        if deadline.remaining().is_zero() {
+            return Err(timed_out());
+        }
+        let node =
+            match tokio::time::timeout_at(deadline.0, pick(&shared, &info, &call, &tried)).await {
+                Ok(node) => node?,
+                Err(_) => return Err(timed_out()),
             };
-            let retry = status.as_ref().is_some_and(|s| (shared.options.retry)(s))
-                && attempt_no < retries
-                && body.is_replayable();
-            if !retry {
-                return result.map_err(|err| {
-                    let status = status_of(&err);
-                    let detail = format!("service {}: {}", info.service, status.message());
-                    if status.code() == tonic::Code::Unavailable
-                        && Error::parse(status.message()).code == 0
-                    {
-                        Error::unavailable(CLIENT_ID, detail).to_status().into()
-                    } else {
-                        err
-                    }
+        let mut request = Request::from_parts(clone_parts(&parts), body.body());
+        set_timeout_header(request.headers_mut(), deadline);
+        // The request carries the Channel's CallInfo; name the node in place.
+        match request.extensions_mut().get_mut::<CallInfo>() {
+            Some(call_info) => call_info.node = Some(node.clone()),
+            None => {
+                request.extensions_mut().insert(CallInfo {
+                    node: Some(node.clone()),
+                    ..info.clone()
                 });
             }
-            tracing::debug!(service = %info.service, node = %node.id, attempt = attempt_no, "retrying");
-            tried.push(node.id.clone());
-            attempt_no += 1;
         }
-    };
-    match tokio::time::timeout_at(deadline.0, attempts).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::timeout(
-            CLIENT_ID,
-            format!("call {}.{} timed out", info.service, info.endpoint),
-        )
-        .to_status()
-        .into()),
+        let result = attempt.clone().oneshot(request).await;
+        let status = match &result {
+            Ok(response) => trailers_only_status(response),
+            Err(err) => Some(status_of(err)),
+        };
+        // tonic's channel timer (this attempt's `grpc-timeout`) fired: our deadline passed.
+        if let Err(err) = &result
+            && source_chain(&**err).any(|e| e.is::<tonic::TimeoutExpired>())
+        {
+            return Err(timed_out());
+        }
+        let retry = status.as_ref().is_some_and(|s| (shared.options.retry)(s))
+            && attempt_no < retries
+            && body.is_replayable();
+        if !retry {
+            return result.map_err(|err| {
+                let status = status_of(&err);
+                let detail = format!("service {}: {}", info.service, status.message());
+                if status.code() == tonic::Code::Unavailable
+                    && Error::parse(status.message()).code == 0
+                {
+                    Error::unavailable(CLIENT_ID, detail).to_status().into()
+                } else {
+                    err
+                }
+            });
+        }
+        tracing::debug!(service = %info.service, node = %node.id, attempt = attempt_no, "retrying");
+        tried.push(node.id.clone());
+        attempt_no += 1;
     }
+}
+
+/// go-micro's client timeout error (408).
+fn timeout_error(info: &CallInfo) -> BoxError {
+    Error::timeout(
+        CLIENT_ID,
+        format!("call {}.{} timed out", info.service, info.endpoint),
+    )
+    .to_status()
+    .into()
 }
 
 /// Selects a node for the next attempt.
@@ -210,18 +219,23 @@ fn trailers_only_status(response: &Response<Body>) -> Option<Status> {
 
 /// The gRPC status an error stands for (connection failures are `Unavailable`).
 pub(crate) fn status_of(err: &BoxError) -> Status {
-    if let Some(status) = err.downcast_ref::<Status>() {
-        return Status::new(status.code(), status.message());
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**err);
-    while let Some(e) = source {
+    for e in source_chain(&**err) {
         if let Some(status) = e.downcast_ref::<Status>() {
             return Status::new(status.code(), status.message());
         }
-        source = e.source();
+        // tonic's channel enforcing the `grpc-timeout` sent with the attempt.
+        if e.is::<tonic::TimeoutExpired>() {
+            return Status::deadline_exceeded(err.to_string());
+        }
     }
     // Transport failures: the request did not reach a handler.
     Status::unavailable(err.to_string())
+}
+
+fn source_chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(err), |e| e.source())
 }
 
 /// The innermost service: sends one attempt to the node in the request's [`CallInfo`].
@@ -240,11 +254,11 @@ impl Service<Request<Body>> for Attempt {
     }
 
     fn call(&mut self, request: Request<Body>) -> BoxFuture {
-        let address = request
-            .extensions()
-            .get::<CallInfo>()
+        let info = request.extensions().get::<CallInfo>();
+        let address = info
             .and_then(|i| i.node.as_ref())
             .map(|n| n.address.clone());
+        let deadline = info.and_then(|i| i.deadline);
         let pool = self.pool.clone();
         Box::pin(async move {
             let Some(address) = address else {
@@ -258,7 +272,25 @@ impl Service<Request<Body>> for Attempt {
                         .to_status(),
                 )
             })?;
-            let response = channel.oneshot(request).await.map_err(BoxError::from)?;
+            let mut channel = channel;
+            // Waiting for the channel (a full request buffer) is bounded by the deadline; once
+            // sent, tonic's own `grpc-timeout` timer bounds the wait for the answer.
+            let ready = channel.ready();
+            match deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline.0, ready).await {
+                    Ok(ready) => ready.map(drop).map_err(BoxError::from)?,
+                    Err(_) => {
+                        return Err(Error::timeout(
+                            CLIENT_ID,
+                            "deadline passed waiting for a connection",
+                        )
+                        .to_status()
+                        .into());
+                    }
+                },
+                None => ready.await.map(drop).map_err(BoxError::from)?,
+            }
+            let response = channel.call(request).await.map_err(BoxError::from)?;
             Ok(response.map(Body::new))
         })
     }

@@ -21,7 +21,7 @@ use std::{
 
 use http::{Request, Response, uri::PathAndQuery};
 pub use micro_core::BoxService;
-use micro_core::{BoxError, CallInfo, EndpointCache, Wrapper, stack};
+use micro_core::{BoxError, CallContext, CallInfo, Deadline, EndpointCache, Wrapper, stack};
 use micro_registry::{Action, Cache};
 use tonic::{Status, body::Body};
 use tower::util::BoxCloneSyncService;
@@ -162,6 +162,7 @@ impl Client {
             service: service.into(),
             stack: self.stack.clone(),
             endpoints: self.endpoints.clone(),
+            timeout: self.shared.options.request_timeout,
         }
     }
 
@@ -238,6 +239,8 @@ pub struct Channel {
     service: Arc<str>,
     stack: BoxService,
     endpoints: Arc<EndpointCache>,
+    /// The client's request timeout.
+    timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for Channel {
@@ -265,10 +268,29 @@ impl Service<Request<Body>> for Channel {
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
+        // The deadline: the call's timeout, or the handled call's deadline if that is sooner.
+        let timeout = request
+            .extensions()
+            .get::<CallOptions>()
+            .and_then(|options| options.timeout)
+            .unwrap_or(self.timeout);
+        let mut deadline = Deadline::after(timeout);
+        if let Some(incoming) = CallContext::current() {
+            deadline = incoming
+                .deadline
+                .map_or(deadline, |inherited| deadline.min(inherited));
+            // go-micro carries the handled call's metadata on; the caller's own headers win.
+            for (name, value) in &incoming.metadata {
+                if !request.headers().contains_key(name) {
+                    request.headers_mut().insert(name.clone(), value.clone());
+                }
+            }
+        }
         let info = CallInfo {
             service: self.service.clone(),
             endpoint: self.endpoints.endpoint(request.uri().path()),
             node: None,
+            deadline: Some(deadline),
         };
         request.extensions_mut().insert(info);
         // The ready service takes the call; its clone stays for the next poll_ready.

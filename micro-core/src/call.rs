@@ -28,6 +28,10 @@ pub struct CallInfo {
     /// The node: chosen per attempt on the client (so `None` outside the retry loop), this
     /// server's node on the server.
     pub node: Option<NodeInfo>,
+    /// When the call must be answered by: the client's timeout (or the deadline inherited from
+    /// the call being handled, if sooner); on the server, the caller's. A wrapper that waits
+    /// (for a token, a permit) waits no longer than this.
+    pub deadline: Option<crate::Deadline>,
 }
 
 impl CallInfo {
@@ -37,6 +41,7 @@ impl CallInfo {
             service: service.into(),
             endpoint: endpoint_of(path).into(),
             node: None,
+            deadline: None,
         }
     }
 

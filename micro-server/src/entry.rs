@@ -133,13 +133,14 @@ impl Service<Request<Body>> for Entry {
                         }
                     }
                 }
+                let context = CallContext::from_headers(req.headers());
+                let deadline = context.deadline;
                 let info = CallInfo {
                     service: self.service.clone(),
                     endpoint: self.paths.endpoints.endpoint(req.uri().path()),
                     node: Some(self.node.clone()),
+                    deadline,
                 };
-                let context = CallContext::from_headers(req.headers());
-                let deadline = context.deadline;
                 // tonic already enforces a valid `grpc-timeout`; time only go-micro's header.
                 let enforce = deadline.filter(|_| !has_grpc_timeout(req.headers()));
                 req.extensions_mut().insert(info);

@@ -269,7 +269,12 @@ async fn deadline_exceeded_and_the_server_sees_the_deadline() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert_eq!(micro::errors::Error::from_status(&status).code, 408);
+    let err = micro::errors::Error::from_status(&status);
+    assert_eq!(
+        (err.id.as_str(), err.code),
+        ("go.micro.client", 408),
+        "{err}"
+    );
     let deadlines = seen.deadlines.lock().unwrap().clone();
     assert_eq!(deadlines.len(), 1);
     let left = deadlines[0].expect("greeter2 saw no deadline");
