@@ -8,6 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use futures::FutureExt;
 use http::{Request, Response};
 use micro_core::{BoxError, CallInfo, Deadline, Error, NodeInfo};
 use micro_registry::Cache;
@@ -61,7 +62,7 @@ async fn dispatch(
     attempt: BoxService,
     request: Request<Body>,
 ) -> Result<Response<Body>, BoxError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let Some(info) = parts.extensions.get::<CallInfo>().cloned() else {
         return Err(Error::internal(CLIENT_ID, "request has no CallInfo")
             .to_status()
@@ -82,6 +83,9 @@ async fn dispatch(
     // here (registry lookup on a cache miss, backoff) are bounded below. A phase that is
     // ready at once arms no timer.
     let mut body = Replay::read(body).await?;
+    // Set once here so every attempt's copy carries it (inserting a new header into the
+    // exactly-sized copy would grow it on every call); retries only rewrite the value.
+    set_timeout_header(&mut parts.headers, deadline);
     let retries = call.retries.unwrap_or(shared.options.retries);
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut attempt_no = 0;
@@ -96,13 +100,11 @@ async fn dispatch(
         if deadline.remaining().is_zero() {
             return Err(timed_out());
         }
-        let node =
-            match tokio::time::timeout_at(deadline.0, pick(&shared, &info, &call, &tried)).await {
-                Ok(node) => node?,
-                Err(_) => return Err(timed_out()),
-            };
+        let node = pick(&shared, &info, &call, &tried, deadline).await?;
         let mut request = Request::from_parts(clone_parts(&parts), body.body());
-        set_timeout_header(request.headers_mut(), deadline);
+        if attempt_no > 0 {
+            set_timeout_header(request.headers_mut(), deadline);
+        }
         // The request carries the Channel's CallInfo; name the node in place.
         match request.extensions_mut().get_mut::<CallInfo>() {
             Some(call_info) => call_info.node = Some(node.clone()),
@@ -162,18 +164,27 @@ async fn pick(
     info: &CallInfo,
     call: &CallOptions,
     tried: &[Arc<str>],
+    deadline: Deadline,
 ) -> Result<NodeInfo, BoxError> {
-    let services = shared
-        .cache
-        .get_service(&info.service)
-        .await
-        .map_err(|err| {
-            let detail = match err {
-                micro_registry::Error::NotFound => format!("service {}: not found", info.service),
-                other => format!("service {}: {other}", info.service),
-            };
-            BoxError::from(Error::internal(CLIENT_ID, detail).to_status())
-        })?;
+    // Known services come from memory; only a first lookup waits, bounded by the deadline.
+    let services = match shared.cache.peek(&info.service) {
+        Some(services) => services,
+        None => {
+            let lookup = shared.cache.get_service(&info.service);
+            match tokio::time::timeout_at(deadline.0, lookup).await {
+                Err(_) => return Err(timeout_error(info)),
+                Ok(found) => found.map_err(|err| {
+                    let detail = match err {
+                        micro_registry::Error::NotFound => {
+                            format!("service {}: not found", info.service)
+                        }
+                        other => format!("service {}: {other}", info.service),
+                    };
+                    BoxError::from(Error::internal(CLIENT_ID, detail).to_status())
+                })?,
+            }
+        }
+    };
     let node = shared
         .selector
         .select(&info.service, &services, &call.filters, tried)
@@ -275,20 +286,24 @@ impl Service<Request<Body>> for Attempt {
             let mut channel = channel;
             // Waiting for the channel (a full request buffer) is bounded by the deadline; once
             // sent, tonic's own `grpc-timeout` timer bounds the wait for the answer.
-            let ready = channel.ready();
-            match deadline {
-                Some(deadline) => match tokio::time::timeout_at(deadline.0, ready).await {
-                    Ok(ready) => ready.map(drop).map_err(BoxError::from)?,
-                    Err(_) => {
-                        return Err(Error::timeout(
-                            CLIENT_ID,
-                            "deadline passed waiting for a connection",
-                        )
-                        .to_status()
-                        .into());
+            match channel.ready().now_or_never() {
+                Some(ready) => ready.map(drop).map_err(BoxError::from)?,
+                None => match deadline {
+                    Some(deadline) => {
+                        match tokio::time::timeout_at(deadline.0, channel.ready()).await {
+                            Ok(ready) => ready.map(drop).map_err(BoxError::from)?,
+                            Err(_) => {
+                                return Err(Error::timeout(
+                                    CLIENT_ID,
+                                    "deadline passed waiting for a connection",
+                                )
+                                .to_status()
+                                .into());
+                            }
+                        }
                     }
+                    None => channel.ready().await.map(drop).map_err(BoxError::from)?,
                 },
-                None => ready.await.map(drop).map_err(BoxError::from)?,
             }
             let response = channel.call(request).await.map_err(BoxError::from)?;
             Ok(response.map(Body::new))
