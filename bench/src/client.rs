@@ -14,8 +14,8 @@ use crate::serve::timeout_layer;
 #[derive(Clone, Debug)]
 pub enum Target {
     /// Any greeter server at this address (`host:port` or `http://host:port`), through one
-    /// plain tonic channel.
-    Address(String),
+    /// plain tonic channel; with a request timeout sent on every call when given.
+    Address(String, Option<std::time::Duration>),
     /// A micro service found through etcd, through a micro client (discovery, selector,
     /// pool), optionally with a tower middleware (`wrap_client`).
     Discover {
@@ -41,7 +41,8 @@ fn request() -> Request {
 /// A function that makes one `Hello` call to `target`.
 pub async fn connect(target: &Target) -> anyhow::Result<Call> {
     match target {
-        Target::Address(address) => {
+        Target::Address(address, timeout) => {
+            let timeout = *timeout;
             let uri = if address.contains("://") {
                 address.clone()
             } else {
@@ -55,7 +56,13 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
             let client = GreeterClient::new(channel);
             Ok(Arc::new(move || {
                 let mut client = client.clone();
-                Box::pin(async move { client.hello(request()).await.map(|_| ()) })
+                Box::pin(async move {
+                    let mut call = tonic::Request::new(request());
+                    if let Some(timeout) = timeout {
+                        call.set_timeout(timeout);
+                    }
+                    client.hello(call).await.map(|_| ())
+                })
             }))
         }
         Target::Discover {

@@ -54,6 +54,10 @@ enum Command {
         /// Adds a tower timeout through the micro client's `wrap_client`.
         #[arg(long)]
         tower: bool,
+        /// With `--target`: send this request timeout (`grpc-timeout`) on every call, as a
+        /// micro client always does, to measure what carrying a deadline costs bare tonic.
+        #[arg(long = "request-timeout", value_parser = humantime::parse_duration, requires = "target")]
+        request_timeout: Option<std::time::Duration>,
         #[command(flatten)]
         load: LoadArgs,
         /// Server process whose CPU time to measure (repeatable).
@@ -169,12 +173,13 @@ async fn main() -> anyhow::Result<()> {
             etcd,
             service,
             tower,
+            request_timeout,
             load,
             server_pids,
             json,
         } => {
             let target = match (target, etcd, service) {
-                (Some(address), _, _) => Target::Address(address),
+                (Some(address), _, _) => Target::Address(address, request_timeout),
                 (None, Some(etcd), Some(service)) => Target::Discover {
                     etcd,
                     service,
