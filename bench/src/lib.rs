@@ -27,6 +27,9 @@ use serde::{Deserialize, Serialize};
 pub enum Scenario {
     /// A plain tonic server, a plain tonic client over one channel: the baseline.
     Tonic,
+    /// [`Scenario::Tonic`] with a 30 s request timeout (`grpc-timeout`) on every call, as a
+    /// micro client always sends: bare tonic doing the same deadline work as micro.
+    TonicDeadline,
     /// A micro server registered in etcd; a micro client through discovery, selector, pool.
     Micro,
     /// [`Scenario::Micro`] with a tower timeout through `wrap_handler` and `wrap_client`.
@@ -39,8 +42,9 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Tonic,
+        Scenario::TonicDeadline,
         Scenario::Micro,
         Scenario::MicroTower,
         Scenario::ChainTonic,
@@ -51,6 +55,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Tonic => "tonic",
+            Scenario::TonicDeadline => "tonic-deadline",
             Scenario::Micro => "micro",
             Scenario::MicroTower => "micro-tower",
             Scenario::ChainTonic => "chain-tonic",
@@ -61,7 +66,9 @@ impl Scenario {
     /// The scenario this one is compared with.
     pub fn baseline(self) -> Scenario {
         match self {
-            Scenario::Tonic | Scenario::Micro | Scenario::MicroTower => Scenario::Tonic,
+            Scenario::Tonic | Scenario::TonicDeadline | Scenario::Micro | Scenario::MicroTower => {
+                Scenario::Tonic
+            }
             Scenario::ChainTonic | Scenario::ChainMicro => Scenario::ChainTonic,
         }
     }
@@ -77,7 +84,7 @@ impl Scenario {
     /// The service the load client calls, for micro scenarios.
     pub fn service(self) -> &'static str {
         match self {
-            Scenario::Tonic | Scenario::Micro => "greeter",
+            Scenario::Tonic | Scenario::TonicDeadline | Scenario::Micro => "greeter",
             Scenario::MicroTower => "greeter-tower",
             Scenario::ChainTonic | Scenario::ChainMicro => "greeter1",
         }

@@ -133,7 +133,7 @@ impl Started {
 /// Starts the servers of `scenario`; micro servers are registered when this returns.
 pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Started> {
     match scenario {
-        Scenario::Tonic => {
+        Scenario::Tonic | Scenario::TonicDeadline => {
             let (addr, server) = tonic_server(GreeterServer::new(greeter2())).await?;
             Ok(Started {
                 addr,
