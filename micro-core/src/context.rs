@@ -44,6 +44,11 @@ impl CallContext {
     /// The context of an incoming request with these headers, received now.
     pub fn from_headers(headers: &HeaderMap) -> Self {
         let deadline = crate::timeout::from_headers(headers).map(Deadline::after);
+        Self::with_deadline(deadline, headers)
+    }
+
+    /// The context of an incoming request whose deadline the caller already read.
+    pub fn with_deadline(deadline: Option<Deadline>, headers: &HeaderMap) -> Self {
         let metadata = headers
             .iter()
             .filter(|(name, _)| is_propagated(name.as_str()))

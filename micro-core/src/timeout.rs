@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// gRPC's standard timeout header.
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
@@ -12,19 +12,26 @@ pub const MICRO_TIMEOUT: &str = "timeout";
 /// Reads the timeout a caller sent: `grpc-timeout`, else go-micro's `timeout`. A malformed
 /// value is ignored (no timeout), never an error: a bad header must not fail the call.
 pub fn from_headers(headers: &HeaderMap) -> Option<Duration> {
-    let grpc = headers
-        .get(GRPC_TIMEOUT)
-        .and_then(|v| parse_grpc_timeout(v.as_bytes()));
-    grpc.or_else(|| {
-        let nanos = headers
-            .get(MICRO_TIMEOUT)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<u64>()
-            .ok()?;
-        Some(Duration::from_nanos(nanos))
-    })
+    grpc_from_headers(headers).or_else(|| micro_from_headers(headers))
+}
+
+/// `grpc-timeout`, if present and well formed.
+pub fn grpc_from_headers(headers: &HeaderMap) -> Option<Duration> {
+    static NAME: HeaderName = HeaderName::from_static(GRPC_TIMEOUT);
+    parse_grpc_timeout(headers.get(&NAME)?.as_bytes())
+}
+
+/// go-micro's `timeout` (nanoseconds), if present and well formed.
+pub fn micro_from_headers(headers: &HeaderMap) -> Option<Duration> {
+    static NAME: HeaderName = HeaderName::from_static(MICRO_TIMEOUT);
+    let nanos = headers
+        .get(&NAME)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    Some(Duration::from_nanos(nanos))
 }
 
 /// Parses `grpc-timeout`: 1 to 8 digits and a unit (`H`, `M`, `S`, `m`, `u`, `n`).

@@ -11,7 +11,7 @@ use std::{
 };
 
 use http::{Request, Response, Uri};
-use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo};
+use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo, timeout};
 use tonic::{Status, body::Body};
 
 use crate::HandlerService;
@@ -133,16 +133,22 @@ impl Service<Request<Body>> for Entry {
                         }
                     }
                 }
-                let context = CallContext::from_headers(req.headers());
-                let deadline = context.deadline;
+                // tonic already enforces a valid `grpc-timeout`; time only go-micro's header.
+                let (deadline, enforce) = match timeout::grpc_from_headers(req.headers()) {
+                    Some(left) => (Some(Deadline::after(left)), None),
+                    None => {
+                        let deadline =
+                            timeout::micro_from_headers(req.headers()).map(Deadline::after);
+                        (deadline, deadline)
+                    }
+                };
+                let context = CallContext::with_deadline(deadline, req.headers());
                 let info = CallInfo {
                     service: self.service.clone(),
                     endpoint: self.paths.endpoints.endpoint(req.uri().path()),
                     node: Some(self.node.clone()),
                     deadline,
                 };
-                // tonic already enforces a valid `grpc-timeout`; time only go-micro's header.
-                let enforce = deadline.filter(|_| !has_grpc_timeout(req.headers()));
                 req.extensions_mut().insert(info);
                 if let Some(deadline) = deadline {
                     req.extensions_mut().insert(deadline);
@@ -154,13 +160,6 @@ impl Service<Request<Body>> for Entry {
             }
         }
     }
-}
-
-fn has_grpc_timeout(headers: &http::HeaderMap) -> bool {
-    headers
-        .get(micro_core::timeout::GRPC_TIMEOUT)
-        .and_then(|v| micro_core::timeout::parse_grpc_timeout(v.as_bytes()))
-        .is_some()
 }
 
 /// Answers DeadlineExceeded when the caller's deadline passes first (go-micro's `timeout`
