@@ -408,8 +408,14 @@ where
             .node
             .map(|n| n.id.to_string())
             .unwrap_or_else(|| "-".into());
+        // Every wrapper sees the call's deadline: 5 s at the client, a little less at the server.
+        let deadline = match info.deadline.map(|d| d.remaining()) {
+            Some(left) if left > Duration::from_secs(4) && left <= Duration::from_secs(5) => "5s",
+            Some(left) => panic!("unexpected deadline {left:?}"),
+            None => "none",
+        };
         self.tag.log.lock().unwrap().push(format!(
-            "{} {} {} {}",
+            "{} {} {} {} {deadline}",
             self.tag.name, info.service, info.endpoint, node
         ));
         self.inner.call(request)
@@ -447,19 +453,23 @@ async fn wrappers_nest_first_added_outermost_and_see_call_info() {
         .wrap_call(tag("a1"))
         .wrap_client(tower::timeout::TimeoutLayer::new(Duration::from_secs(5)))
         .client();
+    let options = micro::CallOptions {
+        timeout: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
     let _: Response = client
-        .call("greeter2", "Greeter.Test", Request::default())
+        .call_with("greeter2", "Greeter.Test", Request::default(), options)
         .await
         .unwrap();
     let log = log.lock().unwrap().clone();
     assert_eq!(
         log,
         [
-            "c1 greeter2 Greeter.Test -".to_owned(),
-            "c2 greeter2 Greeter.Test -".to_owned(),
-            format!("a1 greeter2 Greeter.Test {node}"),
-            format!("h1 greeter2 Greeter.Test {node}"),
-            format!("h2 greeter2 Greeter.Test {node}"),
+            "c1 greeter2 Greeter.Test - 5s".to_owned(),
+            "c2 greeter2 Greeter.Test - 5s".to_owned(),
+            format!("a1 greeter2 Greeter.Test {node} 5s"),
+            format!("h1 greeter2 Greeter.Test {node} 5s"),
+            format!("h2 greeter2 Greeter.Test {node} 5s"),
         ]
     );
     server.stop().await.unwrap();
