@@ -6,15 +6,12 @@ use anyhow::Context;
 use examples::{Greeter1, Greeter2};
 use micro::registry::Etcd;
 use proto::greeter::{
-    FILE_DESCRIPTOR_SET, Request, Response,
+    FILE_DESCRIPTOR_SET,
     greeter_client::GreeterClient,
     greeter_server::{Greeter, GreeterServer},
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tonic::{
-    Status,
-    transport::{Endpoint, server::TcpIncoming},
-};
+use tonic::transport::{Endpoint, server::TcpIncoming};
 
 use crate::Scenario;
 
@@ -39,42 +36,6 @@ impl Default for Options {
             ttl: Duration::from_secs(5),
             interval: Duration::from_secs(4),
         }
-    }
-}
-
-/// greeter1 of the bare-tonic chain: the same work as [`examples::Greeter1`], over a plain
-/// tonic channel to greeter2's address.
-#[derive(Clone, Debug)]
-pub struct TonicGreeter1 {
-    /// A plain tonic client of greeter2.
-    pub greeter2: GreeterClient<tonic::transport::Channel>,
-}
-
-#[tonic::async_trait]
-impl Greeter for TonicGreeter1 {
-    async fn hello(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<Response>, Status> {
-        let name = request.into_inner().name;
-        let reply = self
-            .greeter2
-            .clone()
-            .test(Request { name })
-            .await?
-            .into_inner();
-        Ok(tonic::Response::new(Response {
-            msg: format!("greeter1 <- {}", reply.msg),
-        }))
-    }
-
-    async fn test(
-        &self,
-        _request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<Response>, Status> {
-        Ok(tonic::Response::new(Response {
-            msg: "greeter1 test".into(),
-        }))
     }
 }
 
@@ -145,7 +106,8 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             let channel = Endpoint::from_shared(format!("http://{addr2}"))?
                 .tcp_nodelay(true)
                 .connect_lazy();
-            let greeter1 = TonicGreeter1 {
+            // The same handler as micro's chain, over a plain tonic channel.
+            let greeter1 = Greeter1 {
                 greeter2: GreeterClient::new(channel),
             };
             let (addr1, server1) = tonic_server(GreeterServer::new(greeter1)).await?;

@@ -56,15 +56,24 @@ impl Greeter for Greeter2 {
     }
 }
 
-/// greeter1's handler: calls greeter2's `Test`.
+/// greeter1's handler: calls greeter2's `Test`. Generic over the channel so the same handler
+/// runs over a micro [`Channel`] (discovery, balancing, retries, wrappers; the default) or a
+/// plain tonic channel (the benchmark's bare-tonic peer).
 #[derive(Clone, Debug)]
-pub struct Greeter1 {
-    /// A client of greeter2 over a micro channel (discovery, balancing, retries, wrappers).
-    pub greeter2: GreeterClient<Channel>,
+pub struct Greeter1<C = Channel> {
+    /// A client of greeter2.
+    pub greeter2: GreeterClient<C>,
 }
 
 #[tonic::async_trait]
-impl Greeter for Greeter1 {
+impl<C> Greeter for Greeter1<C>
+where
+    C: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+    C::Future: Send,
+    C::Error: Into<micro::BoxError>,
+    C::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <C::ResponseBody as http_body::Body>::Error: Into<micro::BoxError> + Send,
+{
     async fn hello(
         &self,
         request: tonic::Request<Request>,
