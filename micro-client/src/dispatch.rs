@@ -1,12 +1,7 @@
 //! The retry loop: for each attempt, select a node, then run the call wrappers and the
 //! node's pooled channel; retry on another node while the policy allows and time is left.
 
-use std::{
-    future::Future,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-};
+use std::sync::Arc;
 
 use futures::FutureExt;
 use http::{Request, Response};
@@ -14,7 +9,7 @@ use micro_core::{BoxError, CallInfo, Deadline, Error, NodeInfo};
 use micro_registry::Cache;
 use tonic::{Status, body::Body};
 use tower::ServiceExt;
-use tower_service::Service;
+use tower_service::Service as _;
 
 use crate::{BoxService, CallOptions, Options, pool::Pool, replay::Replay, selector::Selector};
 
@@ -27,34 +22,12 @@ pub(crate) struct Shared {
     pub(crate) selector: Selector,
 }
 
-/// The service below the client wrappers.
-#[derive(Clone)]
-pub(crate) struct Dispatch {
-    shared: Arc<Shared>,
-    /// Call wrappers around [`Attempt`].
-    attempt: BoxService,
-}
-
-impl Dispatch {
-    pub(crate) fn new(shared: Arc<Shared>, attempt: BoxService) -> Self {
-        Dispatch { shared, attempt }
-    }
-}
-
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-impl Service<Request<Body>> for Dispatch {
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> BoxFuture {
-        Box::pin(dispatch(self.shared.clone(), self.attempt.clone(), request))
-    }
+/// The service below the client wrappers: the retry loop, with the call wrappers (around
+/// [`attempt`]) in `attempt`.
+pub(crate) fn dispatch_service(shared: Arc<Shared>, attempt: BoxService) -> BoxService {
+    BoxService::new(tower::service_fn(move |request| {
+        dispatch(shared.clone(), attempt.clone(), request)
+    }))
 }
 
 async fn dispatch(
@@ -106,14 +79,8 @@ async fn dispatch(
             set_timeout_header(request.headers_mut(), deadline);
         }
         // The request carries the Channel's CallInfo; name the node in place.
-        match request.extensions_mut().get_mut::<CallInfo>() {
-            Some(call_info) => call_info.node = Some(node.clone()),
-            None => {
-                request.extensions_mut().insert(CallInfo {
-                    node: Some(node.clone()),
-                    ..info.clone()
-                });
-            }
+        if let Some(call_info) = request.extensions_mut().get_mut::<CallInfo>() {
+            call_info.node = Some(node.clone());
         }
         let result = attempt.clone().oneshot(request).await;
         let status = match &result {
@@ -250,63 +217,47 @@ fn source_chain<'a>(
 }
 
 /// The innermost service: sends one attempt to the node in the request's [`CallInfo`].
-#[derive(Clone)]
-pub(crate) struct Attempt {
-    pub(crate) pool: Arc<Pool>,
+pub(crate) fn attempt_service(pool: Arc<Pool>) -> BoxService {
+    BoxService::new(tower::service_fn(move |request| {
+        attempt(pool.clone(), request)
+    }))
 }
 
-impl Service<Request<Body>> for Attempt {
-    type Response = Response<Body>;
-    type Error = BoxError;
-    type Future = BoxFuture;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request<Body>) -> BoxFuture {
-        let info = request.extensions().get::<CallInfo>();
-        let address = info
-            .and_then(|i| i.node.as_ref())
-            .map(|n| n.address.clone());
-        let deadline = info.and_then(|i| i.deadline);
-        let pool = self.pool.clone();
-        Box::pin(async move {
-            let Some(address) = address else {
-                return Err(Error::internal(CLIENT_ID, "no node chosen")
+async fn attempt(pool: Arc<Pool>, request: Request<Body>) -> Result<Response<Body>, BoxError> {
+    let info = request.extensions().get::<CallInfo>();
+    let Some(address) = info
+        .and_then(|i| i.node.as_ref())
+        .map(|n| n.address.clone())
+    else {
+        return Err(Error::internal(CLIENT_ID, "no node chosen")
+            .to_status()
+            .into());
+    };
+    let deadline = info.and_then(|i| i.deadline);
+    let mut channel = pool.get(&address).map_err(|err| {
+        BoxError::from(
+            Error::internal(CLIENT_ID, format!("bad node address {address}: {err}")).to_status(),
+        )
+    })?;
+    // Waiting for the channel (a full request buffer) is bounded by the deadline; once
+    // sent, tonic's own `grpc-timeout` timer bounds the wait for the answer.
+    match channel.ready().now_or_never() {
+        Some(ready) => ready.map(drop).map_err(BoxError::from)?,
+        None => match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline.0, channel.ready()).await {
+                Ok(ready) => ready.map(drop).map_err(BoxError::from)?,
+                Err(_) => {
+                    return Err(Error::timeout(
+                        CLIENT_ID,
+                        "deadline passed waiting for a connection",
+                    )
                     .to_status()
                     .into());
-            };
-            let channel = pool.get(&address).map_err(|err| {
-                BoxError::from(
-                    Error::internal(CLIENT_ID, format!("bad node address {address}: {err}"))
-                        .to_status(),
-                )
-            })?;
-            let mut channel = channel;
-            // Waiting for the channel (a full request buffer) is bounded by the deadline; once
-            // sent, tonic's own `grpc-timeout` timer bounds the wait for the answer.
-            match channel.ready().now_or_never() {
-                Some(ready) => ready.map(drop).map_err(BoxError::from)?,
-                None => match deadline {
-                    Some(deadline) => {
-                        match tokio::time::timeout_at(deadline.0, channel.ready()).await {
-                            Ok(ready) => ready.map(drop).map_err(BoxError::from)?,
-                            Err(_) => {
-                                return Err(Error::timeout(
-                                    CLIENT_ID,
-                                    "deadline passed waiting for a connection",
-                                )
-                                .to_status()
-                                .into());
-                            }
-                        }
-                    }
-                    None => channel.ready().await.map(drop).map_err(BoxError::from)?,
-                },
-            }
-            let response = channel.call(request).await.map_err(BoxError::from)?;
-            Ok(response.map(Body::new))
-        })
+                }
+            },
+            None => channel.ready().await.map(drop).map_err(BoxError::from)?,
+        },
     }
+    let response = channel.call(request).await.map_err(BoxError::from)?;
+    Ok(response.map(Body::new))
 }

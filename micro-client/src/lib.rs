@@ -24,14 +24,13 @@ pub use micro_core::BoxService;
 use micro_core::{BoxError, CallContext, CallInfo, Deadline, EndpointCache, Wrapper, stack};
 use micro_registry::{Action, Cache};
 use tonic::{Status, body::Body};
-use tower::util::BoxCloneSyncService;
 use tower_service::Service;
 
 pub use options::{CallOptions, Options, RetryPolicy, retry_on_unavailable};
 pub use selector::{Filter, Strategy};
 
 use crate::{
-    dispatch::{Attempt, Dispatch, Shared},
+    dispatch::{Shared, attempt_service, dispatch_service},
     pool::Pool,
     selector::Selector,
 };
@@ -88,12 +87,11 @@ impl Builder {
             cache,
             selector,
         });
-        let attempt = stack(
-            BoxCloneSyncService::new(Attempt { pool }),
-            &self.call_layers,
+        let attempt = stack(attempt_service(pool), &self.call_layers);
+        let stack = stack(
+            dispatch_service(shared.clone(), attempt),
+            &self.client_layers,
         );
-        let dispatch = BoxCloneSyncService::new(Dispatch::new(shared.clone(), attempt));
-        let stack = stack(dispatch, &self.client_layers);
         Client {
             stack,
             shared,

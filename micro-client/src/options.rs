@@ -68,7 +68,8 @@ impl Options {
 }
 
 /// The default policy: retry `Unavailable` only: the node could not be reached, refused the
-/// stream, or is shutting down, so the call did not run. Timeouts and server errors are not
+/// stream, or is shutting down, so the call did not run (a connection that breaks mid-call
+/// also reads as `Unavailable`; replace this policy for non-idempotent services). Timeouts and server errors are not
 /// retried, since a non-idempotent call may have run (go-micro v2 retried 500s; users filed
 /// issues about duplicated side effects).
 pub fn retry_on_unavailable(status: &Status) -> bool {

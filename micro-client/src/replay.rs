@@ -7,6 +7,7 @@
 use std::{collections::VecDeque, future::poll_fn, pin::Pin, task::Poll};
 
 use bytes::{Bytes, BytesMut};
+use futures::TryStreamExt;
 use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt, Full, StreamBody};
 use micro_core::BoxError;
@@ -67,26 +68,11 @@ impl Replay {
             Replay::Complete(data) => Body::new(Full::new(data.clone())),
             Replay::Streaming(frames, rest) => {
                 let head = futures::stream::iter(std::mem::take(frames).into_iter().map(Ok));
-                let tail = std::mem::take(rest).into_data_stream().map_ok_frames();
+                let tail =
+                    TryStreamExt::map_ok(std::mem::take(rest).into_data_stream(), Frame::data);
                 Body::new(StreamBody::new(futures::StreamExt::chain(head, tail)))
             }
         }
-    }
-}
-
-/// Turns a body's data stream back into a stream of frames.
-trait MapOkFrames {
-    fn map_ok_frames(
-        self,
-    ) -> futures::stream::BoxStream<'static, Result<Frame<Bytes>, tonic::Status>>;
-}
-
-impl MapOkFrames for http_body_util::BodyDataStream<Body> {
-    fn map_ok_frames(
-        self,
-    ) -> futures::stream::BoxStream<'static, Result<Frame<Bytes>, tonic::Status>> {
-        use futures::{StreamExt, TryStreamExt};
-        self.map_ok(Frame::data).boxed()
     }
 }
 

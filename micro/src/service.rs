@@ -66,8 +66,7 @@ pub fn default_registry() -> Arc<dyn Registry> {
 #[must_use = "a service does nothing until it runs"]
 pub struct Service {
     server: Server,
-    client: Option<micro_client::Builder>,
-    built: OnceLock<Client>,
+    client: ClientState,
     registry: Arc<dyn Registry>,
     before_start: Vec<Hook>,
     after_start: Vec<Hook>,
@@ -87,8 +86,7 @@ impl Service {
     pub fn new() -> Self {
         Service {
             server: Server::new(micro_server::Options::default()),
-            client: Some(micro_client::Builder::new()),
-            built: OnceLock::new(),
+            client: ClientState::Configuring(micro_client::Builder::new()),
             registry: default_registry(),
             before_start: Vec::new(),
             after_start: Vec::new(),
@@ -177,9 +175,7 @@ impl Service {
 
     /// Client options (retries, timeouts, selector).
     pub fn client_options(mut self, options: micro_client::Options) -> Self {
-        if let Some(builder) = self.client.take() {
-            self.client = Some(builder.options(options));
-        }
+        self.configure_client("client_options", |builder| builder.options(options));
         self
     }
 
@@ -199,20 +195,26 @@ impl Service {
     /// Wraps every client call, retries included; the first wrapper added is the outermost.
     /// Add client wrappers before the first [`Service::client`] call.
     pub fn wrap_client(mut self, wrapper: impl Wrapper) -> Self {
-        match self.client.take() {
-            Some(builder) => self.client = Some(builder.wrap_client(wrapper)),
-            None => tracing::warn!("wrap_client after client(): wrapper ignored"),
-        }
+        self.configure_client("wrap_client", |builder| builder.wrap_client(wrapper));
         self
     }
 
     /// Wraps each attempt of a client call on one node.
     pub fn wrap_call(mut self, wrapper: impl Wrapper) -> Self {
-        match self.client.take() {
-            Some(builder) => self.client = Some(builder.wrap_call(wrapper)),
-            None => tracing::warn!("wrap_call after client(): wrapper ignored"),
-        }
+        self.configure_client("wrap_call", |builder| builder.wrap_call(wrapper));
         self
+    }
+
+    /// Changes the client's configuration; once the client is built it is fixed.
+    fn configure_client(
+        &mut self,
+        what: &str,
+        change: impl FnOnce(micro_client::Builder) -> micro_client::Builder,
+    ) {
+        match &mut self.client {
+            ClientState::Configuring(builder) => *builder = change(std::mem::take(builder)),
+            ClientState::Built(_) => tracing::warn!("{what} after client(): ignored"),
+        }
     }
 
     /// Runs `hook` before the server starts.
@@ -330,7 +332,9 @@ impl Service {
                 )));
             }
         }
-        if let Some(builder) = self.client.as_mut() {
+        let strategy = flags.selector.as_deref().map(str::parse).transpose();
+        let strategy = strategy.map_err(Error::Options)?;
+        self.configure_client("flags", |mut builder| {
             let client = builder.options_mut();
             if let Some(v) = flags.client_request_timeout {
                 client.request_timeout = v
@@ -338,10 +342,11 @@ impl Service {
             if let Some(v) = flags.client_retries {
                 client.retries = v
             }
-            if let Some(v) = flags.selector.as_deref() {
-                client.strategy = v.parse().map_err(Error::Options)?;
+            if let Some(v) = strategy {
+                client.strategy = v
             }
-        }
+            builder
+        });
         Ok(self)
     }
 
@@ -358,12 +363,14 @@ impl Service {
     /// The client: finds services through this service's registry (via a watch-fed cache),
     /// wrapped by the client wrappers added so far. Needs a tokio runtime.
     pub fn client(&mut self) -> Client {
-        if let Some(client) = self.built.get() {
-            return client.clone();
-        }
-        let builder = self.client.take().unwrap_or_default();
-        let client = builder.build(Cache::new(self.registry.clone()));
-        self.built.get_or_init(|| client).clone()
+        let client = match &mut self.client {
+            ClientState::Built(client) => return client.clone(),
+            ClientState::Configuring(builder) => {
+                std::mem::take(builder).build(Cache::new(self.registry.clone()))
+            }
+        };
+        self.client = ClientState::Built(client.clone());
+        client
     }
 
     /// Hosts a tonic-generated service (`GreeterServer::new(handler)`).
@@ -405,6 +412,12 @@ impl Service {
         shutdown.await;
         running.stop().await
     }
+}
+
+/// The client: being configured until [`Service::client`] first builds it, then fixed.
+enum ClientState {
+    Configuring(micro_client::Builder),
+    Built(Client),
 }
 
 /// A started service.
