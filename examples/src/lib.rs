@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use micro::{CallInfo, Channel, Deadline};
+use micro::{CallInfo, Channel};
 use proto::greeter::{Request, Response, greeter_client::GreeterClient, greeter_server::Greeter};
 use tonic::Status;
 
@@ -42,7 +42,8 @@ impl Greeter for Greeter2 {
     ) -> Result<tonic::Response<Response>, Status> {
         let deadline = request
             .extensions()
-            .get::<Deadline>()
+            .get::<CallInfo>()
+            .and_then(|info| info.deadline)
             .map(|d| d.remaining());
         let node = node_of(&request);
         tracing::info!(hop = "greeter2", endpoint = "Greeter.Test", %node, ?deadline, "handling");

@@ -1,11 +1,11 @@
-//! The retry loop: for each attempt, select a node, then run the call wrappers and the
-//! node's pooled channel; retry on another node while the policy allows and time is left.
+//! The retry loop: for each attempt, select a node, then run the call wrappers (if any) and
+//! the node's pooled channel; retry on another node while the policy allows and time is left.
 
 use std::sync::Arc;
 
 use futures::FutureExt;
 use http::{Request, Response};
-use micro_core::{BoxError, CallInfo, Deadline, Error, NodeInfo};
+use micro_core::{BoxError, CallInfo, Deadline, EndpointCache, Error, NodeInfo};
 use micro_registry::Cache;
 use tonic::{Status, body::Body};
 use tower::ServiceExt;
@@ -20,32 +20,38 @@ pub(crate) struct Shared {
     pub(crate) options: Options,
     pub(crate) cache: Cache,
     pub(crate) selector: Selector,
+    pub(crate) pool: Arc<Pool>,
+    /// The call wrappers over [`attempt_service`], if there are any.
+    pub(crate) call_stack: Option<BoxService>,
+    /// Endpoint names of the paths called (`Greeter.Hello`).
+    pub(crate) endpoints: EndpointCache,
 }
 
-/// The service below the client wrappers: the retry loop, with the call wrappers (around
-/// [`attempt`]) in `attempt`.
-pub(crate) fn dispatch_service(shared: Arc<Shared>, attempt: BoxService) -> BoxService {
-    BoxService::new(tower::service_fn(move |request| {
-        dispatch(shared.clone(), attempt.clone(), request)
+/// The service below the client wrappers: the retry loop, for the [`CallInfo`] the request
+/// carries.
+pub(crate) fn dispatch_service(shared: Arc<Shared>) -> BoxService {
+    BoxService::new(tower::service_fn(move |mut request: Request<Body>| {
+        let shared = shared.clone();
+        async move {
+            let Some(info) = request.extensions_mut().remove::<CallInfo>() else {
+                return Err(Error::internal(CLIENT_ID, "request has no CallInfo")
+                    .to_status()
+                    .into());
+            };
+            dispatch(shared, info, request).await
+        }
     }))
 }
 
-async fn dispatch(
+/// The retry loop: each attempt picks a node and goes through the call wrappers (if any) to
+/// that node's channel, until one answers or the policy, the retries or the time run out.
+pub(crate) async fn dispatch(
     shared: Arc<Shared>,
-    attempt: BoxService,
+    info: CallInfo,
     request: Request<Body>,
 ) -> Result<Response<Body>, BoxError> {
     let (mut parts, body) = request.into_parts();
-    let Some(info) = parts.extensions.get::<CallInfo>().cloned() else {
-        return Err(Error::internal(CLIENT_ID, "request has no CallInfo")
-            .to_status()
-            .into());
-    };
-    let call = parts
-        .extensions
-        .get::<CallOptions>()
-        .cloned()
-        .unwrap_or_default();
+    let call = parts.extensions.remove::<CallOptions>().unwrap_or_default();
     let deadline = info
         .deadline
         .unwrap_or_else(|| Deadline::after(shared.options.request_timeout));
@@ -73,16 +79,45 @@ async fn dispatch(
         if deadline.remaining().is_zero() {
             return Err(timed_out());
         }
-        let node = pick(&shared, &info, &call, &tried, deadline).await?;
-        let mut request = Request::from_parts(clone_parts(&parts), body.body());
+        let services = services(&shared, &info, deadline).await?;
+        let node = shared
+            .selector
+            .select(&info.service, &services, &call.filters, &tried)
+            .ok_or_else(|| {
+                BoxError::from(
+                    Error::internal(
+                        CLIENT_ID,
+                        format!("service {}: none available", info.service),
+                    )
+                    .to_status(),
+                )
+            })?;
+        // The last attempt takes the request itself; the others send a copy.
+        let last = attempt_no >= retries || !body.is_replayable();
+        let mut attempt_parts = if last {
+            std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+        } else {
+            copy_parts(&parts, shared.call_stack.is_some())
+        };
         if attempt_no > 0 {
-            set_timeout_header(request.headers_mut(), deadline);
+            set_timeout_header(&mut attempt_parts.headers, deadline);
         }
-        // The request carries the Channel's CallInfo; name the node in place.
-        if let Some(call_info) = request.extensions_mut().get_mut::<CallInfo>() {
-            call_info.node = Some(node.clone());
-        }
-        let result = attempt.clone().oneshot(request).await;
+        let request = Request::from_parts(attempt_parts, body.body());
+        let result = match &shared.call_stack {
+            // The call wrappers see the CallInfo, now naming the node.
+            Some(stack) => {
+                let mut request = request;
+                request.extensions_mut().insert(CallInfo {
+                    node: Some(NodeInfo {
+                        id: node.id.as_str().into(),
+                        address: node.address.as_str().into(),
+                    }),
+                    ..info.clone()
+                });
+                stack.clone().oneshot(request).await
+            }
+            None => attempt(&shared.pool, &node.address, Some(deadline), request).await,
+        };
         let status = match &result {
             Ok(response) => trailers_only_status(response),
             Err(err) => Some(status_of(err)),
@@ -93,9 +128,7 @@ async fn dispatch(
         {
             return Err(timed_out());
         }
-        let retry = status.as_ref().is_some_and(|s| (shared.options.retry)(s))
-            && attempt_no < retries
-            && body.is_replayable();
+        let retry = !last && status.as_ref().is_some_and(|s| (shared.options.retry)(s));
         if !retry {
             return result.map_err(|err| {
                 let status = status_of(&err);
@@ -110,7 +143,7 @@ async fn dispatch(
             });
         }
         tracing::debug!(service = %info.service, node = %node.id, attempt = attempt_no, "retrying");
-        tried.push(node.id.clone());
+        tried.push(node.id.as_str().into());
         attempt_no += 1;
     }
 }
@@ -125,59 +158,43 @@ fn timeout_error(info: &CallInfo) -> BoxError {
     .into()
 }
 
-/// Selects a node for the next attempt.
-async fn pick(
+/// The nodes of the called service: from memory once known; only a first lookup waits,
+/// bounded by the deadline.
+async fn services(
     shared: &Shared,
     info: &CallInfo,
-    call: &CallOptions,
-    tried: &[Arc<str>],
     deadline: Deadline,
-) -> Result<NodeInfo, BoxError> {
-    // Known services come from memory; only a first lookup waits, bounded by the deadline.
-    let services = match shared.cache.peek(&info.service) {
-        Some(services) => services,
-        None => {
-            let lookup = shared.cache.get_service(&info.service);
-            match tokio::time::timeout_at(deadline.0, lookup).await {
-                Err(_) => return Err(timeout_error(info)),
-                Ok(found) => found.map_err(|err| {
-                    let detail = match err {
-                        micro_registry::Error::NotFound => {
-                            format!("service {}: not found", info.service)
-                        }
-                        other => format!("service {}: {other}", info.service),
-                    };
-                    BoxError::from(Error::internal(CLIENT_ID, detail).to_status())
-                })?,
-            }
-        }
-    };
-    let node = shared
-        .selector
-        .select(&info.service, &services, &call.filters, tried)
-        .ok_or_else(|| {
-            BoxError::from(
-                Error::internal(
-                    CLIENT_ID,
-                    format!("service {}: none available", info.service),
-                )
-                .to_status(),
-            )
-        })?;
-    Ok(NodeInfo {
-        id: node.id.as_str().into(),
-        address: node.address.as_str().into(),
-    })
+) -> Result<Arc<[micro_registry::Service]>, BoxError> {
+    if let Some(services) = shared.cache.peek(&info.service) {
+        return Ok(services);
+    }
+    let lookup = shared.cache.get_service(&info.service);
+    match tokio::time::timeout_at(deadline.0, lookup).await {
+        Err(_) => Err(timeout_error(info)),
+        Ok(found) => found.map_err(|err| {
+            let detail = match err {
+                micro_registry::Error::NotFound => {
+                    format!("service {}: not found", info.service)
+                }
+                other => format!("service {}: {other}", info.service),
+            };
+            BoxError::from(Error::internal(CLIENT_ID, detail).to_status())
+        }),
+    }
 }
 
-fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
-    let (mut clone, ()) = Request::new(()).into_parts();
-    clone.method = parts.method.clone();
-    clone.uri = parts.uri.clone();
-    clone.version = parts.version;
-    clone.headers = parts.headers.clone();
-    clone.extensions = parts.extensions.clone();
-    clone
+/// A copy of the request head for one attempt. Extensions are copied only for call wrappers:
+/// the channel below reads none.
+fn copy_parts(parts: &http::request::Parts, extensions: bool) -> http::request::Parts {
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    if extensions {
+        copy.extensions = parts.extensions.clone();
+    }
+    copy
 }
 
 /// Sends the time left as `grpc-timeout`, which gRPC servers in every language (go-micro's
@@ -216,25 +233,35 @@ fn source_chain<'a>(
     std::iter::successors(Some(err), |e| e.source())
 }
 
-/// The innermost service: sends one attempt to the node in the request's [`CallInfo`].
+/// The innermost service under call wrappers: sends one attempt to the node in the request's
+/// [`CallInfo`].
 pub(crate) fn attempt_service(pool: Arc<Pool>) -> BoxService {
-    BoxService::new(tower::service_fn(move |request| {
-        attempt(pool.clone(), request)
+    BoxService::new(tower::service_fn(move |request: Request<Body>| {
+        let pool = pool.clone();
+        async move {
+            let info = request.extensions().get::<CallInfo>();
+            let Some(address) = info
+                .and_then(|i| i.node.as_ref())
+                .map(|n| n.address.clone())
+            else {
+                return Err(Error::internal(CLIENT_ID, "no node chosen")
+                    .to_status()
+                    .into());
+            };
+            let deadline = info.and_then(|i| i.deadline);
+            attempt(&pool, &address, deadline, request).await
+        }
     }))
 }
 
-async fn attempt(pool: Arc<Pool>, request: Request<Body>) -> Result<Response<Body>, BoxError> {
-    let info = request.extensions().get::<CallInfo>();
-    let Some(address) = info
-        .and_then(|i| i.node.as_ref())
-        .map(|n| n.address.clone())
-    else {
-        return Err(Error::internal(CLIENT_ID, "no node chosen")
-            .to_status()
-            .into());
-    };
-    let deadline = info.and_then(|i| i.deadline);
-    let mut channel = pool.get(&address).map_err(|err| {
+/// Sends one attempt to the node at `address`.
+async fn attempt(
+    pool: &Pool,
+    address: &str,
+    deadline: Option<Deadline>,
+    request: Request<Body>,
+) -> Result<Response<Body>, BoxError> {
+    let mut channel = pool.get(address).map_err(|err| {
         BoxError::from(
             Error::internal(CLIENT_ID, format!("bad node address {address}: {err}")).to_status(),
         )
@@ -258,6 +285,5 @@ async fn attempt(pool: Arc<Pool>, request: Request<Body>) -> Result<Response<Bod
             None => channel.ready().await.map(drop).map_err(BoxError::from)?,
         },
     }
-    let response = channel.call(request).await.map_err(BoxError::from)?;
-    Ok(response.map(Body::new))
+    channel.call(request).await.map_err(BoxError::from)
 }

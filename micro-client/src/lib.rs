@@ -30,7 +30,7 @@ pub use options::{CallOptions, Options, RetryPolicy, retry_on_unavailable};
 pub use selector::{Filter, Strategy};
 
 use crate::{
-    dispatch::{Shared, attempt_service, dispatch_service},
+    dispatch::{Shared, attempt_service, dispatch, dispatch_service},
     pool::Pool,
     selector::Selector,
 };
@@ -82,20 +82,23 @@ impl Builder {
         let pool = Arc::new(Pool::new(self.options.dial_timeout));
         let selector = Selector::new(self.options.strategy, self.options.filters.clone());
         evict_departed_nodes(&cache, Arc::downgrade(&pool));
+        // Without wrappers there is no stack: calls run the retry loop and the attempt
+        // directly, and copying a channel copies nothing but two `Arc`s.
+        let call_stack = (!self.call_layers.is_empty())
+            .then(|| stack(attempt_service(pool.clone()), &self.call_layers));
         let shared = Arc::new(Shared {
             options: self.options,
             cache,
             selector,
+            pool,
+            call_stack,
+            endpoints: EndpointCache::default(),
         });
-        let attempt = stack(attempt_service(pool), &self.call_layers);
-        let stack = stack(
-            dispatch_service(shared.clone(), attempt),
-            &self.client_layers,
-        );
+        let client_stack = (!self.client_layers.is_empty())
+            .then(|| stack(dispatch_service(shared.clone()), &self.client_layers));
         Client {
-            stack,
+            client_stack,
             shared,
-            endpoints: Arc::default(),
         }
     }
 }
@@ -128,10 +131,9 @@ fn evict_departed_nodes(cache: &Cache, pool: Weak<Pool>) {
 /// Calls services by name. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    stack: BoxService,
+    /// The client wrappers over the retry loop, if there are any.
+    client_stack: Option<BoxService>,
     shared: Arc<Shared>,
-    /// Shared by every channel of this client, so `call` (a channel per call) hits it too.
-    endpoints: Arc<EndpointCache>,
 }
 
 impl std::fmt::Debug for Client {
@@ -158,9 +160,8 @@ impl Client {
     pub fn channel(&self, service: impl Into<Arc<str>>) -> Channel {
         Channel {
             service: service.into(),
-            stack: self.stack.clone(),
-            endpoints: self.endpoints.clone(),
-            timeout: self.shared.options.request_timeout,
+            client_stack: self.client_stack.clone(),
+            shared: self.shared.clone(),
         }
     }
 
@@ -235,10 +236,9 @@ fn go_micro_path(service: &str, endpoint: &str) -> Result<PathAndQuery, Status> 
 #[derive(Clone)]
 pub struct Channel {
     service: Arc<str>,
-    stack: BoxService,
-    endpoints: Arc<EndpointCache>,
-    /// The client's request timeout.
-    timeout: std::time::Duration,
+    /// The client wrappers over the retry loop, if there are any.
+    client_stack: Option<BoxService>,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Channel {
@@ -262,7 +262,10 @@ impl Service<Request<Body>> for Channel {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        self.stack.poll_ready(cx)
+        match &mut self.client_stack {
+            Some(stack) => stack.poll_ready(cx),
+            None => Poll::Ready(Ok(())),
+        }
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
@@ -271,29 +274,33 @@ impl Service<Request<Body>> for Channel {
             .extensions()
             .get::<CallOptions>()
             .and_then(|options| options.timeout)
-            .unwrap_or(self.timeout);
+            .unwrap_or(self.shared.options.request_timeout);
         let mut deadline = Deadline::after(timeout);
-        if let Some(incoming) = CallContext::current() {
-            deadline = incoming
-                .deadline
-                .map_or(deadline, |inherited| deadline.min(inherited));
+        CallContext::with_current(|incoming| {
+            if let Some(inherited) = incoming.deadline {
+                deadline = deadline.min(inherited);
+            }
             // go-micro carries the handled call's metadata on; the caller's own headers win.
             for (name, value) in &incoming.metadata {
                 if !request.headers().contains_key(name) {
                     request.headers_mut().insert(name.clone(), value.clone());
                 }
             }
-        }
+        });
         let info = CallInfo {
             service: self.service.clone(),
-            endpoint: self.endpoints.endpoint(request.uri().path()),
+            endpoint: self.shared.endpoints.endpoint(request.uri().path()),
             node: None,
             deadline: Some(deadline),
         };
-        request.extensions_mut().insert(info);
-        // The ready service takes the call; its clone stays for the next poll_ready.
-        let clone = self.stack.clone();
-        std::mem::replace(&mut self.stack, clone).call(request)
+        match &mut self.client_stack {
+            // Readied by `poll_ready`; the wrappers read the CallInfo from the request.
+            Some(stack) => {
+                request.extensions_mut().insert(info);
+                stack.call(request)
+            }
+            None => Box::pin(dispatch(self.shared.clone(), info, request)),
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use tonic::transport::{Channel, Endpoint};
 /// The channels.
 #[derive(Debug)]
 pub(crate) struct Pool {
-    channels: RwLock<HashMap<Arc<str>, Channel>>,
+    channels: RwLock<HashMap<Arc<str>, Channel, foldhash::fast::RandomState>>,
     dial_timeout: Duration,
 }
 
@@ -22,7 +22,7 @@ impl Pool {
     }
 
     /// The channel to `address`, created (not yet connected) on first use.
-    pub(crate) fn get(&self, address: &Arc<str>) -> Result<Channel, tonic::transport::Error> {
+    pub(crate) fn get(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         if let Some(channel) = self.channels.read().get(address) {
             return Ok(channel.clone());
         }
@@ -33,7 +33,7 @@ impl Pool {
         Ok(self
             .channels
             .write()
-            .entry(address.clone())
+            .entry(address.into())
             .or_insert(channel)
             .clone())
     }
@@ -56,13 +56,12 @@ mod tests {
     #[tokio::test]
     async fn one_channel_per_address_until_removed() {
         let pool = Pool::new(Duration::from_secs(1));
-        let a: Arc<str> = "127.0.0.1:1".into();
-        pool.get(&a).unwrap();
-        pool.get(&a).unwrap();
-        pool.get(&"127.0.0.1:2".into()).unwrap();
+        pool.get("127.0.0.1:1").unwrap();
+        pool.get("127.0.0.1:1").unwrap();
+        pool.get("127.0.0.1:2").unwrap();
         assert_eq!(pool.len(), 2);
         pool.remove("127.0.0.1:1");
         assert_eq!(pool.len(), 1);
-        assert!(pool.get(&"not an address at all".into()).is_err());
+        assert!(pool.get("not an address at all").is_err());
     }
 }

@@ -9,7 +9,7 @@ use std::{collections::VecDeque, future::poll_fn, pin::Pin, task::Poll};
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
 use http_body::{Body as _, Frame};
-use http_body_util::{BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use micro_core::BoxError;
 use tonic::body::Body;
 
@@ -24,11 +24,14 @@ pub(crate) enum Replay {
 impl Replay {
     /// Reads `body` while frames are ready.
     pub(crate) async fn read(mut body: Body) -> Result<Replay, BoxError> {
-        let mut frames = VecDeque::new();
+        // A unary body is one data frame: kept outside the queue, it needs no allocation.
+        let mut first = None;
+        let mut rest = VecDeque::new();
         let ended = poll_fn(|cx| {
             loop {
                 match Pin::new(&mut body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) => frames.push_back(frame),
+                    Poll::Ready(Some(Ok(frame))) if first.is_none() => first = Some(frame),
+                    Poll::Ready(Some(Ok(frame))) => rest.push_back(frame),
                     Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(BoxError::from(err))),
                     Poll::Ready(None) => return Poll::Ready(Ok(true)),
                     Poll::Pending => return Poll::Ready(Ok(false)),
@@ -36,6 +39,10 @@ impl Replay {
             }
         })
         .await?;
+        let mut frames = rest;
+        if let Some(first) = first {
+            frames.push_front(first);
+        }
         if !ended || frames.iter().any(|f| !f.is_data()) {
             return Ok(Replay::Streaming(frames, body));
         }
@@ -65,7 +72,7 @@ impl Replay {
     /// empty body (the retry loop never asks, see [`Replay::is_replayable`]).
     pub(crate) fn body(&mut self) -> Body {
         match self {
-            Replay::Complete(data) => Body::new(Full::new(data.clone())),
+            Replay::Complete(data) => Body::new(Once((!data.is_empty()).then(|| data.clone()))),
             Replay::Streaming(frames, rest) => {
                 let head = futures::stream::iter(std::mem::take(frames).into_iter().map(Ok));
                 let tail =
@@ -76,10 +83,32 @@ impl Replay {
     }
 }
 
+/// A complete body, sent as one data frame. Unlike `http_body_util::Full` it announces no
+/// exact size, so hyper adds no `content-length` header (gRPC has no use for it, and it would
+/// cost a header on every call on both sides).
+struct Once(Option<Bytes>);
+
+impl http_body::Body for Once {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use futures::StreamExt;
+    use http_body_util::Full;
 
     #[tokio::test]
     async fn complete_body_replays() {
@@ -91,6 +120,23 @@ mod tests {
             let bytes = replay.body().collect().await.unwrap().to_bytes();
             assert_eq!(&bytes[..], b"abc");
         }
+    }
+
+    #[tokio::test]
+    async fn ready_frames_are_joined_and_announce_no_size() {
+        let frames = futures::stream::iter(
+            [&b"ab"[..], b"c"].map(|d| Ok::<_, tonic::Status>(Frame::data(Bytes::from_static(d)))),
+        );
+        let mut replay = Replay::read(Body::new(StreamBody::new(frames)))
+            .await
+            .unwrap();
+        assert!(replay.is_replayable());
+        let body = replay.body();
+        // An exact size would make hyper add a `content-length` header to every call.
+        assert_eq!(body.size_hint().exact(), None);
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abc");
+        let empty = Replay::read(Body::empty()).await.unwrap().body();
+        assert!(empty.is_end_stream());
     }
 
     #[tokio::test]

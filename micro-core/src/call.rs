@@ -69,7 +69,9 @@ pub fn endpoint_of(path: &str) -> String {
 /// methods) are computed each time instead of stored.
 #[derive(Debug, Default)]
 pub struct EndpointCache {
-    map: std::sync::RwLock<std::collections::HashMap<Box<str>, Arc<str>>>,
+    map: std::sync::RwLock<
+        std::collections::HashMap<Box<str>, Arc<str>, foldhash::fast::RandomState>,
+    >,
 }
 
 impl EndpointCache {

@@ -4,13 +4,13 @@
 //! information in a tokio task-local that the server sets around each handler. Calls made from
 //! the handler's task (not from a spawned task) carry its metadata and its deadline.
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{future::Future, time::Duration};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::time::Instant;
 
-/// The point in time by which a call must be answered. The server stores it in the request's
-/// extensions, so a handler can read it: `request.extensions().get::<Deadline>()`.
+/// The point in time by which a call must be answered. A handler reads it from the request's
+/// [`CallInfo`](crate::CallInfo): `request.extensions().get::<CallInfo>()`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Deadline(pub Instant);
 
@@ -27,7 +27,7 @@ impl Deadline {
 }
 
 tokio::task_local! {
-    static CURRENT: Arc<CallContext>;
+    static CURRENT: CallContext;
 }
 
 /// Deadline and metadata of the call being handled.
@@ -49,22 +49,34 @@ impl CallContext {
 
     /// The context of an incoming request whose deadline the caller already read.
     pub fn with_deadline(deadline: Option<Deadline>, headers: &HeaderMap) -> Self {
-        let metadata = headers
-            .iter()
-            .filter(|(name, _)| is_propagated(name.as_str()))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
+        let propagated = |(name, _): &(&HeaderName, &HeaderValue)| is_propagated(name.as_str());
+        // Most calls carry no metadata: build no map for them.
+        let metadata = if headers.iter().any(|h| propagated(&h)) {
+            headers
+                .iter()
+                .filter(propagated)
+                .map(|(name, value)| (name.clone(), value.clone()))
+                .collect()
+        } else {
+            HeaderMap::new()
+        };
         CallContext { deadline, metadata }
     }
 
     /// Runs `future` with this context as the current one.
     pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
-        CURRENT.scope(Arc::new(self), future)
+        CURRENT.scope(self, future)
     }
 
-    /// The context of the call being handled by this task, if any.
-    pub fn current() -> Option<Arc<CallContext>> {
-        CURRENT.try_with(Arc::clone).ok()
+    /// A copy of the context of the call being handled by this task, if any.
+    pub fn current() -> Option<CallContext> {
+        CURRENT.try_with(Clone::clone).ok()
+    }
+
+    /// Runs `f` on the context of the call being handled by this task, if any, without
+    /// copying it.
+    pub fn with_current<R>(f: impl FnOnce(&CallContext) -> R) -> Option<R> {
+        CURRENT.try_with(f).ok()
     }
 }
 
@@ -94,7 +106,6 @@ pub fn is_propagated(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[tokio::test]
     async fn context_is_visible_inside_the_scope_only() {
@@ -116,5 +127,19 @@ mod tests {
         })
         .await;
         assert!(CallContext::current().is_none());
+    }
+
+    #[tokio::test]
+    async fn protocol_headers_only_make_empty_metadata() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/grpc"));
+        headers.insert("te", HeaderValue::from_static("trailers"));
+        let ctx = CallContext::from_headers(&headers);
+        assert!(ctx.metadata.is_empty() && ctx.deadline.is_none());
+        let seen = ctx
+            .scope(async { CallContext::with_current(|c| c.metadata.len()) })
+            .await;
+        assert_eq!(seen, Some(0));
+        assert_eq!(CallContext::with_current(|_| ()), None);
     }
 }

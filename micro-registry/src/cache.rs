@@ -56,7 +56,8 @@ impl std::fmt::Debug for Cache {
 
 struct Inner {
     registry: Arc<dyn Registry>,
-    entries: RwLock<HashMap<String, Slot>>,
+    /// foldhash: this map is read on every call; SipHash was a visible part of its cost.
+    entries: RwLock<HashMap<String, Slot, foldhash::fast::RandomState>>,
     events: broadcast::Sender<Event>,
     /// Started watch task: dropping the sender (with `Inner`) stops it.
     task: Mutex<Option<oneshot::Sender<()>>>,
@@ -78,7 +79,7 @@ impl Cache {
         Cache {
             inner: Arc::new(Inner {
                 registry,
-                entries: RwLock::new(HashMap::new()),
+                entries: RwLock::new(HashMap::default()),
                 events,
                 task: Mutex::new(None),
                 watching: watch::Sender::new(false),

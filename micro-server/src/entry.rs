@@ -1,5 +1,5 @@
 //! The first thing every request meets: resolves go-micro's path form, records the call's
-//! [`CallInfo`], [`Deadline`] and [`CallContext`], then hands the request to the handler
+//! [`CallInfo`] (with its [`Deadline`]) and [`CallContext`], then hands the request to the handler
 //! wrappers (user services) or straight to the built-in services (health, reflection).
 
 use std::{
@@ -12,25 +12,34 @@ use std::{
 
 use http::{Request, Response, Uri};
 use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo, timeout};
-use tonic::{Status, body::Body};
+use parking_lot::RwLock;
+use tonic::{body::Body, service::Routes};
+use tower::ServiceExt;
+use tower_service::Service;
 
 use crate::HandlerService;
-use tower_service::Service;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Where a gRPC service part of a path (`greeter.Greeter`) goes.
 #[derive(Debug, Default)]
 pub(crate) struct PathMap {
     /// Proto names of the user services (`greeter.Greeter`).
-    user: HashSet<String>,
+    user: FastSet<String>,
     /// Last dot-segment (`Greeter`) -> proto name, for go-micro's `/<any>.Greeter/Hello` form.
-    by_short: HashMap<String, String>,
+    by_short: FastMap<String, String>,
     /// Built-in services (health, reflection) that skip the handler wrappers.
-    builtin: HashSet<String>,
-    /// Endpoint names of the paths seen.
-    endpoints: micro_core::EndpointCache,
+    builtin: FastSet<String>,
+    /// The routes of the user paths seen, so the hot path resolves a path with one lookup.
+    seen: RwLock<FastMap<Box<str>, UserRoute>>,
 }
 
 impl PathMap {
+    /// The most user paths remembered; past it (a peer sending random paths that all map to a
+    /// user service) routes are computed each time instead of stored.
+    const LIMIT: usize = 1024;
+
     pub(crate) fn add_user(&mut self, name: &str) {
         self.user.insert(name.to_owned());
         let short = name.rsplit('.').next().unwrap_or(name);
@@ -42,55 +51,113 @@ impl PathMap {
     }
 
     fn route(&self, path: &str) -> Route {
+        if let Some(user) = self.seen.read().get(path) {
+            return Route::User(user.clone());
+        }
+        let route = self.resolve(path);
+        if let Route::User(user) = &route {
+            let mut seen = self.seen.write();
+            if seen.len() < Self::LIMIT {
+                seen.insert(path.into(), user.clone());
+            }
+        }
+        route
+    }
+
+    fn resolve(&self, path: &str) -> Route {
         let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
             return Route::Unknown;
         };
+        let user = |rewrite| {
+            Route::User(UserRoute {
+                endpoint: micro_core::endpoint_of(path).into(),
+                rewrite,
+            })
+        };
         if self.user.contains(service) {
-            return Route::User(None);
+            return user(None);
         }
         if self.builtin.contains(service) {
             return Route::Builtin;
         }
         let short = service.rsplit('.').next().unwrap_or(service);
-        match self.by_short.get(short) {
-            Some(full) => Route::User(Some(format!("/{full}/{method}"))),
-            None => Route::Unknown,
+        let Some(full) = self.by_short.get(short) else {
+            return Route::Unknown;
+        };
+        match Uri::builder()
+            .path_and_query(format!("/{full}/{method}"))
+            .build()
+        {
+            Ok(uri) => user(Some(uri)),
+            Err(_) => Route::Unknown,
         }
     }
 }
 
 enum Route {
-    /// A user service; `Some(path)` when the go-micro form was rewritten.
-    User(Option<String>),
+    User(UserRoute),
     Builtin,
     Unknown,
 }
 
-/// The entry service.
+/// A path of a user service.
+#[derive(Clone, Debug)]
+struct UserRoute {
+    /// go-micro's endpoint name, `Greeter.Hello`.
+    endpoint: Arc<str>,
+    /// The hosted proto path, when the request used go-micro's `/<any>.Greeter/Hello` form.
+    rewrite: Option<Uri>,
+}
+
+/// The user services: tonic's routes, called directly when there are no handler wrappers.
 #[derive(Clone)]
-pub(crate) struct Entry {
-    handlers: HandlerService,
-    builtin: HandlerService,
-    paths: Arc<PathMap>,
+pub(crate) enum Handlers {
+    /// No wrappers: the routes themselves (cheap to clone, always ready).
+    Routes(Routes),
+    /// The routes behind the handler wrappers.
+    Wrapped(HandlerService),
+}
+
+impl Handlers {
+    async fn handle(self, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+        match self {
+            Handlers::Routes(routes) => match routes.oneshot(req).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            },
+            Handlers::Wrapped(stack) => stack.oneshot(req).await,
+        }
+    }
+}
+
+/// The entry service. Cloned by the transport for every request, so it is one `Arc`; each
+/// request clones only the stack it goes to.
+#[derive(Clone)]
+pub(crate) struct Entry(Arc<EntryInner>);
+
+struct EntryInner {
+    handlers: Handlers,
+    builtin: Routes,
+    paths: PathMap,
     service: Arc<str>,
     node: NodeInfo,
 }
 
 impl Entry {
     pub(crate) fn new(
-        handlers: HandlerService,
-        builtin: HandlerService,
+        handlers: Handlers,
+        builtin: Routes,
         paths: PathMap,
         service: Arc<str>,
         node: NodeInfo,
     ) -> Self {
-        Entry {
+        Entry(Arc::new(EntryInner {
             handlers,
             builtin,
-            paths: Arc::new(paths),
+            paths,
             service,
             node,
-        }
+        }))
     }
 }
 
@@ -101,20 +168,22 @@ impl Service<Request<Body>> for Entry {
     type Error = BoxError;
     type Future = BoxFuture;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Both stacks must be ready: a request may go to either.
-        match self.handlers.poll_ready(cx)? {
-            Poll::Ready(()) => self.builtin.poll_ready(cx),
-            Poll::Pending => Poll::Pending,
-        }
+    /// Always ready: each request drives its own copy of the stack it goes to to readiness.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut req: Request<Body>) -> BoxFuture {
-        match self.paths.route(req.uri().path()) {
+        let entry = &*self.0;
+        match entry.paths.route(req.uri().path()) {
             Route::Builtin => {
-                let mut builtin = self.builtin.clone();
-                std::mem::swap(&mut builtin, &mut self.builtin);
-                Box::pin(builtin.call(req))
+                let builtin = entry.builtin.clone();
+                Box::pin(async move {
+                    match builtin.oneshot(req).await {
+                        Ok(response) => Ok(response),
+                        Err(never) => match never {},
+                    }
+                })
             }
             Route::Unknown => {
                 let err = micro_core::Error::not_implemented(
@@ -123,15 +192,9 @@ impl Service<Request<Body>> for Entry {
                 );
                 Box::pin(std::future::ready(Ok(err.to_status().into_http())))
             }
-            Route::User(rewrite) => {
-                if let Some(path) = rewrite {
-                    match Uri::builder().path_and_query(path).build() {
-                        Ok(uri) => *req.uri_mut() = uri,
-                        Err(err) => {
-                            let status = Status::invalid_argument(format!("bad path: {err}"));
-                            return Box::pin(std::future::ready(Ok(status.into_http())));
-                        }
-                    }
+            Route::User(route) => {
+                if let Some(uri) = route.rewrite {
+                    *req.uri_mut() = uri;
                 }
                 // tonic already enforces a valid `grpc-timeout`; time only go-micro's header.
                 let (deadline, enforce) = match timeout::grpc_from_headers(req.headers()) {
@@ -143,19 +206,13 @@ impl Service<Request<Body>> for Entry {
                     }
                 };
                 let context = CallContext::with_deadline(deadline, req.headers());
-                let info = CallInfo {
-                    service: self.service.clone(),
-                    endpoint: self.paths.endpoints.endpoint(req.uri().path()),
-                    node: Some(self.node.clone()),
+                req.extensions_mut().insert(CallInfo {
+                    service: entry.service.clone(),
+                    endpoint: route.endpoint,
+                    node: Some(entry.node.clone()),
                     deadline,
-                };
-                req.extensions_mut().insert(info);
-                if let Some(deadline) = deadline {
-                    req.extensions_mut().insert(deadline);
-                }
-                let mut handlers = self.handlers.clone();
-                std::mem::swap(&mut handlers, &mut self.handlers);
-                let response = handlers.call(req);
+                });
+                let response = entry.handlers.clone().handle(req);
                 Box::pin(context.scope(within(enforce, response)))
             }
         }
@@ -196,14 +253,24 @@ mod tests {
         let paths = paths();
         assert!(matches!(
             paths.route("/greeter.Greeter/Hello"),
-            Route::User(None)
+            Route::User(UserRoute { rewrite: None, .. })
         ));
-        match paths.route("/greeter2.Greeter/Test") {
-            Route::User(Some(path)) => assert_eq!(path, "/greeter.Greeter/Test"),
-            _ => panic!("not rewritten"),
+        for _ in 0..2 {
+            match paths.route("/greeter2.Greeter/Test") {
+                Route::User(UserRoute {
+                    endpoint,
+                    rewrite: Some(uri),
+                }) => {
+                    assert_eq!(uri.path(), "/greeter.Greeter/Test");
+                    assert_eq!(&*endpoint, "Greeter.Test");
+                }
+                _ => panic!("not rewritten"),
+            }
         }
         match paths.route("/a.b.c.Greeter/Hello") {
-            Route::User(Some(path)) => assert_eq!(path, "/greeter.Greeter/Hello"),
+            Route::User(UserRoute {
+                rewrite: Some(uri), ..
+            }) => assert_eq!(uri.path(), "/greeter.Greeter/Hello"),
             _ => panic!("not rewritten"),
         }
         assert!(matches!(
@@ -213,5 +280,22 @@ mod tests {
         assert!(matches!(paths.route("/x.Nope/Hello"), Route::Unknown));
         assert!(matches!(paths.route("/garbage"), Route::Unknown));
         assert!(matches!(paths.route(""), Route::Unknown));
+        assert!(matches!(paths.route("/x.Greeter/a b"), Route::Unknown));
+    }
+
+    #[test]
+    fn remembered_paths_are_bounded() {
+        let paths = paths();
+        for i in 0..PathMap::LIMIT + 10 {
+            assert!(matches!(
+                paths.route(&format!("/p{i}.Greeter/Hello")),
+                Route::User(UserRoute {
+                    rewrite: Some(_),
+                    ..
+                })
+            ));
+        }
+        assert!(matches!(paths.route("/nope.Nope/Hello"), Route::Unknown));
+        assert_eq!(paths.seen.read().len(), PathMap::LIMIT);
     }
 }

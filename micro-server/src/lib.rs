@@ -24,7 +24,7 @@ use tower_service::Service;
 
 use crate::{
     endpoints::Descriptors,
-    entry::{Entry, PathMap},
+    entry::{Entry, Handlers, PathMap},
     health::Health,
 };
 
@@ -201,12 +201,15 @@ impl Server {
             builtin = builtin.add_service(v1);
         }
 
-        let mut handlers = boxed(routes);
-        handlers = micro_core::stack(handlers, &layers);
-        let builtin = boxed(builtin);
+        let routes = routes.prepare();
+        let handlers = if layers.is_empty() {
+            Handlers::Routes(routes)
+        } else {
+            Handlers::Wrapped(micro_core::stack(boxed(routes), &layers))
+        };
         let entry = Entry::new(
             handlers,
-            builtin,
+            builtin.prepare(),
             paths,
             options.name.as_str().into(),
             node.clone(),
@@ -249,7 +252,7 @@ impl Server {
 
 fn boxed(routes: Routes) -> HandlerService {
     BoxCloneSyncService::new(ServiceExt::<Request<Body>>::map_err(
-        routes.prepare(),
+        routes,
         |never| match never {},
     ))
 }

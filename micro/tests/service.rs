@@ -56,7 +56,8 @@ mod examples_support {
         ) -> Result<tonic::Response<Response>, Status> {
             let deadline = request
                 .extensions()
-                .get::<micro::Deadline>()
+                .get::<micro::CallInfo>()
+                .and_then(|info| info.deadline)
                 .map(|d| d.remaining());
             self.seen.deadlines.lock().unwrap().push(deadline);
             let user = request
