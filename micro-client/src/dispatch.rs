@@ -203,7 +203,10 @@ fn copy_parts(parts: &http::request::Parts, extensions: bool) -> http::request::
 /// call, defeating header compression.
 fn set_timeout_header(headers: &mut http::HeaderMap, deadline: Deadline) {
     let left = micro_core::timeout::format_grpc_timeout_rounded(deadline.remaining());
-    headers.insert(micro_core::timeout::GRPC_TIMEOUT, left);
+    // A `&str` name would be parsed and copied into a new allocation on every call.
+    static NAME: http::HeaderName =
+        http::HeaderName::from_static(micro_core::timeout::GRPC_TIMEOUT);
+    headers.insert(NAME.clone(), left);
 }
 
 /// The status of a trailers-only response (an error answered without a body).
