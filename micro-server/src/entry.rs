@@ -3,7 +3,9 @@
 //! wrappers (user services) or straight to the built-in services (health, reflection).
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
+    future::Future,
+    pin::Pin,
     sync::Arc,
     task::{Context, Poll},
 };
@@ -11,26 +13,24 @@ use std::{
 use http::{Request, Response, Uri};
 use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo, timeout};
 use parking_lot::RwLock;
-use tonic::body::Body;
+use tonic::{body::Body, service::Routes};
 use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::{
-    HandlerService,
-    hosted::{BoxFuture, Hosted, within},
-};
+use crate::HandlerService;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 /// Where a gRPC service part of a path (`greeter.Greeter`) goes.
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub(crate) struct PathMap {
-    /// The user services by proto name (`greeter.Greeter`).
-    user: FastMap<String, Arc<dyn Hosted>>,
+    /// Proto names of the user services (`greeter.Greeter`).
+    user: FastSet<String>,
     /// Last dot-segment (`Greeter`) -> proto name, for go-micro's `/<any>.Greeter/Hello` form.
     by_short: FastMap<String, String>,
     /// Built-in services (health, reflection) that skip the handler wrappers.
-    builtin: FastMap<String, Arc<dyn Hosted>>,
+    builtin: FastSet<String>,
     /// The routes of the user paths seen, so the hot path resolves a path with one lookup.
     seen: RwLock<FastMap<Box<str>, UserRoute>>,
 }
@@ -40,14 +40,14 @@ impl PathMap {
     /// user service) routes are computed each time instead of stored.
     const LIMIT: usize = 1024;
 
-    pub(crate) fn add_user(&mut self, name: &str, service: Arc<dyn Hosted>) {
-        self.user.insert(name.to_owned(), service);
+    pub(crate) fn add_user(&mut self, name: &str) {
+        self.user.insert(name.to_owned());
         let short = name.rsplit('.').next().unwrap_or(name);
         self.by_short.insert(short.to_owned(), name.to_owned());
     }
 
-    pub(crate) fn add_builtin(&mut self, name: &str, service: Arc<dyn Hosted>) {
-        self.builtin.insert(name.to_owned(), service);
+    pub(crate) fn add_builtin(&mut self, name: &str) {
+        self.builtin.insert(name.to_owned());
     }
 
     fn route(&self, path: &str) -> Route {
@@ -68,32 +68,27 @@ impl PathMap {
         let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
             return Route::Unknown;
         };
-        let user = |service: &Arc<dyn Hosted>, rewrite| {
+        let user = |rewrite| {
             Route::User(UserRoute {
-                service: service.clone(),
                 endpoint: micro_core::endpoint_of(path).into(),
                 rewrite,
             })
         };
-        if let Some(hosted) = self.user.get(service) {
-            return user(hosted, None);
+        if self.user.contains(service) {
+            return user(None);
         }
-        if let Some(hosted) = self.builtin.get(service) {
-            return Route::Builtin(hosted.clone());
+        if self.builtin.contains(service) {
+            return Route::Builtin;
         }
         let short = service.rsplit('.').next().unwrap_or(service);
-        let Some((full, hosted)) = self
-            .by_short
-            .get(short)
-            .and_then(|full| Some((full, self.user.get(full)?)))
-        else {
+        let Some(full) = self.by_short.get(short) else {
             return Route::Unknown;
         };
         match Uri::builder()
             .path_and_query(format!("/{full}/{method}"))
             .build()
         {
-            Ok(uri) => user(hosted, Some(uri)),
+            Ok(uri) => user(Some(uri)),
             Err(_) => Route::Unknown,
         }
     }
@@ -101,45 +96,64 @@ impl PathMap {
 
 enum Route {
     User(UserRoute),
-    Builtin(Arc<dyn Hosted>),
+    Builtin,
     Unknown,
 }
 
 /// A path of a user service.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct UserRoute {
-    /// The service.
-    service: Arc<dyn Hosted>,
     /// go-micro's endpoint name, `Greeter.Hello`.
     endpoint: Arc<str>,
     /// The hosted proto path, when the request used go-micro's `/<any>.Greeter/Hello` form.
     rewrite: Option<Uri>,
 }
 
-/// The entry service. Cloned by the transport for every request, so it is one `Arc`.
+/// The user services: tonic's routes, called directly when there are no handler wrappers.
+#[derive(Clone)]
+pub(crate) enum Handlers {
+    /// No wrappers: the routes themselves (cheap to clone, always ready).
+    Routes(Routes),
+    /// The routes behind the handler wrappers.
+    Wrapped(HandlerService),
+}
+
+impl Handlers {
+    async fn handle(self, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+        match self {
+            Handlers::Routes(routes) => match routes.oneshot(req).await {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            },
+            Handlers::Wrapped(stack) => stack.oneshot(req).await,
+        }
+    }
+}
+
+/// The entry service. Cloned by the transport for every request, so it is one `Arc`; each
+/// request clones only the stack it goes to.
 #[derive(Clone)]
 pub(crate) struct Entry(Arc<EntryInner>);
 
 struct EntryInner {
-    /// The handler wrappers over [`hosted_service`], if there are any.
-    wrapped: Option<HandlerService>,
-    paths: Arc<PathMap>,
+    handlers: Handlers,
+    builtin: Routes,
+    paths: PathMap,
     service: Arc<str>,
     node: NodeInfo,
 }
 
 impl Entry {
     pub(crate) fn new(
-        wrappers: &[Arc<dyn micro_core::Wrapper>],
+        handlers: Handlers,
+        builtin: Routes,
         paths: PathMap,
         service: Arc<str>,
         node: NodeInfo,
     ) -> Self {
-        let paths = Arc::new(paths);
-        let wrapped = (!wrappers.is_empty())
-            .then(|| micro_core::stack(hosted_service(paths.clone()), wrappers));
         Entry(Arc::new(EntryInner {
-            wrapped,
+            handlers,
+            builtin,
             paths,
             service,
             node,
@@ -147,33 +161,14 @@ impl Entry {
     }
 }
 
-/// The service under the handler wrappers: calls the user service the (possibly rewritten)
-/// path names.
-fn hosted_service(paths: Arc<PathMap>) -> HandlerService {
-    HandlerService::new(tower::service_fn(move |req: Request<Body>| {
-        match paths.route(req.uri().path()) {
-            Route::User(route) => route.service.call(req),
-            Route::Builtin(_) | Route::Unknown => Box::pin(std::future::ready(Ok(unknown(&req)))),
-        }
-    }))
-}
-
-/// go-micro's 501 for a path no hosted service answers.
-fn unknown<B>(req: &Request<B>) -> Response<Body> {
-    micro_core::Error::not_implemented(
-        "go.micro.server",
-        format!("unknown service {}", req.uri().path()),
-    )
-    .to_status()
-    .into_http()
-}
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
 impl Service<Request<Body>> for Entry {
     type Response = Response<Body>;
     type Error = BoxError;
     type Future = BoxFuture;
 
-    /// Always ready: each request drives its own copy of what it goes to to readiness.
+    /// Always ready: each request drives its own copy of the stack it goes to to readiness.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
@@ -181,8 +176,22 @@ impl Service<Request<Body>> for Entry {
     fn call(&mut self, mut req: Request<Body>) -> BoxFuture {
         let entry = &*self.0;
         match entry.paths.route(req.uri().path()) {
-            Route::Builtin(service) => service.call(req),
-            Route::Unknown => Box::pin(std::future::ready(Ok(unknown(&req)))),
+            Route::Builtin => {
+                let builtin = entry.builtin.clone();
+                Box::pin(async move {
+                    match builtin.oneshot(req).await {
+                        Ok(response) => Ok(response),
+                        Err(never) => match never {},
+                    }
+                })
+            }
+            Route::Unknown => {
+                let err = micro_core::Error::not_implemented(
+                    "go.micro.server",
+                    format!("unknown service {}", req.uri().path()),
+                );
+                Box::pin(std::future::ready(Ok(err.to_status().into_http())))
+            }
             Route::User(route) => {
                 if let Some(uri) = route.rewrite {
                     *req.uri_mut() = uri;
@@ -203,14 +212,27 @@ impl Service<Request<Body>> for Entry {
                     node: Some(entry.node.clone()),
                     deadline,
                 });
-                match &entry.wrapped {
-                    None => route.service.call_scoped(req, context, enforce),
-                    Some(stack) => {
-                        let response = stack.clone().oneshot(req);
-                        Box::pin(context.scope(within(enforce, response)))
-                    }
-                }
+                let response = entry.handlers.clone().handle(req);
+                Box::pin(context.scope(within(enforce, response)))
             }
+        }
+    }
+}
+
+/// Answers DeadlineExceeded when the caller's deadline passes first (go-micro's `timeout`
+/// header is enforced here; tonic already enforces `grpc-timeout`).
+async fn within<F>(deadline: Option<Deadline>, response: F) -> Result<Response<Body>, BoxError>
+where
+    F: Future<Output = Result<Response<Body>, BoxError>>,
+{
+    let Some(deadline) = deadline else {
+        return response.await;
+    };
+    match tokio::time::timeout_at(deadline.0, response).await {
+        Ok(result) => result,
+        Err(_) => {
+            let err = micro_core::Error::timeout("go.micro.server", "deadline exceeded");
+            Ok(err.to_status().into_http())
         }
     }
 }
@@ -219,22 +241,10 @@ impl Service<Request<Body>> for Entry {
 mod tests {
     use super::*;
 
-    struct Nothing;
-
-    impl Hosted for Nothing {
-        fn call(&self, _: Request<Body>) -> BoxFuture {
-            unreachable!("routing tests call nothing")
-        }
-
-        fn call_scoped(&self, _: Request<Body>, _: CallContext, _: Option<Deadline>) -> BoxFuture {
-            unreachable!("routing tests call nothing")
-        }
-    }
-
     fn paths() -> PathMap {
         let mut paths = PathMap::default();
-        paths.add_user("greeter.Greeter", Arc::new(Nothing));
-        paths.add_builtin("grpc.health.v1.Health", Arc::new(Nothing));
+        paths.add_user("greeter.Greeter");
+        paths.add_builtin("grpc.health.v1.Health");
         paths
     }
 
@@ -250,7 +260,6 @@ mod tests {
                 Route::User(UserRoute {
                     endpoint,
                     rewrite: Some(uri),
-                    ..
                 }) => {
                     assert_eq!(uri.path(), "/greeter.Greeter/Test");
                     assert_eq!(&*endpoint, "Greeter.Test");
@@ -266,7 +275,7 @@ mod tests {
         }
         assert!(matches!(
             paths.route("/grpc.health.v1.Health/Check"),
-            Route::Builtin(_)
+            Route::Builtin
         ));
         assert!(matches!(paths.route("/x.Nope/Hello"), Route::Unknown));
         assert!(matches!(paths.route("/garbage"), Route::Unknown));

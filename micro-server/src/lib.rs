@@ -9,7 +9,6 @@ mod address;
 mod endpoints;
 mod entry;
 mod health;
-mod hosted;
 mod registrar;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -19,14 +18,14 @@ use micro_core::{NodeInfo, Wrapper};
 use micro_registry::{Metadata, Node, Registry, Service as Registration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::{body::Body, server::NamedService, transport::server::TcpIncoming};
+use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming};
+use tower::{ServiceExt, util::BoxCloneSyncService};
 use tower_service::Service;
 
 use crate::{
     endpoints::Descriptors,
-    entry::{Entry, PathMap},
+    entry::{Entry, Handlers, PathMap},
     health::Health,
-    hosted::HostedService,
 };
 
 /// A handler stack as handler wrappers see it, type-erased.
@@ -93,7 +92,7 @@ impl Default for Options {
 /// A server being assembled: services, descriptors and handler wrappers.
 pub struct Server {
     options: Options,
-    paths: PathMap,
+    routes: Routes,
     names: Vec<&'static str>,
     descriptors: Descriptors,
     encoded_descriptors: Vec<Vec<u8>>,
@@ -105,7 +104,7 @@ impl Server {
     pub fn new(options: Options) -> Self {
         Server {
             options,
-            paths: PathMap::default(),
+            routes: Routes::default(),
             names: Vec::new(),
             descriptors: Descriptors::default(),
             encoded_descriptors: Vec::new(),
@@ -135,8 +134,7 @@ impl Server {
         S::Future: Send + 'static,
     {
         self.names.push(S::NAME);
-        self.paths
-            .add_user(S::NAME, Arc::new(HostedService(service)));
+        self.routes = std::mem::take(&mut self.routes).add_service(service);
         self
     }
 
@@ -160,7 +158,7 @@ impl Server {
     pub async fn start(self, registry: Arc<dyn Registry>) -> Result<Running, Error> {
         let Server {
             options,
-            mut paths,
+            routes,
             names,
             descriptors,
             encoded_descriptors,
@@ -187,10 +185,10 @@ impl Server {
         let health = Health::new(reporter, names.iter().map(|n| (*n).to_owned()).collect());
         health.not_serving().await;
 
-        paths.add_builtin(
-            "grpc.health.v1.Health",
-            Arc::new(HostedService(health_service)),
-        );
+        let mut paths = PathMap::default();
+        names.iter().for_each(|name| paths.add_user(name));
+        let mut builtin = Routes::new(health_service);
+        paths.add_builtin("grpc.health.v1.Health");
         if !encoded_descriptors.is_empty() {
             let mut reflection = tonic_reflection::server::Builder::configure();
             for encoded in &encoded_descriptors {
@@ -199,13 +197,23 @@ impl Server {
             let v1 = reflection
                 .build_v1()
                 .map_err(|e| Error::Reflection(e.to_string()))?;
-            paths.add_builtin(
-                "grpc.reflection.v1.ServerReflection",
-                Arc::new(HostedService(v1)),
-            );
+            paths.add_builtin("grpc.reflection.v1.ServerReflection");
+            builtin = builtin.add_service(v1);
         }
 
-        let entry = Entry::new(&layers, paths, options.name.as_str().into(), node.clone());
+        let routes = routes.prepare();
+        let handlers = if layers.is_empty() {
+            Handlers::Routes(routes)
+        } else {
+            Handlers::Wrapped(micro_core::stack(boxed(routes), &layers))
+        };
+        let entry = Entry::new(
+            handlers,
+            builtin.prepare(),
+            paths,
+            options.name.as_str().into(),
+            node.clone(),
+        );
 
         let shutdown = CancellationToken::new();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -240,6 +248,13 @@ impl Server {
             registrar,
         })
     }
+}
+
+fn boxed(routes: Routes) -> HandlerService {
+    BoxCloneSyncService::new(ServiceExt::<Request<Body>>::map_err(
+        routes,
+        |never| match never {},
+    ))
 }
 
 /// The registration of this node: one service with one node, as go-micro writes it.
