@@ -14,8 +14,15 @@ use crate::serve::timeout_layer;
 #[derive(Clone, Debug)]
 pub enum Target {
     /// Any greeter server at this address (`host:port` or `http://host:port`), through one
-    /// plain tonic channel; with a request timeout sent on every call when given.
-    Address(String, Option<std::time::Duration>),
+    /// plain tonic channel.
+    Address {
+        /// The server.
+        address: String,
+        /// A request timeout sent on every call (`grpc-timeout`).
+        timeout: Option<std::time::Duration>,
+        /// Adds a `tower::timeout::TimeoutLayer` over the channel.
+        tower: bool,
+    },
     /// A micro service found through etcd, through a micro client (discovery, selector,
     /// pool), optionally with a tower middleware (`wrap_client`).
     Discover {
@@ -41,7 +48,11 @@ fn request() -> Request {
 /// A function that makes one `Hello` call to `target`.
 pub async fn connect(target: &Target) -> anyhow::Result<Call> {
     match target {
-        Target::Address(address, timeout) => {
+        Target::Address {
+            address,
+            timeout,
+            tower,
+        } => {
             let timeout = *timeout;
             let uri = if address.contains("://") {
                 address.clone()
@@ -53,17 +64,14 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
                 .connect()
                 .await
                 .with_context(|| format!("connecting to {address}"))?;
-            let client = GreeterClient::new(channel);
-            Ok(Arc::new(move || {
-                let mut client = client.clone();
-                Box::pin(async move {
-                    let mut call = tonic::Request::new(request());
-                    if let Some(timeout) = timeout {
-                        call.set_timeout(timeout);
-                    }
-                    client.hello(call).await.map(|_| ())
-                })
-            }))
+            if *tower {
+                let channel = tower::ServiceBuilder::new()
+                    .layer(timeout_layer())
+                    .service(channel);
+                Ok(hello_with_timeout(GreeterClient::new(channel), timeout))
+            } else {
+                Ok(hello_with_timeout(GreeterClient::new(channel), timeout))
+            }
         }
         Target::Discover {
             etcd,
@@ -84,4 +92,25 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
             }))
         }
     }
+}
+
+/// Calls `Hello` through `client`, sending `timeout` as the request timeout when given.
+fn hello_with_timeout<T>(client: GreeterClient<T>, timeout: Option<std::time::Duration>) -> Call
+where
+    T: tonic::client::GrpcService<tonic::body::Body> + Clone + Send + Sync + 'static,
+    T::Future: Send,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    <T::ResponseBody as http_body::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    Arc::new(move || {
+        let mut client = client.clone();
+        Box::pin(async move {
+            let mut call = tonic::Request::new(request());
+            if let Some(timeout) = timeout {
+                call.set_timeout(timeout);
+            }
+            client.hello(call).await.map(|_| ())
+        })
+    })
 }

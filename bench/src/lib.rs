@@ -30,6 +30,10 @@ pub enum Scenario {
     /// [`Scenario::Tonic`] with a 30 s request timeout (`grpc-timeout`) on every call, as a
     /// micro client always sends: bare tonic doing the same deadline work as micro.
     TonicDeadline,
+    /// [`Scenario::Tonic`] with the same tower timeout as [`Scenario::MicroTower`] on each side
+    /// (`Server::layer`, a `ServiceBuilder` over the channel): what the middleware itself costs
+    /// bare tonic.
+    TonicTower,
     /// A micro server registered in etcd; a micro client through discovery, selector, pool.
     Micro,
     /// [`Scenario::Micro`] with a tower timeout through `wrap_handler` and `wrap_client`.
@@ -42,9 +46,10 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Tonic,
         Scenario::TonicDeadline,
+        Scenario::TonicTower,
         Scenario::Micro,
         Scenario::MicroTower,
         Scenario::ChainTonic,
@@ -56,6 +61,7 @@ impl Scenario {
         match self {
             Scenario::Tonic => "tonic",
             Scenario::TonicDeadline => "tonic-deadline",
+            Scenario::TonicTower => "tonic-tower",
             Scenario::Micro => "micro",
             Scenario::MicroTower => "micro-tower",
             Scenario::ChainTonic => "chain-tonic",
@@ -66,9 +72,11 @@ impl Scenario {
     /// The scenario this one is compared with.
     pub fn baseline(self) -> Scenario {
         match self {
-            Scenario::Tonic | Scenario::TonicDeadline | Scenario::Micro | Scenario::MicroTower => {
-                Scenario::Tonic
-            }
+            Scenario::Tonic
+            | Scenario::TonicDeadline
+            | Scenario::TonicTower
+            | Scenario::Micro
+            | Scenario::MicroTower => Scenario::Tonic,
             Scenario::ChainTonic | Scenario::ChainMicro => Scenario::ChainTonic,
         }
     }
@@ -84,7 +92,9 @@ impl Scenario {
     /// The service the load client calls, for micro scenarios.
     pub fn service(self) -> &'static str {
         match self {
-            Scenario::Tonic | Scenario::TonicDeadline | Scenario::Micro => "greeter",
+            Scenario::Tonic | Scenario::TonicDeadline | Scenario::TonicTower | Scenario::Micro => {
+                "greeter"
+            }
             Scenario::MicroTower => "greeter-tower",
             Scenario::ChainTonic | Scenario::ChainMicro => "greeter1",
         }

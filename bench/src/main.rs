@@ -51,7 +51,8 @@ enum Command {
         /// Service name to discover.
         #[arg(long)]
         service: Option<String>,
-        /// Adds a tower timeout through the micro client's `wrap_client`.
+        /// Adds a tower timeout: over the plain channel (`--target`), or through the micro
+        /// client's `wrap_client`.
         #[arg(long)]
         tower: bool,
         /// With `--target`: send this request timeout (`grpc-timeout`) on every call, as a
@@ -179,7 +180,11 @@ async fn main() -> anyhow::Result<()> {
             json,
         } => {
             let target = match (target, etcd, service) {
-                (Some(address), _, _) => Target::Address(address, request_timeout),
+                (Some(address), _, _) => Target::Address {
+                    address,
+                    timeout: request_timeout,
+                    tower,
+                },
                 (None, Some(etcd), Some(service)) => Target::Discover {
                     etcd,
                     service,

@@ -94,15 +94,16 @@ impl Started {
 /// Starts the servers of `scenario`; micro servers are registered when this returns.
 pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Started> {
     match scenario {
-        Scenario::Tonic | Scenario::TonicDeadline => {
-            let (addr, server) = tonic_server(GreeterServer::new(greeter2())).await?;
+        Scenario::Tonic | Scenario::TonicDeadline | Scenario::TonicTower => {
+            let tower = scenario == Scenario::TonicTower;
+            let (addr, server) = tonic_server(GreeterServer::new(greeter2()), tower).await?;
             Ok(Started {
                 addr,
                 servers: vec![server],
             })
         }
         Scenario::ChainTonic => {
-            let (addr2, server2) = tonic_server(GreeterServer::new(greeter2())).await?;
+            let (addr2, server2) = tonic_server(GreeterServer::new(greeter2()), false).await?;
             let channel = Endpoint::from_shared(format!("http://{addr2}"))?
                 .tcp_nodelay(true)
                 .connect_lazy();
@@ -110,7 +111,7 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             let greeter1 = Greeter1 {
                 greeter2: GreeterClient::new(channel),
             };
-            let (addr1, server1) = tonic_server(GreeterServer::new(greeter1)).await?;
+            let (addr1, server1) = tonic_server(GreeterServer::new(greeter1), false).await?;
             Ok(Started {
                 addr: addr1,
                 servers: vec![server2, server1],
@@ -169,8 +170,10 @@ fn micro_service(name: &str, options: &Options) -> anyhow::Result<micro::Service
         .descriptors(FILE_DESCRIPTOR_SET)?)
 }
 
+/// A plain tonic server on a free port; `tower` adds [`timeout_layer`].
 async fn tonic_server<T: Greeter>(
     service: GreeterServer<T>,
+    tower: bool,
 ) -> anyhow::Result<(SocketAddr, Server)> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -178,12 +181,24 @@ async fn tonic_server<T: Greeter>(
     let addr = listener.local_addr()?;
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, async {
-                let _ = stopped.await;
-            }),
-    );
+    let stopped = async {
+        let _ = stopped.await;
+    };
+    let builder = tonic::transport::Server::builder();
+    let task = if tower {
+        let mut builder = builder.layer(timeout_layer());
+        tokio::spawn(
+            builder
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stopped),
+        )
+    } else {
+        let mut builder = builder;
+        tokio::spawn(
+            builder
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stopped),
+        )
+    };
     Ok((addr, Server::Tonic { stop, task }))
 }

@@ -62,9 +62,6 @@ pub(crate) async fn dispatch(
     // here (registry lookup on a cache miss, backoff) are bounded below. A phase that is
     // ready at once arms no timer.
     let mut body = Replay::read(body).await?;
-    // Set once here so every attempt's copy carries it (inserting a new header into the
-    // exactly-sized copy would grow it on every call); retries only rewrite the value.
-    set_timeout_header(&mut parts.headers, deadline);
     let retries = call.retries.unwrap_or(shared.options.retries);
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut attempt_no = 0;
@@ -75,9 +72,6 @@ pub(crate) async fn dispatch(
                 return Err(timed_out());
             }
             tokio::time::sleep_until(pause).await;
-        }
-        if deadline.remaining().is_zero() {
-            return Err(timed_out());
         }
         let services = services(&shared, &info, deadline).await?;
         let node = shared
@@ -92,16 +86,20 @@ pub(crate) async fn dispatch(
                     .to_status(),
                 )
             })?;
+        // The time left, read once the node is chosen (a first lookup may have waited).
+        let left = deadline.remaining();
+        if left.is_zero() {
+            return Err(timed_out());
+        }
+        // Set on the request head before it is copied, so the copy is sized for it.
+        set_timeout_header(&mut parts.headers, left);
         // The last attempt takes the request itself; the others send a copy.
         let last = attempt_no >= retries || !body.is_replayable();
-        let mut attempt_parts = if last {
+        let attempt_parts = if last {
             std::mem::replace(&mut parts, Request::new(()).into_parts().0)
         } else {
             copy_parts(&parts, shared.call_stack.is_some())
         };
-        if attempt_no > 0 {
-            set_timeout_header(&mut attempt_parts.headers, deadline);
-        }
         let request = Request::from_parts(attempt_parts, body.body());
         let result = match &shared.call_stack {
             // The call wrappers see the CallInfo, now naming the node.
@@ -201,8 +199,8 @@ fn copy_parts(parts: &http::request::Parts, extensions: bool) -> http::request::
 /// included) turn into the handler's deadline. go-micro's own `timeout` header is read by
 /// micro servers but not sent: it would repeat the deadline in a value that changes on every
 /// call, defeating header compression.
-fn set_timeout_header(headers: &mut http::HeaderMap, deadline: Deadline) {
-    let left = micro_core::timeout::format_grpc_timeout_rounded(deadline.remaining());
+fn set_timeout_header(headers: &mut http::HeaderMap, left: std::time::Duration) {
+    let left = micro_core::timeout::format_grpc_timeout_rounded(left);
     // A `&str` name would be parsed and copied into a new allocation on every call.
     static NAME: http::HeaderName =
         http::HeaderName::from_static(micro_core::timeout::GRPC_TIMEOUT);
