@@ -11,8 +11,9 @@ pub struct NodeInfo {
     pub address: Arc<str>,
 }
 
-/// The call a request belongs to, stored in the request's extensions by micro's client and
-/// server before any wrapper runs. The call's metadata are the request's headers.
+/// The call a request belongs to, stored in the request's extensions by micro's server for
+/// every handled call, and by micro's client for its wrappers (a client without wrappers
+/// skips the insert). The call's metadata are the request's headers.
 ///
 /// ```
 /// # use micro_core::CallInfo;
