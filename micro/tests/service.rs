@@ -505,17 +505,7 @@ async fn round_robin_alternates_and_retries_go_to_the_live_node() {
 
     // A node that vanished without deregistering (its key still listed): calls retry on the
     // other node and all succeed.
-    let dead = micro::registry::Service {
-        name: "greeter2".into(),
-        version: "latest".into(),
-        nodes: vec![micro::registry::Node {
-            id: "greeter2-dead".into(),
-            address: "127.0.0.1:1".into(),
-            ..Default::default()
-        }],
-        ..Default::default()
-    };
-    micro::registry::Registry::register(&registry, &dead, Default::default())
+    micro::registry::Registry::register(&registry, &dead_greeter2(), Default::default())
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -669,4 +659,118 @@ async fn init_reads_go_micro_flags_and_rejects_bad_ones() {
     assert!(bad.err().unwrap().to_string().contains("consul"));
     let bad = micro::Service::new().try_init_from(["svc", "--server_metadata", "novalue"]);
     assert!(bad.err().unwrap().to_string().contains("key=value"));
+}
+
+/// A node that is listed but does not answer (nothing listens on port 1).
+fn dead_greeter2() -> micro::registry::Service {
+    micro::registry::Service {
+        name: "greeter2".into(),
+        version: "latest".into(),
+        nodes: vec![micro::registry::Node {
+            id: "greeter2-dead".into(),
+            address: "127.0.0.1:1".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn zero_retries_send_one_attempt_and_report_the_dead_node() {
+    let registry = Memory::new();
+    let (live, _) = start_recording(&registry, Duration::ZERO).await;
+    micro::registry::Registry::register(&registry, &dead_greeter2(), Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let options = micro::client::Options {
+        strategy: micro::client::Strategy::RoundRobin,
+        ..Default::default()
+    };
+    let client = micro::Service::new()
+        .registry(registry.clone())
+        .client_options(options)
+        .client();
+    let once = micro::CallOptions {
+        retries: Some(0),
+        ..Default::default()
+    };
+    let mut failures = Vec::new();
+    for _ in 0..4 {
+        let result: Result<Response, Status> = client
+            .call_with("greeter2", "Greeter.Test", Request::default(), once.clone())
+            .await;
+        if let Err(status) = result {
+            failures.push(status);
+        }
+    }
+    // Round robin over one live and one dead node, no second attempt: every other call fails.
+    assert_eq!(failures.len(), 2, "{failures:?}");
+    for status in &failures {
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        let err = micro::errors::Error::parse(status.message());
+        assert_eq!(
+            (err.id.as_str(), err.code),
+            ("go.micro.client", 503),
+            "{err:?}"
+        );
+        assert!(err.detail.contains("greeter2"), "{err:?}");
+    }
+    live.stop().await.unwrap();
+}
+
+/// Marks a request in a client wrapper, for the call wrappers to find.
+#[derive(Clone, Debug)]
+struct Marked;
+
+#[tokio::test]
+async fn extensions_a_client_wrapper_adds_reach_the_call_wrappers_of_every_attempt() {
+    let registry = Memory::new();
+    let (live, _) = start_recording(&registry, Duration::ZERO).await;
+    micro::registry::Registry::register(&registry, &dead_greeter2(), Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let client = micro::Service::new()
+        .registry(registry.clone())
+        .client_options(micro::client::Options {
+            strategy: micro::client::Strategy::RoundRobin,
+            ..Default::default()
+        })
+        .wrap_client(tower::util::MapRequestLayer::new(
+            |mut request: http::Request<tonic::body::Body>| {
+                request.extensions_mut().insert(Marked);
+                request
+            },
+        ))
+        .wrap_call(tower::util::MapRequestLayer::new(
+            move |request: http::Request<tonic::body::Body>| {
+                let node = micro::CallInfo::of(&request)
+                    .and_then(|info| info.node.clone())
+                    .map(|node| node.id.to_string());
+                let marked = request.extensions().get::<Marked>().is_some();
+                seen.lock().unwrap().push((node, marked));
+                request
+            },
+        ))
+        .client();
+    for _ in 0..2 {
+        let _: Response = client
+            .call("greeter2", "Greeter.Test", Request::default())
+            .await
+            .unwrap();
+    }
+    let attempts = attempts.lock().unwrap().clone();
+    // One of the two calls went to the dead node first and was retried on the live one.
+    assert_eq!(attempts.len(), 3, "{attempts:?}");
+    assert!(attempts.iter().all(|(_, marked)| *marked), "{attempts:?}");
+    assert!(
+        attempts
+            .iter()
+            .any(|(node, _)| node.as_deref() == Some("greeter2-dead")),
+        "{attempts:?}"
+    );
+    live.stop().await.unwrap();
 }
