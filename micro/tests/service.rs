@@ -661,6 +661,23 @@ async fn init_reads_go_micro_flags_and_rejects_bad_ones() {
     assert!(bad.err().unwrap().to_string().contains("key=value"));
 }
 
+/// Starts one greeter2 node and lists a second that does not answer; returns the live one.
+async fn live_and_dead_greeter2(registry: &Memory) -> micro::Running {
+    let (live, _) = start_recording(registry, Duration::ZERO).await;
+    micro::registry::Registry::register(registry, &dead_greeter2(), Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    live
+}
+
+fn round_robin() -> micro::client::Options {
+    micro::client::Options {
+        strategy: micro::client::Strategy::RoundRobin,
+        ..Default::default()
+    }
+}
+
 /// A node that is listed but does not answer (nothing listens on port 1).
 fn dead_greeter2() -> micro::registry::Service {
     micro::registry::Service {
@@ -678,18 +695,10 @@ fn dead_greeter2() -> micro::registry::Service {
 #[tokio::test]
 async fn zero_retries_send_one_attempt_and_report_the_dead_node() {
     let registry = Memory::new();
-    let (live, _) = start_recording(&registry, Duration::ZERO).await;
-    micro::registry::Registry::register(&registry, &dead_greeter2(), Default::default())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let options = micro::client::Options {
-        strategy: micro::client::Strategy::RoundRobin,
-        ..Default::default()
-    };
+    let live = live_and_dead_greeter2(&registry).await;
     let client = micro::Service::new()
         .registry(registry.clone())
-        .client_options(options)
+        .client_options(round_robin())
         .client();
     let once = micro::CallOptions {
         retries: Some(0),
@@ -726,19 +735,12 @@ struct Marked;
 #[tokio::test]
 async fn extensions_a_client_wrapper_adds_reach_the_call_wrappers_of_every_attempt() {
     let registry = Memory::new();
-    let (live, _) = start_recording(&registry, Duration::ZERO).await;
-    micro::registry::Registry::register(&registry, &dead_greeter2(), Default::default())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let live = live_and_dead_greeter2(&registry).await;
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();
     let client = micro::Service::new()
         .registry(registry.clone())
-        .client_options(micro::client::Options {
-            strategy: micro::client::Strategy::RoundRobin,
-            ..Default::default()
-        })
+        .client_options(round_robin())
         .wrap_client(tower::util::MapRequestLayer::new(
             |mut request: http::Request<tonic::body::Body>| {
                 request.extensions_mut().insert(Marked);
