@@ -36,6 +36,53 @@ pub struct Options {
     pub foreign: Option<(String, Option<u32>)>,
     /// An etcd to use instead of starting one.
     pub etcd: Option<String>,
+    /// Runs the servers and the load generator on separate CPUs.
+    pub pin: Option<Pin>,
+}
+
+/// Which CPUs the servers and the load generator run on (`taskset -c` lists).
+///
+/// Unpinned, the two processes share every core and throughput follows how their threads
+/// happen to interleave; pinned, each side has its own cores, as a client and a server on two
+/// machines would, and run-to-run spread is much smaller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    /// CPUs of every server process.
+    pub servers: String,
+    /// CPUs of every load process.
+    pub load: String,
+}
+
+impl Pin {
+    /// The servers on the first half of this machine's CPUs, the load generator on the rest.
+    pub fn halves() -> anyhow::Result<Pin> {
+        let cpus = std::thread::available_parallelism()
+            .context("counting CPUs")?
+            .get();
+        anyhow::ensure!(
+            cpus >= 2,
+            "pinning needs at least 2 CPUs, this machine has {cpus}"
+        );
+        let list = |range: std::ops::Range<usize>| {
+            range.map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+        };
+        Ok(Pin {
+            servers: list(0..cpus / 2),
+            load: list(cpus / 2..cpus),
+        })
+    }
+}
+
+/// A command running `bin`, on `cpus` (through `taskset`, which execs it: same pid) if given.
+fn command(bin: &Path, cpus: Option<&str>) -> Command {
+    match cpus {
+        Some(cpus) => {
+            let mut command = Command::new("taskset");
+            command.arg("-c").arg(cpus).arg(bin);
+            command
+        }
+        None => Command::new(bin),
+    }
 }
 
 /// One scenario's result in one round.
@@ -117,7 +164,17 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Spawns `bin serve <scenario> <args>` and waits for its `ready <addr>` line.
     pub async fn spawn(bin: &Path, scenario: Scenario, args: &[String]) -> anyhow::Result<Self> {
-        let mut child = Command::new(bin)
+        Self::spawn_on(bin, scenario, args, None).await
+    }
+
+    /// [`ServerProcess::spawn`] on these CPUs (a `taskset -c` list).
+    pub async fn spawn_on(
+        bin: &Path,
+        scenario: Scenario,
+        args: &[String],
+        cpus: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut child = command(bin, cpus)
             .arg("serve")
             .arg(scenario.name())
             .args(args)
@@ -208,8 +265,9 @@ pub async fn run_load(
     bin: &Path,
     target: &[String],
     config: &load::Config,
+    cpus: Option<&str>,
 ) -> anyhow::Result<load::Report> {
-    let mut command = Command::new(bin);
+    let mut command = command(bin, cpus);
     command
         .arg("load")
         .args(target)
@@ -268,6 +326,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
         (None, false) => None,
     };
 
+    if let Some(pin) = &options.pin {
+        eprintln!(
+            "bench: servers on CPUs {}, load generator on CPUs {}",
+            pin.servers, pin.load
+        );
+    }
     let mut entries = Vec::new();
     for &scenario in &options.scenarios {
         let mut args = Vec::new();
@@ -276,7 +340,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
         {
             args.extend(["--etcd".to_owned(), etcd.clone()]);
         }
-        let server = ServerProcess::spawn(&options.bin, scenario, &args).await?;
+        let cpus = options.pin.as_ref().map(|pin| pin.servers.as_str());
+        let server = ServerProcess::spawn_on(&options.bin, scenario, &args, cpus).await?;
         eprintln!(
             "bench: {scenario} serving on {} (pid {})",
             server.addr, server.pid
@@ -329,7 +394,8 @@ async fn rounds(options: &Options, entries: &[Entry]) -> anyhow::Result<Vec<Run>
                 server_pids: entry.pid.into_iter().collect(),
                 ..options.load.clone()
             };
-            let report = run_load(&options.bin, &entry.target, &config)
+            let cpus = options.pin.as_ref().map(|pin| pin.load.as_str());
+            let report = run_load(&options.bin, &entry.target, &config, cpus)
                 .await
                 .with_context(|| format!("round {round}, {}", entry.name))?;
             let server_peak_rss_kib = entry
@@ -575,4 +641,24 @@ pub fn table(comparison: &Comparison) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pinning_splits_the_cpus_in_two() {
+        let Ok(pin) = Pin::halves() else {
+            return; // one CPU: nothing to split
+        };
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        let mut all: Vec<usize> = [&pin.servers, &pin.load]
+            .iter()
+            .flat_map(|list| list.split(',').map(|c| c.parse::<usize>().unwrap()))
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..cpus).collect::<Vec<_>>());
+        assert!(!pin.servers.is_empty() && !pin.load.is_empty());
+    }
 }

@@ -90,6 +90,10 @@ enum Command {
         /// Writes every run and the rows as JSON here.
         #[arg(long)]
         json_out: Option<PathBuf>,
+        /// Runs the servers on the first half of the CPUs and the load generator on the rest
+        /// (`taskset`), instead of letting them share every core.
+        #[arg(long)]
+        pin: bool,
     },
     /// Registration and discovery latencies, idle RSS.
     Discovery {
@@ -209,6 +213,7 @@ async fn main() -> anyhow::Result<()> {
             foreign_pid,
             etcd,
             json_out,
+            pin,
         } => {
             let options = compare::Options {
                 bin: std::env::current_exe().context("finding the bench binary")?,
@@ -221,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 foreign: foreign.map(|addr| (addr, foreign_pid)),
                 etcd,
+                pin: pin.then(compare::Pin::halves).transpose()?,
             };
             let comparison = compare::run(&options).await?;
             if let Some(path) = json_out {

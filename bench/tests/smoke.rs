@@ -28,6 +28,8 @@ async fn every_scenario_runs_without_errors() {
         scenarios: Scenario::ALL.to_vec(),
         foreign: Some((foreign.addr.clone(), Some(foreign.pid))),
         etcd: None,
+        // Pinned where there are CPUs to split, so `taskset` is exercised too.
+        pin: compare::Pin::halves().ok(),
     };
     let comparison = compare::run(&options).await.unwrap();
     foreign.stop().await.unwrap();
