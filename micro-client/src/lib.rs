@@ -21,7 +21,9 @@ use std::{
 
 use http::{Request, Response, uri::PathAndQuery};
 pub use micro_core::BoxService;
-use micro_core::{BoxError, CallContext, CallInfo, Deadline, EndpointCache, Wrapper, stack};
+use micro_core::{
+    BoxError, CallContext, CallInfo, Deadline, EndpointCache, StackPool, Wrapper, stack,
+};
 use micro_registry::{Action, Cache};
 use tonic::{Status, body::Body};
 use tower_service::Service;
@@ -95,7 +97,7 @@ impl Builder {
             endpoints: EndpointCache::default(),
         });
         let client_stack = (!self.client_layers.is_empty())
-            .then(|| stack(dispatch_service(shared.clone()), &self.client_layers));
+            .then(|| StackPool::new(stack(dispatch_service(shared.clone()), &self.client_layers)));
         Client {
             client_stack,
             shared,
@@ -132,7 +134,7 @@ fn evict_departed_nodes(cache: &Cache, pool: Weak<Pool>) {
 #[derive(Clone)]
 pub struct Client {
     /// The client wrappers over the retry loop, if there are any.
-    client_stack: Option<BoxService>,
+    client_stack: Option<StackPool>,
     shared: Arc<Shared>,
 }
 
@@ -161,6 +163,7 @@ impl Client {
         Channel {
             service: service.into(),
             client_stack: self.client_stack.clone(),
+            ready: None,
             shared: self.shared.clone(),
         }
     }
@@ -233,12 +236,25 @@ fn go_micro_path(service: &str, endpoint: &str) -> Result<PathAndQuery, Status> 
 
 /// A channel to one service, found through the registry; what tonic-generated clients run
 /// over. Cheap to clone.
-#[derive(Clone)]
 pub struct Channel {
     service: Arc<str>,
-    /// The client wrappers over the retry loop, if there are any.
-    client_stack: Option<BoxService>,
+    /// Copies of the client wrappers over the retry loop, if there are any.
+    client_stack: Option<StackPool>,
+    /// The copy `poll_ready` readied for the next `call`.
+    ready: Option<BoxService>,
     shared: Arc<Shared>,
+}
+
+impl Clone for Channel {
+    /// A channel with nothing readied yet (a readied copy serves one call of one channel).
+    fn clone(&self) -> Self {
+        Channel {
+            service: self.service.clone(),
+            client_stack: self.client_stack.clone(),
+            ready: None,
+            shared: self.shared.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Channel {
@@ -262,8 +278,8 @@ impl Service<Request<Body>> for Channel {
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match &mut self.client_stack {
-            Some(stack) => stack.poll_ready(cx),
+        match &self.client_stack {
+            Some(pool) => self.ready.get_or_insert_with(|| pool.take()).poll_ready(cx),
             None => Poll::Ready(Ok(())),
         }
     }
@@ -293,11 +309,15 @@ impl Service<Request<Body>> for Channel {
             node: None,
             deadline: Some(deadline),
         };
-        match &mut self.client_stack {
-            // Readied by `poll_ready`; the wrappers read the CallInfo from the request.
-            Some(stack) => {
+        match &self.client_stack {
+            // The copy readied by `poll_ready` takes the call, then serves later calls; the
+            // wrappers read the CallInfo from the request.
+            Some(pool) => {
                 request.extensions_mut().insert(info);
-                stack.call(request)
+                let mut stack = self.ready.take().unwrap_or_else(|| pool.take());
+                let response = stack.call(request);
+                pool.give(stack);
+                response
             }
             None => Box::pin(dispatch(self.shared.clone(), info, request)),
         }

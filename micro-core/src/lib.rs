@@ -8,12 +8,14 @@
 mod call;
 mod context;
 mod error;
+mod stack_pool;
 pub mod timeout;
 mod wrapper;
 
 pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of};
 pub use context::{CallContext, Deadline, is_propagated};
 pub use error::{Error, grpc_to_http, http_to_grpc};
+pub use stack_pool::StackPool;
 pub use wrapper::{BoxService, Wrapper, stack};
 
 /// The error type passed between tower layers.

@@ -11,13 +11,11 @@ use std::{
 };
 
 use http::{Request, Response, Uri};
-use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo, timeout};
+use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo, StackPool, timeout};
 use parking_lot::RwLock;
 use tonic::{body::Body, service::Routes};
 use tower::ServiceExt;
 use tower_service::Service;
-
-use crate::HandlerService;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
@@ -114,8 +112,8 @@ struct UserRoute {
 pub(crate) enum Handlers {
     /// No wrappers: the routes themselves (cheap to clone, always ready).
     Routes(Routes),
-    /// The routes behind the handler wrappers.
-    Wrapped(HandlerService),
+    /// The routes behind the handler wrappers (copies reused from request to request).
+    Wrapped(StackPool),
 }
 
 impl Handlers {
@@ -125,7 +123,7 @@ impl Handlers {
                 Ok(response) => Ok(response),
                 Err(never) => match never {},
             },
-            Handlers::Wrapped(stack) => stack.oneshot(req).await,
+            Handlers::Wrapped(stacks) => stacks.call(req).await,
         }
     }
 }

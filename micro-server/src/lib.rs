@@ -205,7 +205,10 @@ impl Server {
         let handlers = if layers.is_empty() {
             Handlers::Routes(routes)
         } else {
-            Handlers::Wrapped(micro_core::stack(boxed(routes), &layers))
+            Handlers::Wrapped(micro_core::StackPool::new(micro_core::stack(
+                boxed(routes),
+                &layers,
+            )))
         };
         let entry = Entry::new(
             handlers,

@@ -776,3 +776,34 @@ async fn extensions_a_client_wrapper_adds_reach_the_call_wrappers_of_every_attem
     );
     live.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_concurrency_limit_wrapper_holds_across_the_reused_stack_copies() {
+    let registry = Memory::new();
+    let (server, _) = start_recording(&registry, Duration::from_millis(50)).await;
+    let client = micro::Service::new()
+        .registry(registry.clone())
+        .wrap_client(tower::limit::ConcurrencyLimitLayer::new(1))
+        .client();
+    let started = std::time::Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .call::<_, Response>("greeter2", "Greeter.Test", Request::default())
+                    .await
+            })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    // One call at a time, each sleeping 50 ms at the server.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(200),
+        "not serialised: {took:?}"
+    );
+    server.stop().await.unwrap();
+}
