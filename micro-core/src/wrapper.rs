@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use http::{Request, Response};
 use tonic::body::Body;
-use tower::{Layer, Service, ServiceExt, util::BoxCloneSyncService};
+use tower::{Layer, Service, util::BoxCloneSyncService};
 
 use crate::BoxError;
 
@@ -28,12 +28,50 @@ where
     ResBody::Error: Into<BoxError>,
 {
     fn wrap(&self, inner: BoxService) -> BoxService {
-        BoxCloneSyncService::new(
-            self.layer(inner)
-                .map_response(|r| r.map(Body::new))
-                .map_err(Into::into),
-        )
+        BoxCloneSyncService::new(Adapt(self.layer(inner)))
     }
+}
+
+/// A layer's service with the stack's response and error types: one adapter future per call
+/// (`map_response` then `map_err` would be two).
+#[derive(Clone)]
+struct Adapt<S>(S);
+
+type Adapted<F, B, E> = futures::future::Map<F, fn(Result<Response<B>, E>) -> AdaptedResult>;
+type AdaptedResult = Result<Response<Body>, BoxError>;
+
+impl<S, ResBody> Service<Request<Body>> for Adapt<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<Body>;
+    type Error = BoxError;
+    type Future = Adapted<S::Future, ResBody, S::Error>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.0.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        futures::FutureExt::map(self.0.call(request), adapt as fn(_) -> _)
+    }
+}
+
+fn adapt<B, E>(result: Result<Response<B>, E>) -> AdaptedResult
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    E: Into<BoxError>,
+{
+    result
+        .map(|response| response.map(Body::new))
+        .map_err(Into::into)
 }
 
 /// Stacks wrappers around `inner`; the first in the list is the outermost, as in go-micro.
