@@ -247,12 +247,18 @@ fn target_args(scenario: Scenario, server: &ServerProcess, etcd: Option<&str>) -
             }
             args
         }
-        _ if scenario == Scenario::TonicDeadline => vec![
-            "--target".into(),
-            server.addr.clone(),
-            "--request-timeout".into(),
-            "30s".into(),
-        ],
+        _ if matches!(
+            scenario,
+            Scenario::TonicDeadline | Scenario::ChainTonicDeadline
+        ) =>
+        {
+            vec![
+                "--target".into(),
+                server.addr.clone(),
+                "--request-timeout".into(),
+                "30s".into(),
+            ]
+        }
         _ if scenario == Scenario::TonicTower => {
             vec!["--target".into(), server.addr.clone(), "--tower".into()]
         }

@@ -40,19 +40,23 @@ pub enum Scenario {
     MicroTower,
     /// greeter1 -> greeter2 (`Test`, no sleep) in bare tonic: the chain's baseline.
     ChainTonic,
+    /// [`Scenario::ChainTonic`] with a 30 s `grpc-timeout` on both hops, as micro sends a
+    /// deadline on every hop: the chain in bare tonic doing the same deadline work.
+    ChainTonicDeadline,
     /// greeter1 -> greeter2 through micro (both hops discovered), the load client a micro one.
     ChainMicro,
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Tonic,
         Scenario::TonicDeadline,
         Scenario::TonicTower,
         Scenario::Micro,
         Scenario::MicroTower,
         Scenario::ChainTonic,
+        Scenario::ChainTonicDeadline,
         Scenario::ChainMicro,
     ];
 
@@ -65,6 +69,7 @@ impl Scenario {
             Scenario::Micro => "micro",
             Scenario::MicroTower => "micro-tower",
             Scenario::ChainTonic => "chain-tonic",
+            Scenario::ChainTonicDeadline => "chain-tonic-deadline",
             Scenario::ChainMicro => "chain-micro",
         }
     }
@@ -77,7 +82,9 @@ impl Scenario {
             | Scenario::TonicTower
             | Scenario::Micro
             | Scenario::MicroTower => Scenario::Tonic,
-            Scenario::ChainTonic | Scenario::ChainMicro => Scenario::ChainTonic,
+            Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
+                Scenario::ChainTonic
+            }
         }
     }
 
@@ -96,14 +103,16 @@ impl Scenario {
                 "greeter"
             }
             Scenario::MicroTower => "greeter-tower",
-            Scenario::ChainTonic | Scenario::ChainMicro => "greeter1",
+            Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
+                "greeter1"
+            }
         }
     }
 
     /// Remote hops per call (the chain has two: caller -> greeter1 -> greeter2).
     pub fn hops(self) -> u32 {
         match self {
-            Scenario::ChainTonic | Scenario::ChainMicro => 2,
+            Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => 2,
             _ => 1,
         }
     }

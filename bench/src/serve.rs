@@ -102,16 +102,26 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
                 servers: vec![server],
             })
         }
-        Scenario::ChainTonic => {
+        Scenario::ChainTonic | Scenario::ChainTonicDeadline => {
             let (addr2, server2) = tonic_server(GreeterServer::new(greeter2()), false).await?;
             let channel = Endpoint::from_shared(format!("http://{addr2}"))?
                 .tcp_nodelay(true)
                 .connect_lazy();
             // The same handler as micro's chain, over a plain tonic channel.
-            let greeter1 = Greeter1 {
-                greeter2: GreeterClient::new(channel),
+            let (addr1, server1) = if scenario == Scenario::ChainTonicDeadline {
+                let channel = tower::ServiceBuilder::new()
+                    .map_request(with_grpc_timeout as fn(_) -> _)
+                    .service(channel);
+                let greeter1 = Greeter1 {
+                    greeter2: GreeterClient::new(channel),
+                };
+                tonic_server(GreeterServer::new(greeter1), false).await?
+            } else {
+                let greeter1 = Greeter1 {
+                    greeter2: GreeterClient::new(channel),
+                };
+                tonic_server(GreeterServer::new(greeter1), false).await?
             };
-            let (addr1, server1) = tonic_server(GreeterServer::new(greeter1), false).await?;
             Ok(Started {
                 addr: addr1,
                 servers: vec![server2, server1],
@@ -155,6 +165,17 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             })
         }
     }
+}
+
+/// Sends a 30 s `grpc-timeout` on greeter1's call to greeter2, as a micro client sends the
+/// caller's remaining deadline on.
+fn with_grpc_timeout(
+    mut request: http::Request<tonic::body::Body>,
+) -> http::Request<tonic::body::Body> {
+    request
+        .headers_mut()
+        .insert("grpc-timeout", http::HeaderValue::from_static("30S"));
+    request
 }
 
 fn micro_service(name: &str, options: &Options) -> anyhow::Result<micro::Service> {
