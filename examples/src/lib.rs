@@ -40,17 +40,20 @@ impl Greeter for Greeter2 {
         &self,
         request: tonic::Request<Request>,
     ) -> Result<tonic::Response<Response>, Status> {
-        let deadline = request
-            .extensions()
-            .get::<CallInfo>()
-            .and_then(|info| info.deadline)
-            .map(|d| d.remaining());
-        let node = node_of(&request);
-        tracing::info!(hop = "greeter2", endpoint = "Greeter.Test", %node, ?deadline, "handling");
+        let (_, extensions, Request { name }) = request.into_parts();
+        let info = extensions.get::<CallInfo>();
+        let deadline = info.and_then(|info| info.deadline).map(|d| d.remaining());
+        let node = node_of(info);
+        tracing::info!(
+            hop = "greeter2",
+            endpoint = "Greeter.Test",
+            node,
+            ?deadline,
+            "handling"
+        );
         if !self.test_sleep.is_zero() {
             tokio::time::sleep(self.test_sleep).await;
         }
-        let name = request.into_inner().name;
         Ok(tonic::Response::new(Response {
             msg: format!("test {name} from {node}"),
         }))
@@ -79,8 +82,13 @@ where
         &self,
         request: tonic::Request<Request>,
     ) -> Result<tonic::Response<Response>, Status> {
-        let node = node_of(&request);
-        tracing::info!(hop = "greeter1", endpoint = "Greeter.Hello", %node, "handling; calling greeter2 Greeter.Test");
+        let node = node_of(request.extensions().get::<CallInfo>());
+        tracing::info!(
+            hop = "greeter1",
+            endpoint = "Greeter.Hello",
+            node,
+            "handling; calling greeter2 Greeter.Test"
+        );
         let name = request.into_inner().name;
         // The call inherits this request's deadline and metadata.
         let reply = self
@@ -104,13 +112,10 @@ where
     }
 }
 
-fn node_of<T>(request: &tonic::Request<T>) -> String {
-    request
-        .extensions()
-        .get::<CallInfo>()
-        .and_then(|info| info.node.as_ref())
-        .map(|node| node.id.to_string())
-        .unwrap_or_default()
+/// The id of the node handling the call ("" outside micro).
+fn node_of(info: Option<&CallInfo>) -> &str {
+    info.and_then(|info| info.node.as_ref())
+        .map_or("", |node| &node.id)
 }
 
 /// Logs to stderr, filtered by `RUST_LOG` (default `info`).

@@ -7,7 +7,7 @@
 use std::{future::Future, time::Duration};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use tokio::time::Instant;
+use tokio::{task::futures::TaskLocalFuture, time::Instant};
 
 /// The point in time by which a call must be answered. A handler reads it from the request's
 /// [`CallInfo`](crate::CallInfo): `request.extensions().get::<CallInfo>()`.
@@ -64,7 +64,7 @@ impl CallContext {
     }
 
     /// Runs `future` with this context as the current one.
-    pub fn scope<F: Future>(self, future: F) -> impl Future<Output = F::Output> {
+    pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<CallContext, F> {
         CURRENT.scope(self, future)
     }
 

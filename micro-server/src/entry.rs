@@ -13,8 +13,10 @@ use std::{
 use http::{Request, Response, Uri};
 use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo, StackPool, timeout};
 use parking_lot::RwLock;
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 use tonic::{body::Body, service::Routes};
-use tower::ServiceExt;
+use tower::{ServiceExt, util::Oneshot};
 use tower_service::Service;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -128,6 +130,43 @@ impl Handlers {
     }
 }
 
+type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+
+pin_project! {
+    /// The entry's response. The common call (no handler wrappers, no go-micro `timeout`
+    /// header to enforce) is tonic's routes in the call's context, with no allocation;
+    /// everything else is boxed.
+    #[project = EntryFutureProj]
+    pub(crate) enum EntryFuture {
+        Direct { #[pin] routes: TaskLocalFuture<CallContext, Oneshot<Routes, Request<Body>>> },
+        Boxed { future: BoxFuture },
+    }
+}
+
+impl EntryFuture {
+    fn boxed(
+        future: impl Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
+    ) -> Self {
+        EntryFuture::Boxed {
+            future: Box::pin(future),
+        }
+    }
+}
+
+impl Future for EntryFuture {
+    type Output = Result<Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            EntryFutureProj::Direct { routes } => routes.poll(cx).map(|result| match result {
+                Ok(response) => Ok(response),
+                Err(never) => match never {},
+            }),
+            EntryFutureProj::Boxed { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
 /// The entry service. Cloned by the transport for every request, so it is one `Arc`; each
 /// request clones only the stack it goes to.
 #[derive(Clone)]
@@ -159,24 +198,22 @@ impl Entry {
     }
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
 impl Service<Request<Body>> for Entry {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture;
+    type Future = EntryFuture;
 
     /// Always ready: each request drives its own copy of the stack it goes to to readiness.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut req: Request<Body>) -> BoxFuture {
+    fn call(&mut self, mut req: Request<Body>) -> EntryFuture {
         let entry = &*self.0;
         match entry.paths.route(req.uri().path()) {
             Route::Builtin => {
                 let builtin = entry.builtin.clone();
-                Box::pin(async move {
+                EntryFuture::boxed(async move {
                     match builtin.oneshot(req).await {
                         Ok(response) => Ok(response),
                         Err(never) => match never {},
@@ -188,7 +225,7 @@ impl Service<Request<Body>> for Entry {
                     "go.micro.server",
                     format!("unknown service {}", req.uri().path()),
                 );
-                Box::pin(std::future::ready(Ok(err.to_status().into_http())))
+                EntryFuture::boxed(std::future::ready(Ok(err.to_status().into_http())))
             }
             Route::User(route) => {
                 if let Some(uri) = route.rewrite {
@@ -210,8 +247,15 @@ impl Service<Request<Body>> for Entry {
                     node: Some(entry.node.clone()),
                     deadline,
                 });
-                let response = entry.handlers.clone().handle(req);
-                Box::pin(context.scope(within(enforce, response)))
+                match (&entry.handlers, enforce) {
+                    (Handlers::Routes(routes), None) => EntryFuture::Direct {
+                        routes: context.scope(routes.clone().oneshot(req)),
+                    },
+                    (handlers, enforce) => {
+                        let response = handlers.clone().handle(req);
+                        EntryFuture::boxed(context.scope(within(enforce, response)))
+                    }
+                }
             }
         }
     }
