@@ -45,7 +45,7 @@ pub struct Options {
 /// Unpinned, the two processes share every core and throughput follows how their threads
 /// happen to interleave; pinned, each side has its own cores, as a client and a server on two
 /// machines would, and run-to-run spread is much smaller.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pin {
     /// CPUs of every server process.
     pub servers: String,
@@ -63,6 +63,11 @@ impl Pin {
             cpus >= 2,
             "pinning needs at least 2 CPUs, this machine has {cpus}"
         );
+        let taskset = std::process::Command::new("taskset")
+            .arg("--version")
+            .output()
+            .context("running taskset (util-linux)")?;
+        anyhow::ensure!(taskset.status.success(), "taskset --version failed");
         let list = |range: std::ops::Range<usize>| {
             range.map(|c| c.to_string()).collect::<Vec<_>>().join(",")
         };
@@ -148,6 +153,9 @@ pub struct Comparison {
     pub runs: Vec<Run>,
     /// Medians per scenario.
     pub rows: Vec<Row>,
+    /// Where the processes ran (`None`: sharing every CPU).
+    #[serde(default)]
+    pub pin: Option<Pin>,
 }
 
 /// A server process started with `bench serve`.
@@ -384,7 +392,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
     drop(etcd_server);
     let runs = result?;
     let rows = rows(&entries, &runs);
-    Ok(Comparison { runs, rows })
+    Ok(Comparison {
+        runs,
+        rows,
+        pin: options.pin.clone(),
+    })
 }
 
 async fn rounds(options: &Options, entries: &[Entry]) -> anyhow::Result<Vec<Run>> {
@@ -591,6 +603,14 @@ fn opt(value: Option<f64>, digits: usize) -> String {
 /// The comparison as a markdown table, then the targets.
 pub fn table(comparison: &Comparison) -> String {
     let mut out = String::new();
+    let _ = match &comparison.pin {
+        Some(pin) => writeln!(
+            out,
+            "Servers on CPUs {}, load generator on CPUs {}.\n",
+            pin.servers, pin.load
+        ),
+        None => writeln!(out, "Servers and load generator sharing every CPU.\n"),
+    };
     let _ = writeln!(
         out,
         "| scenario | calls/s | p50 µs | p90 µs | p99 µs | p99.9 µs | server CPU ms/1k calls | client CPU ms/1k calls | server peak RSS MiB | calls/s ratio | p50 ratio | p99 ratio | paired calls/s ratio min..max | errors |"

@@ -10,7 +10,8 @@
 //! - `discovery`: registration, discovery and expiry latencies, idle RSS.
 //!
 //! Run the whole comparison with
-//! `cargo run --release -p bench -- compare --rounds 5 --duration 5s`.
+//! `cargo run --release -p bench -- compare --rounds 5 --duration 5s` (servers and load
+//! generator on separate CPUs; `--share-cpus` to let them share).
 
 pub mod client;
 pub mod compare;

@@ -90,10 +90,11 @@ enum Command {
         /// Writes every run and the rows as JSON here.
         #[arg(long)]
         json_out: Option<PathBuf>,
-        /// Runs the servers on the first half of the CPUs and the load generator on the rest
-        /// (`taskset`), instead of letting them share every core.
+        /// Lets the servers and the load generator share every CPU. By default the servers run
+        /// on the first half of the CPUs and the load generator on the rest (`taskset`), when
+        /// there are at least 2 CPUs and `taskset` runs.
         #[arg(long)]
-        pin: bool,
+        share_cpus: bool,
     },
     /// Registration and discovery latencies, idle RSS.
     Discovery {
@@ -213,7 +214,7 @@ async fn main() -> anyhow::Result<()> {
             foreign_pid,
             etcd,
             json_out,
-            pin,
+            share_cpus,
         } => {
             let options = compare::Options {
                 bin: std::env::current_exe().context("finding the bench binary")?,
@@ -226,7 +227,13 @@ async fn main() -> anyhow::Result<()> {
                 },
                 foreign: foreign.map(|addr| (addr, foreign_pid)),
                 etcd,
-                pin: pin.then(compare::Pin::halves).transpose()?,
+                pin: if share_cpus {
+                    None
+                } else {
+                    compare::Pin::halves()
+                        .inspect_err(|err| eprintln!("bench: not pinning: {err:#}"))
+                        .ok()
+                },
             };
             let comparison = compare::run(&options).await?;
             if let Some(path) = json_out {
