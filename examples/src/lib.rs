@@ -47,7 +47,7 @@ impl Greeter for Greeter2 {
         tracing::info!(
             hop = "greeter2",
             endpoint = "Greeter.Test",
-            node,
+            %node,
             ?deadline,
             "handling"
         );
@@ -86,7 +86,7 @@ where
         tracing::info!(
             hop = "greeter1",
             endpoint = "Greeter.Hello",
-            node,
+            %node,
             "handling; calling greeter2 Greeter.Test"
         );
         let name = request.into_inner().name;
