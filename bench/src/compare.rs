@@ -552,16 +552,24 @@ pub fn checks(rows: &[Row]) -> Vec<Check> {
             met: p99 <= 1.05,
         });
     }
-    if let (Some(micro), Some(peer)) = (row("micro"), row("tonic-deadline")) {
-        // Not a target of the issue: micro against bare tonic doing the same deadline work.
-        let calls = micro.calls_per_sec / peer.calls_per_sec;
-        checks.push(Check {
-            target: "(reference) micro vs bare tonic sending the same 30 s deadline: calls/s"
-                .into(),
-            measured: format!("{calls:.3} x"),
-            met: calls >= 0.97,
-        });
-    }
+    // Not targets of the issue: micro against bare tonic doing the same work.
+    let reference = |checks: &mut Vec<Check>, ours: &str, peer: &str, what: &str, line: f64| {
+        if let (Some(ours), Some(peer)) = (row(ours), row(peer)) {
+            let calls = ours.calls_per_sec / peer.calls_per_sec;
+            checks.push(Check {
+                target: format!("(reference) {what}: calls/s"),
+                measured: format!("{calls:.3} x"),
+                met: calls >= line,
+            });
+        }
+    };
+    reference(
+        &mut checks,
+        "micro",
+        "tonic-deadline",
+        "micro vs bare tonic sending the same 30 s deadline",
+        0.97,
+    );
     if let Some(tower) = row("micro-tower")
         && let Some(calls) = tower.ratio_calls_per_sec
     {
@@ -571,17 +579,14 @@ pub fn checks(rows: &[Row]) -> Vec<Check> {
             met: calls >= 0.95,
         });
     }
-    if let (Some(micro), Some(peer)) = (row("micro-tower"), row("tonic-tower")) {
-        // Not a target of the issue: the plumbing alone, against bare tonic with the same
-        // middleware on each side.
-        let calls = micro.calls_per_sec / peer.calls_per_sec;
-        checks.push(Check {
-            target: "(reference) micro-tower vs bare tonic with the same middleware: calls/s"
-                .into(),
-            measured: format!("{calls:.3} x"),
-            met: calls >= 0.95,
-        });
-    }
+    // The wrapper plumbing alone.
+    reference(
+        &mut checks,
+        "micro-tower",
+        "tonic-tower",
+        "micro-tower vs bare tonic with the same middleware",
+        0.95,
+    );
     if let (Some(chain), Some(base)) = (row("chain-micro"), row("chain-tonic")) {
         let per_hop = (chain.p50_us - base.p50_us) / f64::from(chain.hops);
         checks.push(Check {

@@ -12,6 +12,7 @@ use proto::greeter::{
 };
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Endpoint, server::TcpIncoming};
+use tower::util::MapRequestLayer;
 
 use crate::Scenario;
 
@@ -108,20 +109,14 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
                 .tcp_nodelay(true)
                 .connect_lazy();
             // The same handler as micro's chain, over a plain tonic channel.
-            let (addr1, server1) = if scenario == Scenario::ChainTonicDeadline {
-                let channel = tower::ServiceBuilder::new()
-                    .map_request(with_grpc_timeout as fn(_) -> _)
-                    .service(channel);
-                let greeter1 = Greeter1 {
-                    greeter2: GreeterClient::new(channel),
-                };
-                tonic_server(GreeterServer::new(greeter1), false).await?
-            } else {
-                let greeter1 = Greeter1 {
-                    greeter2: GreeterClient::new(channel),
-                };
-                tonic_server(GreeterServer::new(greeter1), false).await?
+            let deadline = scenario == Scenario::ChainTonicDeadline;
+            let channel = tower::ServiceBuilder::new()
+                .option_layer(deadline.then(|| MapRequestLayer::new(with_grpc_timeout)))
+                .service(channel);
+            let greeter1 = Greeter1 {
+                greeter2: GreeterClient::new(channel),
             };
+            let (addr1, server1) = tonic_server(GreeterServer::new(greeter1), false).await?;
             Ok(Started {
                 addr: addr1,
                 servers: vec![server2, server1],
@@ -205,6 +200,8 @@ async fn tonic_server<T: Greeter>(
     let stopped = async {
         let _ = stopped.await;
     };
+    // Two arms: the layered server's service type differs (tower's `Either` would need the
+    // same error type on both sides, which a `map_err` on the baseline would have to add).
     let builder = tonic::transport::Server::builder();
     let task = if tower {
         let mut builder = builder.layer(timeout_layer());

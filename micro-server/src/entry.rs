@@ -4,6 +4,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    convert::Infallible,
     future::Future,
     pin::Pin,
     sync::Arc,
@@ -121,13 +122,15 @@ pub(crate) enum Handlers {
 impl Handlers {
     async fn handle(self, req: Request<Body>) -> Result<Response<Body>, BoxError> {
         match self {
-            Handlers::Routes(routes) => match routes.oneshot(req).await {
-                Ok(response) => Ok(response),
-                Err(never) => match never {},
-            },
+            Handlers::Routes(routes) => infallible(routes.oneshot(req).await),
             Handlers::Wrapped(stacks) => stacks.call(req).await,
         }
     }
+}
+
+/// tonic's routes never fail; the entry's error type is the stack's.
+fn infallible(result: Result<Response<Body>, Infallible>) -> Result<Response<Body>, BoxError> {
+    result.map_err(|never| match never {})
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
@@ -158,10 +161,7 @@ impl Future for EntryFuture {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            EntryFutureProj::Direct { routes } => routes.poll(cx).map(|result| match result {
-                Ok(response) => Ok(response),
-                Err(never) => match never {},
-            }),
+            EntryFutureProj::Direct { routes } => routes.poll(cx).map(infallible),
             EntryFutureProj::Boxed { future } => future.as_mut().poll(cx),
         }
     }
@@ -213,12 +213,7 @@ impl Service<Request<Body>> for Entry {
         match entry.paths.route(req.uri().path()) {
             Route::Builtin => {
                 let builtin = entry.builtin.clone();
-                EntryFuture::boxed(async move {
-                    match builtin.oneshot(req).await {
-                        Ok(response) => Ok(response),
-                        Err(never) => match never {},
-                    }
-                })
+                EntryFuture::boxed(async move { infallible(builtin.oneshot(req).await) })
             }
             Route::Unknown => {
                 let err = micro_core::Error::not_implemented(

@@ -481,13 +481,9 @@ async fn round_robin_alternates_and_retries_go_to_the_live_node() {
     let registry = Memory::new();
     let (a, _) = start_recording(&registry, Duration::ZERO).await;
     let (b, _) = start_recording(&registry, Duration::ZERO).await;
-    let options = micro::client::Options {
-        strategy: micro::client::Strategy::RoundRobin,
-        ..Default::default()
-    };
     let client = micro::Service::new()
         .registry(registry.clone())
-        .client_options(options)
+        .client_options(round_robin())
         .client();
     let mut picks = Vec::new();
     for _ in 0..6 {
@@ -505,10 +501,7 @@ async fn round_robin_alternates_and_retries_go_to_the_live_node() {
 
     // A node that vanished without deregistering (its key still listed): calls retry on the
     // other node and all succeed.
-    micro::registry::Registry::register(&registry, &dead_greeter2(), Default::default())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    list_dead_greeter2(&registry).await;
     let served = Arc::new(AtomicUsize::new(0));
     for _ in 0..9 {
         let reply: Response = client
@@ -664,23 +657,14 @@ async fn init_reads_go_micro_flags_and_rejects_bad_ones() {
 /// Starts one greeter2 node and lists a second that does not answer; returns the live one.
 async fn live_and_dead_greeter2(registry: &Memory) -> micro::Running {
     let (live, _) = start_recording(registry, Duration::ZERO).await;
-    micro::registry::Registry::register(registry, &dead_greeter2(), Default::default())
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    list_dead_greeter2(registry).await;
     live
 }
 
-fn round_robin() -> micro::client::Options {
-    micro::client::Options {
-        strategy: micro::client::Strategy::RoundRobin,
-        ..Default::default()
-    }
-}
-
-/// A node that is listed but does not answer (nothing listens on port 1).
-fn dead_greeter2() -> micro::registry::Service {
-    micro::registry::Service {
+/// Lists a greeter2 node that does not answer (nothing listens on port 1), as a node that
+/// vanished without deregistering, and gives clients' caches time to see it.
+async fn list_dead_greeter2(registry: &Memory) {
+    let dead = micro::registry::Service {
         name: "greeter2".into(),
         version: "latest".into(),
         nodes: vec![micro::registry::Node {
@@ -688,6 +672,18 @@ fn dead_greeter2() -> micro::registry::Service {
             address: "127.0.0.1:1".into(),
             ..Default::default()
         }],
+        ..Default::default()
+    };
+    micro::registry::Registry::register(registry, &dead, Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Client options that alternate between nodes.
+fn round_robin() -> micro::client::Options {
+    micro::client::Options {
+        strategy: micro::client::Strategy::RoundRobin,
         ..Default::default()
     }
 }
