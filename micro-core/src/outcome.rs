@@ -410,8 +410,7 @@ mod tests {
             let seen = seen.clone();
             move || {
                 let seen = seen.clone();
-                Box::new(move |o: &Outcome| seen.lock().unwrap().push(o.clone()))
-                    as Box<dyn FnOnce(&Outcome) + Send>
+                Box::new(move |o: &Outcome| seen.lock().unwrap().push(o.clone())) as Reporter
             }
         };
         (seen, make)
