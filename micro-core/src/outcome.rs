@@ -401,10 +401,10 @@ mod tests {
 
     use super::*;
 
-    fn recorder() -> (
-        Arc<Mutex<Vec<Outcome>>>,
-        impl Fn() -> Box<dyn FnOnce(&Outcome) + Send>,
-    ) {
+    type Seen = Arc<Mutex<Vec<Outcome>>>;
+    type Reporter = Box<dyn FnOnce(&Outcome) + Send>;
+
+    fn recorder() -> (Seen, impl Fn() -> Reporter) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let make = {
             let seen = seen.clone();
