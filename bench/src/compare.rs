@@ -253,6 +253,9 @@ fn target_args(scenario: Scenario, server: &ServerProcess, etcd: Option<&str>) -
             if scenario == Scenario::MicroTower {
                 args.push("--tower".into());
             }
+            if scenario == Scenario::MicroP2c {
+                args.extend(["--selector".into(), "p2c".into()]);
+            }
             args
         }
         _ if matches!(
@@ -534,10 +537,54 @@ pub struct Check {
     pub met: bool,
 }
 
+/// The median over the rounds of `ours`'s figure divided by `peer`'s in the same round.
+pub fn paired(
+    runs: &[Run],
+    ours: &str,
+    peer: &str,
+    figure: fn(&load::Report) -> f64,
+) -> Option<f64> {
+    let ratios: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.scenario == ours)
+        .filter_map(|r| {
+            runs.iter()
+                .find(|p| p.round == r.round && p.scenario == peer)
+                .map(|p| figure(&r.report) / figure(&p.report))
+        })
+        .collect();
+    (!ratios.is_empty()).then(|| median(ratios))
+}
+
 /// The throughput and latency targets that the rows can answer.
-pub fn checks(rows: &[Row]) -> Vec<Check> {
+pub fn checks(comparison: &Comparison) -> Vec<Check> {
+    let rows = &comparison.rows;
+    let runs = &comparison.runs;
     let row = |name: &str| rows.iter().find(|r| r.scenario == name);
     let mut checks = Vec::new();
+    // The call stack's targets: the median paired ratio against the peer doing the same work.
+    let mut paired_target =
+        |ours: &str, peer: &str, calls_at_least: f64, p99_at_most: Option<f64>| {
+            if let Some(calls) = paired(runs, ours, peer, |r| r.calls_per_sec) {
+                checks.push(Check {
+                    target: format!("{ours}: >= {calls_at_least} x {peer} calls/s (median paired)"),
+                    measured: format!("{calls:.3} x"),
+                    met: calls >= calls_at_least,
+                });
+            }
+            if let Some(line) = p99_at_most
+                && let Some(p99) = paired(runs, ours, peer, |r| r.p99_us)
+            {
+                checks.push(Check {
+                    target: format!("{ours}: p99 <= {line} x {peer} (median paired)"),
+                    measured: format!("{p99:.3} x"),
+                    met: p99 <= line,
+                });
+            }
+        };
+    paired_target("micro", "tonic-deadline", 0.98, Some(1.05));
+    paired_target("micro-tower", "tonic-tower", 0.97, None);
+    paired_target("micro-p2c", "micro", 0.97, None);
     if let Some(micro) = row("micro")
         && let (Some(calls), Some(p99)) = (micro.ratio_calls_per_sec, micro.ratio_p99)
     {
@@ -656,7 +703,7 @@ pub fn table(comparison: &Comparison) -> String {
             row.errors,
         );
     }
-    let checks = checks(&comparison.rows);
+    let checks = checks(comparison);
     if !checks.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(out, "| target | measured | |");

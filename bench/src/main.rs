@@ -55,6 +55,9 @@ enum Command {
         /// client's `wrap_client`.
         #[arg(long)]
         tower: bool,
+        /// With `--etcd`: the micro client's selector (random, roundrobin, p2c).
+        #[arg(long, requires = "etcd")]
+        selector: Option<micro::client::Strategy>,
         /// With `--target`: send this request timeout (`grpc-timeout`) on every call, as a
         /// micro client always does, to measure what carrying a deadline costs bare tonic.
         #[arg(long = "request-timeout", value_parser = humantime::parse_duration, requires = "target")]
@@ -179,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
             etcd,
             service,
             tower,
+            selector,
             request_timeout,
             load,
             server_pids,
@@ -194,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
                     etcd,
                     service,
                     tower,
+                    selector: selector.unwrap_or_default(),
                 },
                 _ => anyhow::bail!("give --target ADDR, or --etcd ADDR --service NAME"),
             };
