@@ -109,7 +109,8 @@ impl Filter {
 pub(crate) struct Selector {
     strategy: Strategy,
     filters: Vec<Filter>,
-    next: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+    /// Round robin's rotation counter per service.
+    next: RwLock<HashMap<Box<str>, AtomicUsize, foldhash::fast::RandomState>>,
 }
 
 impl Selector {
@@ -147,6 +148,12 @@ impl Selector {
         nodes: &mut dyn Candidates,
     ) -> Option<&'a Node> {
         // Passes over the (small) node list instead of collecting: no allocation per call.
+        // Without filters the pool is the services' node slices, which `count` and `nth`
+        // cross in one step per service rather than one per node.
+        let all = || services.iter().flat_map(|s| s.nodes.iter());
+        if self.filters.is_empty() && extra.is_empty() {
+            return self.prefer_untried(name, all, tried, nodes);
+        }
         let filters = || self.filters.iter().chain(extra);
         let candidates = || {
             services
@@ -155,14 +162,28 @@ impl Selector {
                 .flat_map(|s| s.nodes.iter())
                 .filter(move |n| filters().all(|f| f.keeps_node(n)))
         };
+        self.prefer_untried(name, candidates, tried, nodes)
+    }
+
+    /// The strategy's ready node among the untried ones of `pool()`; if none of them is ready
+    /// (or there are none), among the tried ones. Each node is in one of the two pools, so
+    /// none is asked twice.
+    fn prefer_untried<'a, I>(
+        &self,
+        name: &str,
+        pool: impl Fn() -> I + Copy,
+        tried: &[Arc<str>],
+        nodes: &mut dyn Candidates,
+    ) -> Option<&'a Node>
+    where
+        I: Iterator<Item = &'a Node>,
+    {
         if tried.is_empty() {
-            return self.pick(name, candidates, nodes);
+            return self.pick(name, pool, nodes);
         }
         let was_tried = |n: &Node| tried.iter().any(|t| **t == *n.id);
-        // Untried nodes first; if none of them is ready (or there are none), the tried ones.
-        // Each node is in one of the two pools, so none is asked twice.
-        self.pick(name, || candidates().filter(move |n| !was_tried(n)), nodes)
-            .or_else(|| self.pick(name, || candidates().filter(move |n| was_tried(n)), nodes))
+        self.pick(name, || pool().filter(move |n| !was_tried(n)), nodes)
+            .or_else(|| self.pick(name, || pool().filter(move |n| was_tried(n)), nodes))
     }
 
     /// The strategy's ready node among `pool()` (an iterator that can be restarted).
@@ -189,10 +210,7 @@ impl Selector {
             (0, _) => None,
             (1, _) => pool().find(|n| nodes.ready(n)),
             (n, Strategy::Random) => first_ready(rand::rng().random_range(0..n), [n; 2], nodes),
-            (n, Strategy::RoundRobin) => {
-                let start = self.counter(name).fetch_add(1, Ordering::Relaxed) % n;
-                first_ready(start, [n; 2], nodes)
-            }
+            (n, Strategy::RoundRobin) => first_ready(self.next_turn(name) % n, [n; 2], nodes),
             (n, Strategy::P2c) => {
                 let mut rng = rand::rng();
                 let a = rng.random_range(0..n);
@@ -213,15 +231,14 @@ impl Selector {
         }
     }
 
-    fn counter(&self, name: &str) -> Arc<AtomicUsize> {
+    /// The rotation counter of service `name`, advanced by one.
+    fn next_turn(&self, name: &str) -> usize {
         if let Some(counter) = self.next.read().get(name) {
-            return counter.clone();
+            return counter.fetch_add(1, Ordering::Relaxed);
         }
-        self.next
-            .write()
-            .entry(name.to_owned())
-            .or_default()
-            .clone()
+        let mut next = self.next.write();
+        let counter = next.entry(name.into()).or_default();
+        counter.fetch_add(1, Ordering::Relaxed)
     }
 }
 
