@@ -469,9 +469,14 @@ mod tests {
         }
     }
 
-    /// 2000 calls, 4 in flight, to a node answering in 10 ms and one in 100 ms, the clock
-    /// moved from one completion to the next; the picks of the slow node.
-    fn slow_node_picks(strategy: Strategy) -> usize {
+    /// `calls` calls, 4 in flight, to nodes `fast` and `slow`, each call ending after
+    /// `outcome(node)` (its latency, and whether it failed), the clock moved from one
+    /// completion to the next; the picks of `slow`.
+    fn simulate(
+        strategy: Strategy,
+        calls: usize,
+        outcome: impl Fn(&str) -> (Duration, bool),
+    ) -> usize {
         use std::{cmp::Reverse, collections::BinaryHeap};
         let services = vec![Service {
             name: "s".into(),
@@ -493,27 +498,48 @@ mod tests {
         let mut in_flight = BinaryHeap::new();
         let mut inflights = HashMap::new();
         let (mut slow, mut sent) = (0, 0);
-        while sent < 2000 {
-            while in_flight.len() < 4 && sent < 2000 {
+        while sent < calls || !in_flight.is_empty() {
+            while in_flight.len() < 4 && sent < calls {
                 let node = selector
                     .select_ready("s", &services, &[], &[], &mut nodes)
                     .unwrap();
-                let latency = if node.id == "slow" {
-                    slow += 1;
-                    Duration::from_millis(100)
-                } else {
-                    Duration::from_millis(10)
-                };
+                slow += usize::from(node.id == "slow");
+                let (latency, failed) = outcome(&node.id);
                 let call = nodes.loads[&node.id].start(nodes.now);
                 in_flight.push(Reverse((nodes.now + latency, sent)));
-                inflights.insert(sent, call);
+                inflights.insert(sent, (call, failed));
                 sent += 1;
             }
             let Reverse((at, id)) = in_flight.pop().unwrap();
             nodes.now = at;
-            inflights.remove(&id).unwrap().finish(at, false);
+            let (call, failed) = inflights.remove(&id).unwrap();
+            call.finish(at, failed);
         }
         slow
+    }
+
+    fn slow_node_picks(strategy: Strategy) -> usize {
+        simulate(strategy, 2000, |id| match id {
+            "slow" => (Duration::from_millis(100), false),
+            _ => (Duration::from_millis(10), false),
+        })
+    }
+
+    #[test]
+    fn p2c_sends_few_calls_to_a_frozen_node() {
+        // The process test, on the hand-driven clock: 200 calls at 4 in flight, a
+        // node answering in 100 ms and a frozen one whose calls time out after 1 s.
+        let frozen = |strategy| {
+            simulate(strategy, 200, |id| match id {
+                "slow" => (Duration::from_secs(1), true),
+                _ => (Duration::from_millis(100), false),
+            })
+        };
+        let p2c = frozen(Strategy::P2c);
+        eprintln!("p2c: {p2c} of 200 calls to the frozen node");
+        assert!(p2c <= 20, "p2c: {p2c} of 200 calls to the frozen node");
+        let random = frozen(Strategy::Random);
+        assert!((60..=140).contains(&random), "random: {random} of 200");
     }
 
     #[test]
