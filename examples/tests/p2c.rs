@@ -37,11 +37,12 @@ fn greeter2(etcd: &EtcdServer, id: &str) -> Child {
         .expect("greeter2 starts")
 }
 
-/// Sends `signal` (`STOP`, `CONT`, `KILL`) to process `pid`.
+/// Sends `signal` (`STOP`, `CONT`, `KILL`) to process `pid` (the shell's `kill`: no
+/// procps needed).
 fn signal(pid: u32, signal: &str) -> bool {
-    std::process::Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{signal} {pid}"))
         .status()
         .is_ok_and(|s| s.success())
 }
