@@ -10,7 +10,6 @@
 //! by default, within a retry budget per called service.
 
 mod dispatch;
-mod load;
 mod nodes;
 mod options;
 mod replay;

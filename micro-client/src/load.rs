@@ -84,7 +84,7 @@ impl Load {
 
     /// The same load with this failure penalty: the latency recorded at least for a failed
     /// or timed-out call (calls started from this handle and its later clones).
-    #[cfg(test)]
+    #[allow(dead_code)] // the tests'
     pub(crate) fn with_failure_penalty(mut self, penalty: Duration) -> Self {
         self.failure_penalty = penalty;
         self

@@ -10,6 +10,10 @@ use std::{
 
 use micro_registry::{Node, Service};
 
+// The node load the caller's `Candidates::cost` reads for p2c (a child module, so that the
+// criterion bench can compile the selector with it).
+#[path = "load.rs"]
+pub(crate) mod load;
 use parking_lot::RwLock;
 use rand::Rng;
 
@@ -55,11 +59,10 @@ pub(crate) trait Candidates {
 }
 
 /// Every node ready at the same cost: the selector's choice among the candidates only.
-#[cfg(test)]
 #[derive(Debug, Default)]
+#[allow(dead_code)] // the tests' and the bench's
 pub(crate) struct AllReady;
 
-#[cfg(test)]
 impl Candidates for AllReady {
     fn ready(&mut self, _: &Node) -> bool {
         true
@@ -106,7 +109,8 @@ impl Filter {
 pub(crate) struct Selector {
     strategy: Strategy,
     filters: Vec<Filter>,
-    next: RwLock<HashMap<String, Arc<AtomicUsize>>>,
+    /// Round robin's rotation counter per service.
+    next: RwLock<HashMap<Box<str>, AtomicUsize, foldhash::fast::RandomState>>,
 }
 
 impl Selector {
@@ -118,10 +122,10 @@ impl Selector {
         }
     }
 
-    #[cfg(test)]
     /// A node of `services` that passes the filters (the client's and the call's), preferring
     /// nodes not yet `tried`; `None` when no node passes. Every node counts as ready, at the
     /// same cost ([`AllReady`]).
+    #[allow(dead_code)] // the tests' and the bench's
     pub(crate) fn select<'a>(
         &self,
         name: &str,
@@ -145,6 +149,12 @@ impl Selector {
         nodes: &mut dyn Candidates,
     ) -> Option<&'a Node> {
         // Passes over the (small) node list instead of collecting: no allocation per call.
+        // Without filters the pool is the services' node slices, which `count` and `nth`
+        // cross in one step per service rather than one per node.
+        let all = || services.iter().flat_map(|s| s.nodes.iter());
+        if self.filters.is_empty() && extra.is_empty() {
+            return self.prefer_untried(name, all, tried, nodes);
+        }
         let filters = || self.filters.iter().chain(extra);
         let candidates = || {
             services
@@ -153,14 +163,28 @@ impl Selector {
                 .flat_map(|s| s.nodes.iter())
                 .filter(move |n| filters().all(|f| f.keeps_node(n)))
         };
+        self.prefer_untried(name, candidates, tried, nodes)
+    }
+
+    /// The strategy's ready node among the untried ones of `pool()`; if none of them is ready
+    /// (or there are none), among the tried ones. Each node is in one of the two pools, so
+    /// none is asked twice.
+    fn prefer_untried<'a, I>(
+        &self,
+        name: &str,
+        pool: impl Fn() -> I + Copy,
+        tried: &[Arc<str>],
+        nodes: &mut dyn Candidates,
+    ) -> Option<&'a Node>
+    where
+        I: Iterator<Item = &'a Node>,
+    {
         if tried.is_empty() {
-            return self.pick(name, candidates, nodes);
+            return self.pick(name, pool, nodes);
         }
         let was_tried = |n: &Node| tried.iter().any(|t| **t == *n.id);
-        // Untried nodes first; if none of them is ready (or there are none), the tried ones.
-        // Each node is in one of the two pools, so none is asked twice.
-        self.pick(name, || candidates().filter(move |n| !was_tried(n)), nodes)
-            .or_else(|| self.pick(name, || candidates().filter(move |n| was_tried(n)), nodes))
+        self.pick(name, || pool().filter(move |n| !was_tried(n)), nodes)
+            .or_else(|| self.pick(name, || pool().filter(move |n| was_tried(n)), nodes))
     }
 
     /// The strategy's ready node among `pool()` (an iterator that can be restarted).
@@ -187,10 +211,7 @@ impl Selector {
             (0, _) => None,
             (1, _) => pool().find(|n| nodes.ready(n)),
             (n, Strategy::Random) => first_ready(rand::rng().random_range(0..n), [n; 2], nodes),
-            (n, Strategy::RoundRobin) => {
-                let start = self.counter(name).fetch_add(1, Ordering::Relaxed) % n;
-                first_ready(start, [n; 2], nodes)
-            }
+            (n, Strategy::RoundRobin) => first_ready(self.next_turn(name) % n, [n; 2], nodes),
             (n, Strategy::P2c) => {
                 let mut rng = rand::rng();
                 let a = rng.random_range(0..n);
@@ -211,23 +232,20 @@ impl Selector {
         }
     }
 
-    fn counter(&self, name: &str) -> Arc<AtomicUsize> {
+    /// The rotation counter of service `name`, advanced by one.
+    fn next_turn(&self, name: &str) -> usize {
         if let Some(counter) = self.next.read().get(name) {
-            return counter.clone();
+            return counter.fetch_add(1, Ordering::Relaxed);
         }
-        self.next
-            .write()
-            .entry(name.to_owned())
-            .or_default()
-            .clone()
+        let mut next = self.next.write();
+        let counter = next.entry(name.into()).or_default();
+        counter.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 #[cfg(test)]
-#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
-    use crate::load;
     use std::time::Duration;
 
     fn node(id: &str, label: Option<(&str, &str)>) -> Node {
@@ -412,11 +430,13 @@ mod tests {
     fn p2c_picks_the_cheaper_of_two_and_never_the_dearest() {
         let selector = Selector::new(Strategy::P2c, vec![]);
         let services = services();
-        let mut nodes = Fixed::default();
-        nodes.costs = [("a", 1.0), ("b", 10.0), ("c", 100.0)]
-            .into_iter()
-            .map(|(k, v)| (k.to_owned(), v))
-            .collect();
+        let mut nodes = Fixed {
+            costs: [("a", 1.0), ("b", 10.0), ("c", 100.0)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            ..Fixed::default()
+        };
         let mut picks: HashMap<String, usize> = HashMap::new();
         for _ in 0..3000 {
             let id = nodes.pick(&selector, &services, &[]).unwrap();
@@ -450,9 +470,14 @@ mod tests {
         }
     }
 
-    /// 2000 calls, 4 in flight, to a node answering in 10 ms and one in 100 ms, the clock
-    /// moved from one completion to the next; the picks of the slow node.
-    fn slow_node_picks(strategy: Strategy) -> usize {
+    /// `calls` calls, 4 in flight, to nodes `fast` and `slow`, each call ending after
+    /// `outcome(node)` (its latency, and whether it failed), the clock moved from one
+    /// completion to the next; the picks of `slow`.
+    fn simulate(
+        strategy: Strategy,
+        calls: usize,
+        outcome: impl Fn(&str) -> (Duration, bool),
+    ) -> usize {
         use std::{cmp::Reverse, collections::BinaryHeap};
         let services = vec![Service {
             name: "s".into(),
@@ -474,27 +499,48 @@ mod tests {
         let mut in_flight = BinaryHeap::new();
         let mut inflights = HashMap::new();
         let (mut slow, mut sent) = (0, 0);
-        while sent < 2000 {
-            while in_flight.len() < 4 && sent < 2000 {
+        while sent < calls || !in_flight.is_empty() {
+            while in_flight.len() < 4 && sent < calls {
                 let node = selector
                     .select_ready("s", &services, &[], &[], &mut nodes)
                     .unwrap();
-                let latency = if node.id == "slow" {
-                    slow += 1;
-                    Duration::from_millis(100)
-                } else {
-                    Duration::from_millis(10)
-                };
+                slow += usize::from(node.id == "slow");
+                let (latency, failed) = outcome(&node.id);
                 let call = nodes.loads[&node.id].start(nodes.now);
                 in_flight.push(Reverse((nodes.now + latency, sent)));
-                inflights.insert(sent, call);
+                inflights.insert(sent, (call, failed));
                 sent += 1;
             }
             let Reverse((at, id)) = in_flight.pop().unwrap();
             nodes.now = at;
-            inflights.remove(&id).unwrap().finish(at, false);
+            let (call, failed) = inflights.remove(&id).unwrap();
+            call.finish(at, failed);
         }
         slow
+    }
+
+    fn slow_node_picks(strategy: Strategy) -> usize {
+        simulate(strategy, 2000, |id| match id {
+            "slow" => (Duration::from_millis(100), false),
+            _ => (Duration::from_millis(10), false),
+        })
+    }
+
+    #[test]
+    fn p2c_sends_few_calls_to_a_frozen_node() {
+        // The process test, on the hand-driven clock: 200 calls at 4 in flight, a
+        // node answering in 100 ms and a frozen one whose calls time out after 1 s.
+        let frozen = |strategy| {
+            simulate(strategy, 200, |id| match id {
+                "slow" => (Duration::from_secs(1), true),
+                _ => (Duration::from_millis(100), false),
+            })
+        };
+        let p2c = frozen(Strategy::P2c);
+        eprintln!("p2c: {p2c} of 200 calls to the frozen node");
+        assert!(p2c <= 20, "p2c: {p2c} of 200 calls to the frozen node");
+        let random = frozen(Strategy::Random);
+        assert!((60..=140).contains(&random), "random: {random} of 200");
     }
 
     #[test]

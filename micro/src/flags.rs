@@ -59,12 +59,15 @@ pub struct Flags {
     /// Accepted for go-micro compatibility (see client_pool_size).
     #[arg(long = "client_pool_ttl", env = "MICRO_CLIENT_POOL_TTL", value_parser = humantime::parse_duration)]
     pub client_pool_ttl: Option<Duration>,
-    /// Selector strategy: random (default) or roundrobin.
+    /// Selector strategy: random (default), roundrobin or p2c.
     #[arg(long, env = "MICRO_SELECTOR")]
     pub selector: Option<String>,
     /// Shutdown grace period for in-flight calls, a duration (micro-rs addition).
     #[arg(long = "server_grace_period", env = "MICRO_SERVER_GRACE_PERIOD", value_parser = humantime::parse_duration)]
     pub server_grace_period: Option<Duration>,
+    /// How long shutdown keeps accepting after deregistering, a duration (micro-rs addition).
+    #[arg(long = "server_deregister_delay", env = "MICRO_SERVER_DEREGISTER_DELAY", value_parser = humantime::parse_duration)]
+    pub server_deregister_delay: Option<Duration>,
 }
 
 impl Flags {
@@ -99,6 +102,8 @@ mod tests {
             "1m",
             "--selector",
             "roundrobin",
+            "--server_deregister_delay",
+            "2500ms",
         ])
         .unwrap();
         assert_eq!(flags.registry.as_deref(), Some("etcd"));
@@ -108,6 +113,10 @@ mod tests {
         assert_eq!(flags.server_metadata, ["zone=a", "rack=b"]);
         assert_eq!(flags.client_request_timeout, Some(Duration::from_secs(60)));
         assert_eq!(flags.selector.as_deref(), Some("roundrobin"));
+        assert_eq!(
+            flags.server_deregister_delay,
+            Some(Duration::from_millis(2500))
+        );
     }
 
     #[test]
@@ -116,5 +125,7 @@ mod tests {
         assert!(err.to_string().contains("register_ttl"), "{err}");
         let err = Flags::try_parse_args(["svc", "--client_request_timeout", "soon"]).unwrap_err();
         assert!(err.to_string().contains("client_request_timeout"), "{err}");
+        let err = Flags::try_parse_args(["svc", "--server_deregister_delay", "later"]).unwrap_err();
+        assert!(err.to_string().contains("server_deregister_delay"), "{err}");
     }
 }

@@ -167,7 +167,22 @@ impl Service {
         self
     }
 
-    /// How long shutdown waits for in-flight calls (default 5 s).
+    /// How long shutdown keeps accepting calls after deregistering, so that watching clients
+    /// drop this node before it stops accepting (`MICRO_SERVER_DEREGISTER_DELAY`, default
+    /// 1 s; zero stops accepting right after deregistering).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let service = micro::Service::new().deregister_delay(Duration::from_secs(3));
+    /// assert_eq!(service.server_options().deregister_delay, Duration::from_secs(3));
+    /// ```
+    pub fn deregister_delay(mut self, delay: Duration) -> Self {
+        self.server.options_mut().deregister_delay = delay;
+        self
+    }
+
+    /// How long shutdown waits for in-flight calls once it stops accepting
+    /// (`MICRO_SERVER_GRACE_PERIOD`, default 5 s).
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.server.options_mut().grace_period = grace;
         self
@@ -228,7 +243,9 @@ impl Service {
         self
     }
 
-    /// Runs `hook` once the server is serving and registered.
+    /// Runs `hook` once the server is serving and registered. If it fails, the server is
+    /// stopped as by [`Running::stop`] (NOT_SERVING, deregistered, drained; the stop hooks
+    /// do not run) and [`Service::start`] returns the error.
     pub fn after_start(
         mut self,
         hook: impl FnMut() -> Result<(), BoxError> + Send + 'static,
@@ -303,6 +320,9 @@ impl Service {
         }
         if let Some(v) = flags.server_grace_period {
             options.grace_period = v
+        }
+        if let Some(v) = flags.server_deregister_delay {
+            options.deregister_delay = v
         }
         for pair in flags.server_metadata.iter().filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').ok_or_else(|| {
@@ -391,11 +411,16 @@ impl Service {
     }
 
     /// Starts serving and registers; returns a handle to stop it. [`Service::run`] is this
-    /// plus waiting for a signal.
+    /// plus waiting for a signal. A failing after-start hook stops the server again before
+    /// its error is returned; dropping the [`Running`] without stopping it deregisters.
     pub async fn start(mut self) -> Result<Running, Error> {
         run_hooks("before start", &mut self.before_start)?;
         let running = self.server.start(self.registry.clone()).await?;
-        run_hooks("after start", &mut self.after_start)?;
+        if let Err(err) = run_hooks("after start", &mut self.after_start) {
+            tracing::error!(%err, "stopping the server");
+            running.stop().await;
+            return Err(err);
+        }
         Ok(Running {
             server: running,
             before_stop: self.before_stop,
@@ -422,7 +447,8 @@ enum ClientState {
     Built(Client),
 }
 
-/// A started service.
+/// A started service. Dropped without [`Running::stop`], its server deregisters and stops
+/// in the background (the stop hooks do not run).
 pub struct Running {
     server: micro_server::Running,
     before_stop: Vec<Hook>,
@@ -440,7 +466,8 @@ impl Running {
         self.server.node()
     }
 
-    /// Stops in go-micro's order: before-stop hooks, deregister, drain, after-stop hooks.
+    /// Stops in go-micro's order: before-stop hooks, NOT_SERVING and deregister, the
+    /// deregister delay (still accepting), stop accepting and drain, after-stop hooks.
     pub async fn stop(mut self) -> Result<(), Error> {
         let before = run_hooks("before stop", &mut self.before_stop);
         self.server.stop().await;
