@@ -49,6 +49,40 @@ pub fn default_registry() -> Arc<dyn Registry> {
     Arc::new(DEFAULT.get_or_init(Memory::new).clone())
 }
 
+/// The registry that go-micro's `--registry` / `MICRO_REGISTRY` (`kind`) and
+/// `--registry_address` / `MICRO_REGISTRY_ADDRESS` (`addresses`) select, as
+/// [`Service::init`] builds it: `memory` (or empty) is the embedded registry; `etcd` uses
+/// `addresses` (`127.0.0.1:2379` when none) and `ETCD_USERNAME` / `ETCD_PASSWORD`.
+///
+/// ```
+/// let registry = micro::registry_from_flags("etcd", &["10.0.0.1:2379".to_owned()]).unwrap();
+/// assert_eq!(registry.name(), "etcd");
+/// assert!(micro::registry_from_flags("consul", &[]).is_err());
+/// ```
+pub fn registry_from_flags(kind: &str, addresses: &[String]) -> Result<Arc<dyn Registry>, Error> {
+    match kind {
+        "memory" | "" => Ok(default_registry()),
+        "etcd" => {
+            let addresses = if addresses.is_empty() {
+                vec!["127.0.0.1:2379".to_owned()]
+            } else {
+                addresses.to_vec()
+            };
+            let mut etcd = Etcd::new(addresses);
+            if let (Ok(user), Ok(password)) = (
+                std::env::var("ETCD_USERNAME"),
+                std::env::var("ETCD_PASSWORD"),
+            ) {
+                etcd = etcd.with_auth(user, password);
+            }
+            Ok(Arc::new(etcd))
+        }
+        other => Err(Error::Options(format!(
+            "registry {other:?} is not supported (memory, etcd)"
+        ))),
+    }
+}
+
 /// A micro service: a server that registers itself and a client that finds others.
 ///
 /// ```no_run
@@ -308,29 +342,8 @@ impl Service {
             })?;
             options.metadata.insert(key.to_owned(), value.to_owned());
         }
-        match flags.registry.as_deref() {
-            None => {}
-            Some("memory") | Some("") => self.registry = default_registry(),
-            Some("etcd") => {
-                let addresses = if flags.registry_address.is_empty() {
-                    vec!["127.0.0.1:2379".to_owned()]
-                } else {
-                    flags.registry_address.clone()
-                };
-                let mut etcd = Etcd::new(addresses);
-                if let (Ok(user), Ok(password)) = (
-                    std::env::var("ETCD_USERNAME"),
-                    std::env::var("ETCD_PASSWORD"),
-                ) {
-                    etcd = etcd.with_auth(user, password);
-                }
-                self.registry = Arc::new(etcd);
-            }
-            Some(other) => {
-                return Err(Error::Options(format!(
-                    "registry {other:?} is not supported (memory, etcd)"
-                )));
-            }
+        if let Some(kind) = flags.registry.as_deref() {
+            self.registry = registry_from_flags(kind, &flags.registry_address)?;
         }
         let strategy = flags.selector.as_deref().map(str::parse).transpose();
         let strategy = strategy.map_err(Error::Options)?;
