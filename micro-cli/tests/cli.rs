@@ -799,3 +799,79 @@ async fn help_has_examples_and_completions_generate() {
         );
     }
 }
+
+/// What a go-micro v4 service writes for its node (Go's nil maps and slices as `null`).
+const GO_NODE: &str = concat!(
+    r#"{"name":"go.greeter","version":"v1.2.0","metadata":null,"#,
+    r#""endpoints":[{"name":"Greeter.Hello","#,
+    r#""request":{"name":"Request","type":"Request","values":[{"name":"name","type":"string","values":null}]},"#,
+    r#""response":{"name":"Response","type":"Response","values":[{"name":"msg","type":"string","values":null}]},"#,
+    r#""metadata":{}}],"#,
+    r#""nodes":[{"id":"go.greeter-6f1c0a9e","address":"127.0.0.1:1","#,
+    r#""metadata":{"broker":"http","protocol":"grpc","registry":"etcd","server":"grpc","transport":"grpc"}}]}"#
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_and_services_read_a_go_micro_node() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let endpoint = etcd.endpoint();
+    let mut raw = etcd.client().await.unwrap();
+    let key = micro::registry::node_key("go.greeter", "go.greeter-6f1c0a9e");
+    raw.put(key, GO_NODE, None).await.unwrap();
+
+    let run = micro(Some(&endpoint), &["services"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let words: Vec<&str> = run
+        .stdout
+        .lines()
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(words, ["go.greeter", "v1.2.0", "1"], "{run:?}");
+
+    let run = micro(Some(&endpoint), &["describe", "service", "go.greeter"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stdout.contains("version v1.2.0"), "{run:?}");
+    assert!(
+        run.stdout.contains("go.greeter-6f1c0a9e  127.0.0.1:1"),
+        "{run:?}"
+    );
+    assert!(
+        run.stdout
+            .contains("Greeter.Hello  Request {name string}  Response {msg string}"),
+        "{run:?}"
+    );
+    let json = micro(Some(&endpoint), &["describe", "go.greeter", "-o", "json"]).await;
+    assert_eq!(
+        json.json()[0]["endpoints"][0]["request"]["values"][0]["name"],
+        "name"
+    );
+
+    // Its node is down: health says so, and the call fails with go-micro's error.
+    let run = micro(
+        Some(&endpoint),
+        &["health", "go.greeter", "--timeout", "2s"],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(run.stdout.contains("UNREACHABLE"), "{run:?}");
+    let proto = greeter_proto();
+    let run = micro(
+        Some(&endpoint),
+        &[
+            "call",
+            "go.greeter",
+            "Greeter.Hello",
+            "{}",
+            "--proto",
+            proto.to_str().unwrap(),
+            "--retries",
+            "0",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    let error: Value = serde_json::from_str(run.stderr.trim()).expect("go-micro error JSON");
+    assert_eq!(error["code"], 503, "{run:?}");
+}
