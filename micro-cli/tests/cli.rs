@@ -875,3 +875,33 @@ async fn describe_and_services_read_a_go_micro_node() {
     let error: Value = serde_json::from_str(run.stderr.trim()).expect("go-micro error JSON");
     assert_eq!(error["code"], 503, "{run:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_goes_on_after_an_etcd_restart() {
+    let mut etcd = EtcdServer::start().await.unwrap();
+    let endpoint = etcd.endpoint();
+    let mut watch = spawn_watch(&endpoint, &["watch", "-o", "json"]);
+    let mut stdout = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(watch.stderr.take().unwrap()).lines();
+    wait_ready(&mut stderr).await;
+
+    etcd.start_again().await.unwrap();
+    // The watch notices, says so, and watches again.
+    let again = tokio::time::timeout(LIMIT, async {
+        while let Ok(Some(line)) = stderr.next_line().await {
+            if line.contains("watching again") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(again, Ok(true), "watch did not resume");
+
+    let node = start(&etcd, "after", Echo, false, &[]).await;
+    let created = next_line(&mut stdout).await;
+    assert_eq!(created["action"], "create", "{created}");
+    assert_eq!(created["node"], *node.node().id);
+    node.stop().await.unwrap();
+    watch.kill().await.unwrap();
+}

@@ -53,33 +53,30 @@ pub(crate) async fn run(
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         match next {
-            Some(Ok(event)) => print_event(&event, output, styles)?,
-            Some(Err(err)) => {
-                eprintln!("micro: watch: {err}; watching again");
-                watcher = rewatch(source, &options).await?;
-            }
-            None => {
-                eprintln!("micro: watch ended; watching again");
-                watcher = rewatch(source, &options).await?;
+            Some(Ok(ref event)) => print_event(event, output, styles)?,
+            Some(Err(ref err)) => eprintln!("micro: watch: {err}; watching again"),
+            None => eprintln!("micro: watch ended; watching again"),
+        }
+        if !matches!(next, Some(Ok(_))) {
+            match rewatch(source, &options).await {
+                Some(again) => watcher = again,
+                None => return Ok(()),
             }
         }
     }
 }
 
-/// Watches again until it works (or Ctrl-C).
-async fn rewatch(
-    source: &Source,
-    options: &WatchOptions,
-) -> Result<micro::registry::Watcher, CliError> {
+/// Watches again until it works; `None` on Ctrl-C.
+async fn rewatch(source: &Source, options: &WatchOptions) -> Option<micro::registry::Watcher> {
     loop {
         tokio::select! {
             _ = tokio::time::sleep(REWATCH) => {}
-            _ = tokio::signal::ctrl_c() => std::process::exit(0),
+            _ = tokio::signal::ctrl_c() => return None,
         }
         match source.registry.watch(options.clone()).await {
             Ok(watcher) => {
                 eprintln!("micro: watching again");
-                return Ok(watcher);
+                return Some(watcher);
             }
             Err(err) => eprintln!("micro: watch: {err}"),
         }
