@@ -203,6 +203,10 @@ async fn services_and_describe_list_the_chain() {
 
     let run = micro(Some(&endpoint), &["services"]).await;
     assert_eq!(run.code, 0, "{run:?}");
+    assert!(
+        !run.stdout.contains('\u{1b}'),
+        "colour codes on a pipe: {run:?}"
+    );
     let lines: Vec<&str> = run.stdout.lines().collect();
     assert!(
         lines[0].starts_with("SERVICE") && lines[0].contains("NODES"),

@@ -47,7 +47,7 @@ fn render(versions: &[Service], styles: Styles) -> String {
         out.push_str(&nodes.render(styles));
         out.push('\n');
         if service.endpoints.is_empty() {
-            out.push_str("no endpoints listed (the node registered no descriptors)\n");
+            out.push_str("no endpoints listed (the node registered none)\n");
             continue;
         }
         let mut endpoints = Table::new(&["ENDPOINT", "REQUEST", "RESPONSE"]);
