@@ -23,10 +23,10 @@
 mod flags;
 mod service;
 
-pub use flags::Flags;
+pub use flags::{Flags, registry_from_flags};
 pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Wrapper};
-pub use service::{Error, Running, Service, default_registry, registry_from_flags};
+pub use service::{Error, Running, Service, default_registry};
 
 /// go-micro's error model (`{id, code, detail, status}`), as go-micro's `errors` package.
 pub mod errors {

@@ -10,12 +10,12 @@ use std::{
 use http::{Request, Response};
 use micro_client::Client;
 use micro_core::Wrapper;
-use micro_registry::{Cache, Etcd, Memory, Registry};
+use micro_registry::{Cache, Memory, Registry};
 use micro_server::Server;
 use tonic::{body::Body, server::NamedService};
 use tower_service::Service as TowerService;
 
-use crate::{BoxError, Flags};
+use crate::{BoxError, Flags, registry_from_flags};
 
 /// A lifecycle hook, as go-micro's `BeforeStart`, `AfterStart`, `BeforeStop`, `AfterStop`.
 type Hook = Box<dyn FnMut() -> Result<(), BoxError> + Send>;
@@ -47,40 +47,6 @@ pub enum Error {
 pub fn default_registry() -> Arc<dyn Registry> {
     static DEFAULT: OnceLock<Memory> = OnceLock::new();
     Arc::new(DEFAULT.get_or_init(Memory::new).clone())
-}
-
-/// The registry that go-micro's `--registry` / `MICRO_REGISTRY` (`kind`) and
-/// `--registry_address` / `MICRO_REGISTRY_ADDRESS` (`addresses`) select, as
-/// [`Service::init`] builds it: `memory` (or empty) is the embedded registry; `etcd` uses
-/// `addresses` (`127.0.0.1:2379` when none) and `ETCD_USERNAME` / `ETCD_PASSWORD`.
-///
-/// ```
-/// let registry = micro::registry_from_flags("etcd", &["10.0.0.1:2379".to_owned()]).unwrap();
-/// assert_eq!(registry.name(), "etcd");
-/// assert!(micro::registry_from_flags("consul", &[]).is_err());
-/// ```
-pub fn registry_from_flags(kind: &str, addresses: &[String]) -> Result<Arc<dyn Registry>, Error> {
-    match kind {
-        "memory" | "" => Ok(default_registry()),
-        "etcd" => {
-            let addresses = if addresses.is_empty() {
-                vec!["127.0.0.1:2379".to_owned()]
-            } else {
-                addresses.to_vec()
-            };
-            let mut etcd = Etcd::new(addresses);
-            if let (Ok(user), Ok(password)) = (
-                std::env::var("ETCD_USERNAME"),
-                std::env::var("ETCD_PASSWORD"),
-            ) {
-                etcd = etcd.with_auth(user, password);
-            }
-            Ok(Arc::new(etcd))
-        }
-        other => Err(Error::Options(format!(
-            "registry {other:?} is not supported (memory, etcd)"
-        ))),
-    }
 }
 
 /// A micro service: a server that registers itself and a client that finds others.
