@@ -8,6 +8,7 @@
 mod call;
 mod context;
 mod error;
+pub mod outcome;
 mod stack_pool;
 pub mod timeout;
 mod wrapper;
@@ -15,6 +16,7 @@ mod wrapper;
 pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of};
 pub use context::{CallContext, Deadline, is_propagated};
 pub use error::{Error, grpc_to_http, http_to_grpc};
+pub use outcome::{Origin, Outcome};
 pub use stack_pool::StackPool;
 pub use wrapper::{BoxService, Wrapper, stack};
 
