@@ -82,6 +82,8 @@ pub enum Filter {
     Label(String, String),
     /// Only services that list this endpoint (services that list none are kept).
     Endpoint(String),
+    /// Only the node with this id (the `micro` CLI's `--node`).
+    Node(String),
 }
 
 impl Filter {
@@ -92,13 +94,14 @@ impl Filter {
                 service.endpoints.is_empty()
                     || service.endpoints.iter().any(|e| &e.name == endpoint)
             }
-            Filter::Label(..) => true,
+            Filter::Label(..) | Filter::Node(_) => true,
         }
     }
 
     fn keeps_node(&self, node: &Node) -> bool {
         match self {
             Filter::Label(key, value) => node.metadata.get(key) == Some(value),
+            Filter::Node(id) => &node.id == id,
             _ => true,
         }
     }
@@ -314,6 +317,10 @@ mod tests {
         // Every node tried: any candidate again rather than none.
         let all: Vec<Arc<str>> = vec!["a".into(), "b".into()];
         assert!(selector.select("s", &services, &[], &all).is_some());
+        let node = [Filter::Node("b".into())];
+        for _ in 0..20 {
+            assert_eq!(selector.select("s", &services, &node, &[]).unwrap().id, "b");
+        }
         let nothing = [Filter::Version("v9".into())];
         assert!(selector.select("s", &services, &nothing, &[]).is_none());
         assert!(selector.select("s", &[], &[], &[]).is_none());

@@ -197,15 +197,23 @@ impl Server {
         let mut builtin = Routes::new(health_service);
         paths.add_builtin("grpc.health.v1.Health");
         if !encoded_descriptors.is_empty() {
-            let mut reflection = tonic_reflection::server::Builder::configure();
-            for encoded in &encoded_descriptors {
-                reflection = reflection.register_encoded_file_descriptor_set(encoded);
-            }
-            let v1 = reflection
+            let reflection = || {
+                encoded_descriptors.iter().fold(
+                    tonic_reflection::server::Builder::configure(),
+                    |builder, encoded| builder.register_encoded_file_descriptor_set(encoded),
+                )
+            };
+            let v1 = reflection()
                 .build_v1()
                 .map_err(|e| Error::Reflection(e.to_string()))?;
+            // v1alpha too: many tools (grpcio-reflection, Postman, grpcui, Evans, grpcurl
+            // before 1.8.8) speak only v1alpha.
+            let v1alpha = reflection()
+                .build_v1alpha()
+                .map_err(|e| Error::Reflection(e.to_string()))?;
             paths.add_builtin("grpc.reflection.v1.ServerReflection");
-            builtin = builtin.add_service(v1);
+            paths.add_builtin("grpc.reflection.v1alpha.ServerReflection");
+            builtin = builtin.add_service(v1).add_service(v1alpha);
         }
 
         // One path: with no wrappers the stack is tonic's routes alone.

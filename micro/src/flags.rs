@@ -1,8 +1,11 @@
 //! go-micro's command-line flags and `MICRO_*` environment variables, same names.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
+use micro_registry::{Etcd, Registry};
+
+use crate::{Error, default_registry};
 
 /// The flags `Service::init` reads. A flag wins over its environment variable; either wins
 /// over what the code set.
@@ -78,6 +81,40 @@ impl Flags {
         T: Into<std::ffi::OsString> + Clone,
     {
         Flags::try_parse_from(args)
+    }
+}
+
+/// The registry that go-micro's `--registry` / `MICRO_REGISTRY` (`kind`) and
+/// `--registry_address` / `MICRO_REGISTRY_ADDRESS` (`addresses`) select, as
+/// [`Service::init`](crate::Service::init) builds it: `memory` (or empty) is the embedded registry; `etcd` uses
+/// `addresses` (`127.0.0.1:2379` when none) and `ETCD_USERNAME` / `ETCD_PASSWORD`.
+///
+/// ```
+/// let registry = micro::registry_from_flags("etcd", &["10.0.0.1:2379".to_owned()]).unwrap();
+/// assert_eq!(registry.name(), "etcd");
+/// assert!(micro::registry_from_flags("consul", &[]).is_err());
+/// ```
+pub fn registry_from_flags(kind: &str, addresses: &[String]) -> Result<Arc<dyn Registry>, Error> {
+    match kind {
+        "memory" | "" => Ok(default_registry()),
+        "etcd" => {
+            let addresses = if addresses.is_empty() {
+                vec!["127.0.0.1:2379".to_owned()]
+            } else {
+                addresses.to_vec()
+            };
+            let mut etcd = Etcd::new(addresses);
+            if let (Ok(user), Ok(password)) = (
+                std::env::var("ETCD_USERNAME"),
+                std::env::var("ETCD_PASSWORD"),
+            ) {
+                etcd = etcd.with_auth(user, password);
+            }
+            Ok(Arc::new(etcd))
+        }
+        other => Err(Error::Options(format!(
+            "registry {other:?} is not supported (memory, etcd)"
+        ))),
     }
 }
 

@@ -23,7 +23,7 @@
 mod flags;
 mod service;
 
-pub use flags::Flags;
+pub use flags::{Flags, registry_from_flags};
 pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{
     BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, Wrapper,

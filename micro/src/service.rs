@@ -10,12 +10,12 @@ use std::{
 use http::{Request, Response};
 use micro_client::Client;
 use micro_core::Wrapper;
-use micro_registry::{Cache, Etcd, Memory, Registry};
+use micro_registry::{Cache, Memory, Registry};
 use micro_server::Server;
 use tonic::{body::Body, server::NamedService};
 use tower_service::Service as TowerService;
 
-use crate::{BoxError, Flags};
+use crate::{BoxError, Flags, registry_from_flags};
 
 /// A lifecycle hook, as go-micro's `BeforeStart`, `AfterStart`, `BeforeStop`, `AfterStop`.
 type Hook = Box<dyn FnMut() -> Result<(), BoxError> + Send>;
@@ -330,29 +330,8 @@ impl Service {
             })?;
             options.metadata.insert(key.to_owned(), value.to_owned());
         }
-        match flags.registry.as_deref() {
-            None => {}
-            Some("memory") | Some("") => self.registry = default_registry(),
-            Some("etcd") => {
-                let addresses = if flags.registry_address.is_empty() {
-                    vec!["127.0.0.1:2379".to_owned()]
-                } else {
-                    flags.registry_address.clone()
-                };
-                let mut etcd = Etcd::new(addresses);
-                if let (Ok(user), Ok(password)) = (
-                    std::env::var("ETCD_USERNAME"),
-                    std::env::var("ETCD_PASSWORD"),
-                ) {
-                    etcd = etcd.with_auth(user, password);
-                }
-                self.registry = Arc::new(etcd);
-            }
-            Some(other) => {
-                return Err(Error::Options(format!(
-                    "registry {other:?} is not supported (memory, etcd)"
-                )));
-            }
+        if let Some(kind) = flags.registry.as_deref() {
+            self.registry = registry_from_flags(kind, &flags.registry_address)?;
         }
         let strategy = flags.selector.as_deref().map(str::parse).transpose();
         let strategy = strategy.map_err(Error::Options)?;
