@@ -171,6 +171,12 @@ async fn gocall_one(go: &Path, etcd: &EtcdServer, args: &[&str]) -> GoResult {
 
 /// go-micro's view of the registry (`goregistry list` / `get NAME`), decoded by micro-rs.
 async fn goregistry(go: &Path, etcd: &EtcdServer, args: &[&str]) -> Vec<micro::registry::Service> {
+    let raw = goregistry_raw(go, etcd, args).await;
+    serde_json::from_str(&raw).expect("go-micro's JSON decodes in micro-rs")
+}
+
+/// `goregistry`'s output as go-micro's `encoding/json` wrote it.
+async fn goregistry_raw(go: &Path, etcd: &EtcdServer, args: &[&str]) -> String {
     let output = Command::new(go.join("goregistry"))
         .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
         .args(args)
@@ -183,7 +189,7 @@ async fn goregistry(go: &Path, etcd: &EtcdServer, args: &[&str]) -> Vec<micro::r
         "goregistry {args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("go-micro's JSON decodes in micro-rs")
+    String::from_utf8(output.stdout).expect("UTF-8")
 }
 
 /// A long-running `goregistry watch` / `poll`: its JSON lines with the time each arrived.
@@ -535,6 +541,14 @@ async fn go_micro_lists_rust_nodes_and_micro_rs_lists_go_nodes_as_each_sees_its_
         Some("grpc")
     );
 
+    // Byte for byte: go-micro re-encoding micro-rs's stored value gives that value back.
+    let mut client = etcd.client().await.unwrap();
+    let key = micro::registry::node_key("greeter2", "greeter2-rust");
+    let stored = client.get(key, None).await.unwrap();
+    let stored = stored.kvs()[0].value_str().unwrap().to_owned();
+    let reencoded = goregistry_raw(&go, &etcd, &["get", "greeter2"]).await;
+    assert_eq!(reencoded.trim(), format!("[{stored}]"));
+
     // micro-rs reads go-micro's registration as go-micro itself does.
     let go_own = goregistry(&go, &etcd, &["get", "gogreeter"]).await;
     let rust_of_go = registry.get_service("gogreeter").await.unwrap();
@@ -561,7 +575,6 @@ async fn go_micro_lists_rust_nodes_and_micro_rs_lists_go_nodes_as_each_sees_its_
     );
 
     // The stored JSON itself: Go's value (with its `null`s) decodes in micro-rs.
-    let mut client = etcd.client().await.unwrap();
     let key = micro::registry::node_key("gogreeter", &go1.node);
     let raw = client.get(key, None).await.unwrap();
     let raw = raw.kvs()[0].value_str().unwrap().to_owned();
