@@ -16,6 +16,7 @@
 pub mod client;
 pub mod compare;
 pub mod discovery;
+pub mod gomicro;
 pub mod load;
 pub mod procstat;
 pub mod serve;
