@@ -3,6 +3,11 @@
 //! Run with `cargo bench -p micro-client --bench select`.
 //! The selector is crate-private, so its source is compiled into this bench. "p2c (loads)"
 //! reads each candidate's peak-EWMA load from a map by node id, as the dispatch will.
+//!
+//! For instruction counts (steady on a loaded machine), `SELECT_LOOP=<n>` runs each pick `n`
+//! times in `pick_once` instead of criterion:
+//! `SELECT_LOOP=100000 valgrind --tool=callgrind --toggle-collect='*pick_once*' <bench binary>`
+//! then `callgrind_annotate` gives the instructions of the `n` picks of each variant.
 #![allow(missing_docs)]
 
 #[allow(dead_code, unreachable_pub)]
@@ -14,7 +19,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use micro_registry::{Node, Service};
 use selector::{AllReady, Candidates, Selector, Strategy, load::Load};
 
@@ -51,6 +56,56 @@ impl Candidates for Loads {
     }
 }
 
+/// One pick, kept out of line so that callgrind can count it alone.
+#[inline(never)]
+fn pick_once<'a>(
+    selector: &Selector,
+    services: &'a [Service],
+    nodes: &mut dyn Candidates,
+) -> Option<&'a Node> {
+    selector.select_ready(black_box("greeter2"), black_box(services), &[], &[], nodes)
+}
+
+/// `SELECT_LOOP` mode: one variant (`SELECT_VARIANT`, as in criterion's names: `random`,
+/// `roundrobin`, `p2c` or `p2c-loads`) over `SELECT_NODES` nodes, `n` times through
+/// `pick_once`.
+fn loop_mode(n: u64) {
+    let variant = std::env::var("SELECT_VARIANT").unwrap_or_else(|_| "random".into());
+    let count = std::env::var("SELECT_NODES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(3);
+    let services = services(count);
+    let (strategy, with_loads) = match variant.as_str() {
+        "p2c-loads" => (Strategy::P2c, true),
+        other => (other.parse().unwrap_or_default(), false),
+    };
+    let selector = Selector::new(strategy, vec![]);
+    let mut loads = loads(&services);
+    let nodes: &mut dyn Candidates = if with_loads {
+        &mut loads
+    } else {
+        &mut AllReady
+    };
+    for _ in 0..n {
+        black_box(pick_once(&selector, &services, nodes));
+    }
+}
+
+fn loads(services: &[Service]) -> Loads {
+    Loads {
+        loads: services[0]
+            .nodes
+            .iter()
+            .map(|node| {
+                let load = Load::new(Duration::from_millis(30), Duration::from_secs(10));
+                (node.id.clone(), load)
+            })
+            .collect(),
+        now: tokio::time::Instant::now(),
+    }
+}
+
 fn picks(c: &mut Criterion) {
     let mut g = c.benchmark_group("select");
     let tried: Vec<Arc<str>> = Vec::new();
@@ -72,17 +127,7 @@ fn picks(c: &mut Criterion) {
             });
         }
         let selector = Selector::new(Strategy::P2c, vec![]);
-        let mut loads = Loads {
-            loads: services[0]
-                .nodes
-                .iter()
-                .map(|node| {
-                    let load = Load::new(Duration::from_millis(30), Duration::from_secs(10));
-                    (node.id.clone(), load)
-                })
-                .collect(),
-            now: tokio::time::Instant::now(),
-        };
+        let mut loads = loads(&services);
         g.bench_function(format!("P2c (loads), {n} nodes"), |b| {
             b.iter(|| {
                 let node = selector.select_ready(
@@ -100,4 +145,14 @@ fn picks(c: &mut Criterion) {
 }
 
 criterion_group!(benches, picks);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(n) = std::env::var("SELECT_LOOP")
+        .ok()
+        .and_then(|n| n.parse().ok())
+    {
+        return loop_mode(n);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

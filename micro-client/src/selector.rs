@@ -152,10 +152,12 @@ impl Selector {
         nodes: &mut dyn Candidates,
     ) -> Option<&'a Node> {
         // Passes over the (small) node list instead of collecting: no allocation per call.
-        // Without filters the pool is the services' node slices, which `count` and `nth`
-        // cross in one step per service rather than one per node.
         let all = || services.iter().flat_map(|s| s.nodes.iter());
         if self.filters.is_empty() && extra.is_empty() {
+            if tried.is_empty() {
+                // The common case: every node is a candidate, reached by index.
+                return self.pick(name, &Slices(services), nodes);
+            }
             return self.prefer_untried(name, all, tried, nodes);
         }
         let filters = || self.filters.iter().chain(extra);
@@ -183,38 +185,30 @@ impl Selector {
         I: Iterator<Item = &'a Node>,
     {
         if tried.is_empty() {
-            return self.pick(name, pool, nodes);
+            return self.pick(name, &Restartable(pool), nodes);
         }
         let was_tried = |n: &Node| tried.iter().any(|t| **t == *n.id);
-        self.pick(name, || pool().filter(move |n| !was_tried(n)), nodes)
-            .or_else(|| self.pick(name, || pool().filter(move |n| was_tried(n)), nodes))
+        let untried = Restartable(|| pool().filter(move |n| !was_tried(n)));
+        let tried = Restartable(|| pool().filter(move |n| was_tried(n)));
+        self.pick(name, &untried, nodes)
+            .or_else(|| self.pick(name, &tried, nodes))
     }
 
-    /// The strategy's ready node among `pool()` (an iterator that can be restarted).
-    fn pick<'a, I>(
+    /// The strategy's ready node of `pool`.
+    fn pick<'a>(
         &self,
         name: &str,
-        pool: impl Fn() -> I,
+        pool: &impl Pool<'a>,
         nodes: &mut dyn Candidates,
-    ) -> Option<&'a Node>
-    where
-        I: Iterator<Item = &'a Node>,
-    {
-        let count = pool().count();
-        let first_ready = |start: usize, skip: [usize; 2], nodes: &mut dyn Candidates| {
-            let after = pool().enumerate().skip(start);
-            let before = pool().enumerate().take(start);
-            after
-                .chain(before)
-                .filter(|(i, _)| !skip.contains(i))
-                .map(|(_, n)| n)
-                .find(|n| nodes.ready(n))
-        };
+    ) -> Option<&'a Node> {
+        let count = pool.len();
         match (count, self.strategy) {
             (0, _) => None,
-            (1, _) => pool().find(|n| nodes.ready(n)),
-            (n, Strategy::Random) => first_ready(rand::rng().random_range(0..n), [n; 2], nodes),
-            (n, Strategy::RoundRobin) => first_ready(self.next_turn(name) % n, [n; 2], nodes),
+            (1, _) => pool.get(0).filter(|node| nodes.ready(node)),
+            (n, Strategy::Random) => {
+                pool.first_ready(rand::rng().random_range(0..n), [n; 2], nodes)
+            }
+            (n, Strategy::RoundRobin) => pool.first_ready(self.next_turn(name) % n, [n; 2], nodes),
             (n, Strategy::P2c) => {
                 let mut rng = rand::rng();
                 let a = rng.random_range(0..n);
@@ -222,14 +216,14 @@ impl Selector {
                     b if b >= a => b + 1,
                     b => b,
                 };
-                let node_a = pool().nth(a).filter(|node| nodes.ready(node));
-                let node_b = pool().nth(b).filter(|node| nodes.ready(node));
+                let node_a = pool.get(a).filter(|node| nodes.ready(node));
+                let node_b = pool.get(b).filter(|node| nodes.ready(node));
                 match (node_a, node_b) {
                     (Some(x), Some(y)) if nodes.cost(y) < nodes.cost(x) => Some(y),
                     (Some(x), _) => Some(x),
                     (None, Some(y)) => Some(y),
                     // Neither is ready: any ready node, from a random start.
-                    (None, None) => first_ready(rng.random_range(0..n), [a, b], nodes),
+                    (None, None) => pool.first_ready(rng.random_range(0..n), [a, b], nodes),
                 }
             }
         }
@@ -243,6 +237,81 @@ impl Selector {
         let mut next = self.next.write();
         let counter = next.entry(name.into()).or_default();
         counter.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// The candidates of one pick, by index.
+trait Pool<'a> {
+    /// How many.
+    fn len(&self) -> usize;
+    /// The `i`th.
+    fn get(&self, i: usize) -> Option<&'a Node>;
+    /// The first ready node from index `start` on, wrapping around, skipping the indexes in
+    /// `skip` (already asked).
+    fn first_ready(
+        &self,
+        start: usize,
+        skip: [usize; 2],
+        nodes: &mut dyn Candidates,
+    ) -> Option<&'a Node> {
+        let n = self.len();
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|i| !skip.contains(i))
+            .filter_map(|i| self.get(i))
+            .find(|node| nodes.ready(node))
+    }
+}
+
+/// Every node of the services: indexing crosses one slice per service.
+struct Slices<'a>(&'a [Service]);
+
+impl<'a> Pool<'a> for Slices<'a> {
+    fn len(&self) -> usize {
+        self.0.iter().map(|s| s.nodes.len()).sum()
+    }
+
+    fn get(&self, mut i: usize) -> Option<&'a Node> {
+        for service in self.0 {
+            match service.nodes.get(i) {
+                Some(node) => return Some(node),
+                None => i -= service.nodes.len(),
+            }
+        }
+        None
+    }
+}
+
+/// The nodes an iterator yields, restarted for each pass (filters, tried nodes).
+struct Restartable<F>(F);
+
+impl<'a, F, I> Pool<'a> for Restartable<F>
+where
+    F: Fn() -> I,
+    I: Iterator<Item = &'a Node>,
+{
+    fn len(&self) -> usize {
+        (self.0)().count()
+    }
+
+    fn get(&self, i: usize) -> Option<&'a Node> {
+        (self.0)().nth(i)
+    }
+
+    /// One pass from `start` to the end, then one from the beginning to `start`.
+    fn first_ready(
+        &self,
+        start: usize,
+        skip: [usize; 2],
+        nodes: &mut dyn Candidates,
+    ) -> Option<&'a Node> {
+        let after = (self.0)().enumerate().skip(start);
+        let before = (self.0)().enumerate().take(start);
+        after
+            .chain(before)
+            .filter(|(i, _)| !skip.contains(i))
+            .map(|(_, n)| n)
+            .find(|n| nodes.ready(n))
     }
 }
 
