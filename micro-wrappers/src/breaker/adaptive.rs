@@ -70,6 +70,7 @@ pub struct AdaptiveCounts {
 type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// The configuration of an [`AdaptiveBreaker`].
+#[derive(Clone)]
 pub struct AdaptiveSettings {
     name: String,
     k: f64,
@@ -155,6 +156,27 @@ impl AdaptiveSettings {
     pub fn on_event(mut self, f: impl Fn(&str, Event) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(f));
         self
+    }
+}
+
+impl AdaptiveSettings {
+    /// The same settings for a breaker named `name` (the wrappers make one per scope).
+    #[must_use]
+    pub fn named(&self, name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The name the breaker will have.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes the observer out (the wrappers chain their own), and sets `observer`.
+    pub(crate) fn replace_on_event(&mut self, observer: Observer) -> Option<Observer> {
+        self.on_event.replace(observer)
     }
 }
 

@@ -96,7 +96,7 @@ pub enum ExecuteError<E> {
 
 type ReadyToTrip = Arc<dyn Fn(Counts) -> bool + Send + Sync>;
 type OnStateChange = Arc<dyn Fn(&str, State, State) + Send + Sync>;
-type IsSuccessful<E> = Arc<dyn Fn(&E) -> bool + Send + Sync>;
+pub(crate) type IsSuccessful<E> = Arc<dyn Fn(&E) -> bool + Send + Sync>;
 
 /// The configuration of a [`CircuitBreaker`]; `E` is the error type of the requests it guards.
 pub struct Settings<E = BoxError> {
@@ -254,6 +254,16 @@ impl<E> Settings<E> {
     /// The name the breaker will have.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Takes the `is_successful` and `on_event` hooks out (the wrappers chain their own).
+    pub(crate) fn take_hooks(&mut self) -> (Option<IsSuccessful<E>>, Option<Observer>) {
+        (self.is_successful.take(), self.on_event.take())
+    }
+
+    /// Sets the observer (the wrappers' chained one).
+    pub(crate) fn set_on_event(&mut self, observer: Observer) {
+        self.on_event = Some(observer);
     }
 }
 
