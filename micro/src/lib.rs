@@ -23,7 +23,7 @@
 mod flags;
 mod service;
 
-pub use flags::Flags;
+pub use flags::{BreakerFlag, BreakerScopeFlag, Flags};
 pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Wrapper};
 pub use service::{Error, Running, Service, default_registry};
@@ -41,6 +41,11 @@ pub mod registry {
 /// The client: options, selector strategies and filters.
 pub mod client {
     pub use micro_client::*;
+}
+
+/// Breakers and rate limits (and the algorithms behind them) as wrappers.
+pub mod wrappers {
+    pub use micro_wrappers::*;
 }
 
 /// The server: options and handler types.

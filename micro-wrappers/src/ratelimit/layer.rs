@@ -29,6 +29,8 @@ pub enum Key {
     /// One bucket for every call.
     #[default]
     All,
+    /// One bucket per called (client) or hosting (server) service, from the `CallInfo`.
+    Service,
     /// One bucket per endpoint (`Greeter.Test`).
     Endpoint,
     /// One bucket per value of this metadata key (e.g. a caller's `x-api-key`); calls

@@ -104,6 +104,10 @@ where
                     .get(endpoint.as_bytes())
                     .take_max_duration(1, max_wait)
             }
+            (Buckets::Keyed(keyed), Key::Service) => {
+                let service = CallInfo::of(&request).map_or("", |info| &info.service);
+                keyed.get(service.as_bytes()).take_max_duration(1, max_wait)
+            }
             (Buckets::Keyed(keyed), Key::Metadata(name)) => {
                 let value = request
                     .headers()
