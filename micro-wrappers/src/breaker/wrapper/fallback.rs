@@ -29,7 +29,7 @@ pub struct Fallback(Arc<Answer>);
 
 impl Fallback {
     /// A fallback for a unary endpoint with request `Req` and response `Rsp`. An error it
-    /// returns reaches the caller as Hystrix's "fallback failed with '<its message>'. run
+    /// returns reaches the caller as Hystrix's "fallback failed with '`its message`'. run
     /// error was '<the breaker's message>'" (a 502).
     pub fn unary<Req, Rsp, F>(f: F) -> Self
     where
