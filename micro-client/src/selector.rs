@@ -9,18 +9,24 @@ use std::{
 };
 
 use micro_registry::{Node, Service};
+
 use parking_lot::RwLock;
 use rand::Rng;
 
 /// How a node is chosen among the candidates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Strategy {
-    /// Uniformly at random (go-micro's default).
+    /// Uniformly at random (go-micro's default): a random start, the first ready node from
+    /// there.
     #[default]
     Random,
     /// A real rotation across calls, per service (go-micro's restarts at a random index on
-    /// each call, so it only rotates across retries).
+    /// each call, so it only rotates across retries); a node that is not ready is skipped.
     RoundRobin,
+    /// Power of two choices: of two distinct random nodes, the ready one with the lower
+    /// load (peak-EWMA latency times pending calls plus one), as tower's `balance::p2c`
+    /// with `PeakEwma` and go-zero's default balancer.
+    P2c,
 }
 
 impl std::str::FromStr for Strategy {
@@ -30,10 +36,37 @@ impl std::str::FromStr for Strategy {
         match s {
             "random" | "" => Ok(Strategy::Random),
             "roundrobin" | "round_robin" | "round-robin" => Ok(Strategy::RoundRobin),
+            "p2c" => Ok(Strategy::P2c),
             other => Err(format!(
-                "unknown selector strategy {other:?} (random, roundrobin)"
+                "unknown selector strategy {other:?} (random, roundrobin, p2c)"
             )),
         }
+    }
+}
+
+/// What the caller knows of each node: whether its stack can take a call now, and its load.
+pub(crate) trait Candidates {
+    /// Whether `node` can take a call now. May have a side effect (polling the node's stack
+    /// and keeping the readied copy): the selector calls it only for a node it would pick,
+    /// at most once per node per [`Selector::select_ready`].
+    fn ready(&mut self, node: &Node) -> bool;
+    /// The node's load for [`Strategy::P2c`]; lower is better.
+    fn cost(&self, node: &Node) -> f64;
+}
+
+/// Every node ready at the same cost: the selector's choice among the candidates only.
+#[cfg(test)]
+#[derive(Debug, Default)]
+pub(crate) struct AllReady;
+
+#[cfg(test)]
+impl Candidates for AllReady {
+    fn ready(&mut self, _: &Node) -> bool {
+        true
+    }
+
+    fn cost(&self, _: &Node) -> f64 {
+        0.0
     }
 }
 
@@ -85,8 +118,10 @@ impl Selector {
         }
     }
 
+    #[cfg(test)]
     /// A node of `services` that passes the filters (the client's and the call's), preferring
-    /// nodes not yet `tried`; `None` when no node passes.
+    /// nodes not yet `tried`; `None` when no node passes. Every node counts as ready, at the
+    /// same cost ([`AllReady`]).
     pub(crate) fn select<'a>(
         &self,
         name: &str,
@@ -94,7 +129,22 @@ impl Selector {
         extra: &[Filter],
         tried: &[Arc<str>],
     ) -> Option<&'a Node> {
-        // Two passes over the (small) node list instead of collecting: no allocation per call.
+        self.select_ready(name, services, extra, tried, &mut AllReady)
+    }
+
+    /// A ready node of `services` that passes the filters (the client's and the call's),
+    /// chosen by the strategy, preferring nodes not yet `tried`; `None` when no candidate is
+    /// ready. `nodes.ready` is asked only of nodes the strategy would pick, at most once per
+    /// node. No allocation.
+    pub(crate) fn select_ready<'a>(
+        &self,
+        name: &str,
+        services: &'a [Service],
+        extra: &[Filter],
+        tried: &[Arc<str>],
+        nodes: &mut dyn Candidates,
+    ) -> Option<&'a Node> {
+        // Passes over the (small) node list instead of collecting: no allocation per call.
         let filters = || self.filters.iter().chain(extra);
         let candidates = || {
             services
@@ -103,26 +153,61 @@ impl Selector {
                 .flat_map(|s| s.nodes.iter())
                 .filter(move |n| filters().all(|f| f.keeps_node(n)))
         };
-        let untried = || candidates().filter(|n| !tried.iter().any(|t| **t == *n.id));
-        let fresh = if tried.is_empty() {
-            0
-        } else {
-            untried().count()
+        if tried.is_empty() {
+            return self.pick(name, candidates, nodes);
+        }
+        let was_tried = |n: &Node| tried.iter().any(|t| **t == *n.id);
+        // Untried nodes first; if none of them is ready (or there are none), the tried ones.
+        // Each node is in one of the two pools, so none is asked twice.
+        self.pick(name, || candidates().filter(move |n| !was_tried(n)), nodes)
+            .or_else(|| self.pick(name, || candidates().filter(move |n| was_tried(n)), nodes))
+    }
+
+    /// The strategy's ready node among `pool()` (an iterator that can be restarted).
+    fn pick<'a, I>(
+        &self,
+        name: &str,
+        pool: impl Fn() -> I,
+        nodes: &mut dyn Candidates,
+    ) -> Option<&'a Node>
+    where
+        I: Iterator<Item = &'a Node>,
+    {
+        let count = pool().count();
+        let first_ready = |start: usize, skip: [usize; 2], nodes: &mut dyn Candidates| {
+            let after = pool().enumerate().skip(start);
+            let before = pool().enumerate().take(start);
+            after
+                .chain(before)
+                .filter(|(i, _)| !skip.contains(i))
+                .map(|(_, n)| n)
+                .find(|n| nodes.ready(n))
         };
-        let (count, use_untried) = match fresh {
-            0 => (candidates().count(), false),
-            n => (n, true),
-        };
-        let index = match (count, self.strategy) {
-            (0, _) => return None,
-            (1, _) => 0,
-            (n, Strategy::Random) => rand::rng().random_range(0..n),
-            (n, Strategy::RoundRobin) => self.counter(name).fetch_add(1, Ordering::Relaxed) % n,
-        };
-        if use_untried {
-            untried().nth(index)
-        } else {
-            candidates().nth(index)
+        match (count, self.strategy) {
+            (0, _) => None,
+            (1, _) => pool().find(|n| nodes.ready(n)),
+            (n, Strategy::Random) => first_ready(rand::rng().random_range(0..n), [n; 2], nodes),
+            (n, Strategy::RoundRobin) => {
+                let start = self.counter(name).fetch_add(1, Ordering::Relaxed) % n;
+                first_ready(start, [n; 2], nodes)
+            }
+            (n, Strategy::P2c) => {
+                let mut rng = rand::rng();
+                let a = rng.random_range(0..n);
+                let b = match rng.random_range(0..n - 1) {
+                    b if b >= a => b + 1,
+                    b => b,
+                };
+                let node_a = pool().nth(a).filter(|node| nodes.ready(node));
+                let node_b = pool().nth(b).filter(|node| nodes.ready(node));
+                match (node_a, node_b) {
+                    (Some(x), Some(y)) if nodes.cost(y) < nodes.cost(x) => Some(y),
+                    (Some(x), _) => Some(x),
+                    (None, Some(y)) => Some(y),
+                    // Neither is ready: any ready node, from a random start.
+                    (None, None) => first_ready(rng.random_range(0..n), [a, b], nodes),
+                }
+            }
         }
     }
 
@@ -139,8 +224,11 @@ impl Selector {
 }
 
 #[cfg(test)]
+#[allow(clippy::field_reassign_with_default)]
 mod tests {
     use super::*;
+    use crate::load;
+    use std::time::Duration;
 
     fn node(id: &str, label: Option<(&str, &str)>) -> Node {
         let mut node = Node {
@@ -213,10 +301,222 @@ mod tests {
         assert!(selector.select("s", &[], &[], &[]).is_none());
     }
 
+    /// Ready unless listed; counts the `ready` questions per node.
+    #[derive(Default)]
+    struct Fixed {
+        not_ready: Vec<&'static str>,
+        costs: HashMap<String, f64>,
+        asked: HashMap<String, usize>,
+    }
+
+    impl Fixed {
+        fn not_ready(ids: &[&'static str]) -> Self {
+            Fixed {
+                not_ready: ids.to_vec(),
+                ..Fixed::default()
+            }
+        }
+
+        /// Picks once; asserts no node was asked twice.
+        fn pick<'a>(
+            &mut self,
+            selector: &Selector,
+            services: &'a [Service],
+            tried: &[Arc<str>],
+        ) -> Option<&'a str> {
+            self.asked.clear();
+            let node = selector.select_ready("s", services, &[], tried, self);
+            assert!(self.asked.values().all(|&n| n == 1), "{:?}", self.asked);
+            node.map(|n| n.id.as_str())
+        }
+    }
+
+    impl Candidates for Fixed {
+        fn ready(&mut self, node: &Node) -> bool {
+            *self.asked.entry(node.id.clone()).or_default() += 1;
+            !self.not_ready.contains(&node.id.as_str())
+        }
+
+        fn cost(&self, node: &Node) -> f64 {
+            self.costs.get(&node.id).copied().unwrap_or(1.0)
+        }
+    }
+
+    const ALL: [Strategy; 3] = [Strategy::Random, Strategy::RoundRobin, Strategy::P2c];
+
+    #[test]
+    fn nodes_that_are_not_ready_are_never_picked_and_asked_at_most_once() {
+        let services = services();
+        for strategy in ALL {
+            let selector = Selector::new(strategy, vec![]);
+            let mut nodes = Fixed::not_ready(&["a", "c"]);
+            for _ in 0..200 {
+                assert_eq!(
+                    nodes.pick(&selector, &services, &[]),
+                    Some("b"),
+                    "{strategy:?}"
+                );
+            }
+            let mut none = Fixed::not_ready(&["a", "b", "c"]);
+            assert_eq!(none.pick(&selector, &services, &[]), None, "{strategy:?}");
+            assert_eq!(none.asked.len(), 3, "{strategy:?}: every node asked once");
+            // All ready: random and round robin ask only the node they pick, p2c its two.
+            let mut ready = Fixed::default();
+            assert!(ready.pick(&selector, &services, &[]).is_some());
+            let most = if strategy == Strategy::P2c { 2 } else { 1 };
+            assert!(ready.asked.len() <= most, "{strategy:?}: {:?}", ready.asked);
+        }
+    }
+
+    #[test]
+    fn round_robin_stays_exact_and_skips_a_node_that_is_not_ready() {
+        let selector = Selector::new(Strategy::RoundRobin, vec![]);
+        let services = services();
+        let mut nodes = Fixed::not_ready(&["b"]);
+        let picks: Vec<_> = (0..6)
+            .map(|_| nodes.pick(&selector, &services, &[]).unwrap().to_owned())
+            .collect();
+        // The rotation goes on: b's turn goes to the next ready node.
+        assert_eq!(picks, ["a", "c", "c", "a", "c", "c"]);
+    }
+
+    #[test]
+    fn untried_ready_nodes_first_then_tried_ones() {
+        let services = services();
+        let tried: Vec<Arc<str>> = vec!["a".into()];
+        for strategy in ALL {
+            let selector = Selector::new(strategy, vec![]);
+            let mut ready = Fixed::default();
+            for _ in 0..50 {
+                let id = ready.pick(&selector, &services, &tried).unwrap();
+                assert_ne!(id, "a", "{strategy:?}");
+            }
+            // The untried ones are not ready: the tried node again rather than none.
+            let mut busy = Fixed::not_ready(&["b", "c"]);
+            assert_eq!(
+                busy.pick(&selector, &services, &tried),
+                Some("a"),
+                "{strategy:?}"
+            );
+            let mut none = Fixed::not_ready(&["a", "b", "c"]);
+            assert_eq!(
+                none.pick(&selector, &services, &tried),
+                None,
+                "{strategy:?}"
+            );
+            assert_eq!(none.asked.len(), 3);
+        }
+    }
+
+    #[test]
+    fn p2c_picks_the_cheaper_of_two_and_never_the_dearest() {
+        let selector = Selector::new(Strategy::P2c, vec![]);
+        let services = services();
+        let mut nodes = Fixed::default();
+        nodes.costs = [("a", 1.0), ("b", 10.0), ("c", 100.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        let mut picks: HashMap<String, usize> = HashMap::new();
+        for _ in 0..3000 {
+            let id = nodes.pick(&selector, &services, &[]).unwrap();
+            *picks.entry(id.to_owned()).or_default() += 1;
+        }
+        // Pairs (a,b) and (a,c) go to a, (b,c) to b: about 2/3 and 1/3; c never.
+        assert_eq!(picks.get("c"), None, "{picks:?}");
+        let (a, b) = (picks["a"], picks["b"]);
+        assert!(a > 1700 && b > 700, "{picks:?}");
+        // One of the two not ready: the other, whatever it costs.
+        let mut only_c = Fixed::not_ready(&["a", "b"]);
+        only_c.costs = nodes.costs.clone();
+        for _ in 0..100 {
+            assert_eq!(only_c.pick(&selector, &services, &[]), Some("c"));
+        }
+    }
+
+    /// Loads on a hand-driven clock, as the dispatch will give them.
+    struct Loaded {
+        loads: HashMap<String, load::Load>,
+        now: tokio::time::Instant,
+    }
+
+    impl Candidates for Loaded {
+        fn ready(&mut self, _: &Node) -> bool {
+            true
+        }
+
+        fn cost(&self, node: &Node) -> f64 {
+            self.loads[&node.id].cost(self.now)
+        }
+    }
+
+    /// 2000 calls, 4 in flight, to a node answering in 10 ms and one in 100 ms, the clock
+    /// moved from one completion to the next; the picks of the slow node.
+    fn slow_node_picks(strategy: Strategy) -> usize {
+        use std::{cmp::Reverse, collections::BinaryHeap};
+        let services = vec![Service {
+            name: "s".into(),
+            nodes: vec![node("fast", None), node("slow", None)],
+            ..Service::default()
+        }];
+        let selector = Selector::new(strategy, vec![]);
+        let t0 = tokio::time::Instant::now();
+        let mut nodes = Loaded {
+            loads: ["fast", "slow"]
+                .into_iter()
+                .map(|id| {
+                    let load = load::Load::new_at(load::DEFAULT_RTT, load::DEFAULT_DECAY, t0);
+                    (id.to_owned(), load)
+                })
+                .collect(),
+            now: t0,
+        };
+        let mut in_flight = BinaryHeap::new();
+        let mut inflights = HashMap::new();
+        let (mut slow, mut sent) = (0, 0);
+        while sent < 2000 {
+            while in_flight.len() < 4 && sent < 2000 {
+                let node = selector
+                    .select_ready("s", &services, &[], &[], &mut nodes)
+                    .unwrap();
+                let latency = if node.id == "slow" {
+                    slow += 1;
+                    Duration::from_millis(100)
+                } else {
+                    Duration::from_millis(10)
+                };
+                let call = nodes.loads[&node.id].start(nodes.now);
+                in_flight.push(Reverse((nodes.now + latency, sent)));
+                inflights.insert(sent, call);
+                sent += 1;
+            }
+            let Reverse((at, id)) = in_flight.pop().unwrap();
+            nodes.now = at;
+            inflights.remove(&id).unwrap().finish(at, false);
+        }
+        slow
+    }
+
+    #[test]
+    fn p2c_gives_a_node_ten_times_slower_at_most_a_fifth_of_the_picks() {
+        let slow = slow_node_picks(Strategy::P2c);
+        eprintln!("p2c: slow node got {slow} of 2000 picks");
+        assert!(slow <= 2000 / 5, "slow node got {slow} of 2000 picks");
+        // Random ignores the load: about half (the contrast that makes the test mean something).
+        let random = slow_node_picks(Strategy::Random);
+        eprintln!("random: slow node got {random} of 2000 picks");
+        assert!((700..=1300).contains(&random), "random: {random} of 2000");
+    }
+
     #[test]
     fn strategy_parses_go_micro_names() {
         assert_eq!("roundrobin".parse::<Strategy>(), Ok(Strategy::RoundRobin));
         assert_eq!("random".parse::<Strategy>(), Ok(Strategy::Random));
+        assert_eq!("p2c".parse::<Strategy>(), Ok(Strategy::P2c));
+        assert_eq!("".parse::<Strategy>(), Ok(Strategy::default()));
+        assert_eq!(Strategy::default(), Strategy::Random);
+        let err = "fastest".parse::<Strategy>().unwrap_err();
+        assert!(err.contains("p2c"), "{err}");
         assert!("fastest".parse::<Strategy>().is_err());
     }
 }

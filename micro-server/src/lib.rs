@@ -24,7 +24,7 @@ use tower_service::Service;
 
 use crate::{
     endpoints::Descriptors,
-    entry::{Entry, Handlers, PathMap},
+    entry::{Entry, PathMap},
     health::Health,
 };
 
@@ -201,15 +201,9 @@ impl Server {
             builtin = builtin.add_service(v1);
         }
 
-        let routes = routes.prepare();
-        let handlers = if layers.is_empty() {
-            Handlers::Routes(routes)
-        } else {
-            Handlers::Wrapped(micro_core::StackPool::new(micro_core::stack(
-                boxed(routes),
-                &layers,
-            )))
-        };
+        // One path: with no wrappers the stack is tonic's routes alone.
+        let handlers =
+            micro_core::StackPool::new(micro_core::stack(boxed(routes.prepare()), &layers));
         let entry = Entry::new(
             handlers,
             builtin.prepare(),

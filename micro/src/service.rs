@@ -86,7 +86,7 @@ impl Service {
     pub fn new() -> Self {
         Service {
             server: Server::new(micro_server::Options::default()),
-            client: ClientState::Configuring(micro_client::Builder::new()),
+            client: ClientState::Configuring(Box::default()),
             registry: default_registry(),
             before_start: Vec::new(),
             after_start: Vec::new(),
@@ -212,7 +212,9 @@ impl Service {
         change: impl FnOnce(micro_client::Builder) -> micro_client::Builder,
     ) {
         match &mut self.client {
-            ClientState::Configuring(builder) => *builder = change(std::mem::take(builder)),
+            ClientState::Configuring(builder) => {
+                **builder = change(std::mem::take(&mut **builder));
+            }
             ClientState::Built(_) => tracing::warn!("{what} after client(): ignored"),
         }
     }
@@ -430,7 +432,7 @@ impl Service {
         let client = match &mut self.client {
             ClientState::Built(client) => return client.clone(),
             ClientState::Configuring(builder) => {
-                std::mem::take(builder).build(Cache::new(self.registry.clone()))
+                std::mem::take(&mut **builder).build(Cache::new(self.registry.clone()))
             }
         };
         self.client = ClientState::Built(client.clone());
@@ -480,7 +482,7 @@ impl Service {
 
 /// The client: being configured until [`Service::client`] first builds it, then fixed.
 enum ClientState {
-    Configuring(micro_client::Builder),
+    Configuring(Box<micro_client::Builder>),
     Built(Client),
 }
 
