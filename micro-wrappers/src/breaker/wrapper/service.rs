@@ -80,8 +80,10 @@ impl<S> Breaker<S> {
         self.inner
     }
 
-    /// The breaker for a request to `service` / `endpoint` (service and endpoint scopes).
-    fn circuit(&mut self, service: &Arc<str>, endpoint: &Arc<str>) -> &Circuit {
+    /// The breaker for a request to `service` / `endpoint` (service scope: `None`).
+    #[inline]
+    fn circuit(&mut self, service: &Arc<str>, endpoint: Option<&Arc<str>>) -> &Circuit {
+        let endpoint = endpoint.unwrap_or(&self.shared.empty);
         let hit = matches!(&self.last, Some((s, e, _))
             if (Arc::ptr_eq(s, service) || **s == **service)
                 && (Arc::ptr_eq(e, endpoint) || **e == **endpoint));
@@ -153,24 +155,16 @@ where
     }
 
     fn call(&mut self, request: Request<tonic::body::Body>) -> Self::Future {
-        let shared = self.shared.clone();
-        let config = &shared.config;
         let info = CallInfo::of(&request);
-        let (service, endpoint) = match info {
-            Some(info) => (info.service.clone(), info.endpoint.clone()),
-            None => (
-                shared.empty.clone(),
-                Arc::from(endpoint_of(request.uri().path())),
-            ),
-        };
-        let acquired = match config.scope {
+        let acquired = match self.shared.config.scope {
             Scope::Node => {
+                let shared = &self.shared;
                 let circuit = self.node.get_or_init(|| {
+                    let service = info.map_or("", |i| &i.service);
                     let node = info.and_then(|i| i.node.as_ref()).map_or("", |n| &n.id);
-                    let name = format!("{service}/{node}");
-                    Arc::new(config.algorithm.build(
-                        name,
-                        config.clock.clone(),
+                    Arc::new(shared.config.algorithm.build(
+                        format!("{service}/{node}"),
+                        shared.config.clock.clone(),
                         shared.observer.clone(),
                     ))
                 });
@@ -180,16 +174,24 @@ where
                 };
                 guard.map(|g| (g, circuit.timeout()))
             }
-            Scope::Service => {
-                let empty = shared.empty.clone();
-                let circuit = self.circuit(&service, &empty);
-                circuit.acquire().map(|g| (g, circuit.timeout()))
-            }
-            Scope::Endpoint => {
-                let circuit = self.circuit(&service, &endpoint);
+            scope => {
+                let circuit = match info {
+                    Some(info) if scope == Scope::Service => self.circuit(&info.service, None),
+                    Some(info) => self.circuit(&info.service, Some(&info.endpoint)),
+                    None if scope == Scope::Service => {
+                        let empty = self.shared.empty.clone();
+                        self.circuit(&empty, None)
+                    }
+                    None => {
+                        let empty = self.shared.empty.clone();
+                        let endpoint = Arc::from(endpoint_of(request.uri().path()));
+                        self.circuit(&empty, Some(&endpoint))
+                    }
+                };
                 circuit.acquire().map(|g| (g, circuit.timeout()))
             }
         };
+        let config = &self.shared.config;
         match acquired {
             Ok((guard, timeout)) => {
                 let timeout = timeout.map(|d| (Box::pin(tokio::time::sleep(d)), config.id.clone()));
@@ -198,7 +200,11 @@ where
             }
             Err(detail) => {
                 let error = Error::new(&*config.id, 502, detail);
-                match config.fallbacks.get(&*endpoint) {
+                let endpoint = info.map_or_else(
+                    || endpoint_of(request.uri().path()),
+                    |i| i.endpoint.to_string(),
+                );
+                match config.fallbacks.get(&endpoint) {
                     Some(fallback) => {
                         ResponseFuture::fallback(request.into_body(), fallback.clone(), error)
                     }
