@@ -32,6 +32,8 @@ pub enum Target {
         service: String,
         /// Adds a `tower::timeout::TimeoutLayer` through `wrap_client`.
         tower: bool,
+        /// Adds a gobreaker (`micro::wrappers::breaker`) through `wrap_client`.
+        breaker: bool,
     },
 }
 
@@ -77,12 +79,18 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
             etcd,
             service,
             tower,
+            breaker,
         } => {
             let mut builder = micro::Service::new()
                 .name("bench-load")
                 .registry(Etcd::new([etcd.clone()]));
             if *tower {
                 builder = builder.wrap_client(timeout_layer());
+            }
+            if *breaker {
+                builder = builder.wrap_client(micro::wrappers::breaker::BreakerLayer::gobreaker(
+                    micro::wrappers::breaker::Settings::new("bench"),
+                ));
             }
             let channel = builder.client().channel(service.clone());
             let client = GreeterClient::new(channel);

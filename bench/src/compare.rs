@@ -253,6 +253,9 @@ fn target_args(scenario: Scenario, server: &ServerProcess, etcd: Option<&str>) -
             if scenario == Scenario::MicroTower {
                 args.push("--tower".into());
             }
+            if scenario == Scenario::MicroBreaker {
+                args.push("--breaker".into());
+            }
             args
         }
         _ if matches!(

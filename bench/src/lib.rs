@@ -39,6 +39,10 @@ pub enum Scenario {
     Micro,
     /// [`Scenario::Micro`] with a tower timeout through `wrap_handler` and `wrap_client`.
     MicroTower,
+    /// [`Scenario::Micro`] with a gobreaker on the load client (`wrap_client`).
+    MicroBreaker,
+    /// [`Scenario::Micro`] with a server rate limit far above the load (it never refuses).
+    MicroRatelimit,
     /// greeter1 -> greeter2 (`Test`, no sleep) in bare tonic: the chain's baseline.
     ChainTonic,
     /// [`Scenario::ChainTonic`] with a 30 s `grpc-timeout` on both hops, as micro sends a
@@ -50,12 +54,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Tonic,
         Scenario::TonicDeadline,
         Scenario::TonicTower,
         Scenario::Micro,
         Scenario::MicroTower,
+        Scenario::MicroBreaker,
+        Scenario::MicroRatelimit,
         Scenario::ChainTonic,
         Scenario::ChainTonicDeadline,
         Scenario::ChainMicro,
@@ -69,6 +75,8 @@ impl Scenario {
             Scenario::TonicTower => "tonic-tower",
             Scenario::Micro => "micro",
             Scenario::MicroTower => "micro-tower",
+            Scenario::MicroBreaker => "micro-breaker",
+            Scenario::MicroRatelimit => "micro-ratelimit",
             Scenario::ChainTonic => "chain-tonic",
             Scenario::ChainTonicDeadline => "chain-tonic-deadline",
             Scenario::ChainMicro => "chain-micro",
@@ -82,7 +90,9 @@ impl Scenario {
             | Scenario::TonicDeadline
             | Scenario::TonicTower
             | Scenario::Micro
-            | Scenario::MicroTower => Scenario::Tonic,
+            | Scenario::MicroTower
+            | Scenario::MicroBreaker
+            | Scenario::MicroRatelimit => Scenario::Tonic,
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 Scenario::ChainTonic
             }
@@ -93,7 +103,11 @@ impl Scenario {
     pub fn uses_micro(self) -> bool {
         matches!(
             self,
-            Scenario::Micro | Scenario::MicroTower | Scenario::ChainMicro
+            Scenario::Micro
+                | Scenario::MicroTower
+                | Scenario::MicroBreaker
+                | Scenario::MicroRatelimit
+                | Scenario::ChainMicro
         )
     }
 
@@ -104,6 +118,8 @@ impl Scenario {
                 "greeter"
             }
             Scenario::MicroTower => "greeter-tower",
+            Scenario::MicroBreaker => "greeter-breaker",
+            Scenario::MicroRatelimit => "greeter-ratelimit",
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 "greeter1"
             }

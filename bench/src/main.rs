@@ -55,6 +55,9 @@ enum Command {
         /// client's `wrap_client`.
         #[arg(long)]
         tower: bool,
+        /// With `--etcd`: a gobreaker on the micro client (`wrap_client`).
+        #[arg(long, requires = "etcd")]
+        breaker: bool,
         /// With `--target`: send this request timeout (`grpc-timeout`) on every call, as a
         /// micro client always does, to measure what carrying a deadline costs bare tonic.
         #[arg(long = "request-timeout", value_parser = humantime::parse_duration, requires = "target")]
@@ -179,6 +182,7 @@ async fn main() -> anyhow::Result<()> {
             etcd,
             service,
             tower,
+            breaker,
             request_timeout,
             load,
             server_pids,
@@ -194,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
                     etcd,
                     service,
                     tower,
+                    breaker,
                 },
                 _ => anyhow::bail!("give --target ADDR, or --etcd ADDR --service NAME"),
             };
