@@ -34,6 +34,8 @@ pub enum Target {
         tower: bool,
         /// The client's selector.
         selector: micro::client::Strategy,
+        /// Adds a gobreaker (`micro::wrappers::breaker`) through `wrap_client`.
+        breaker: bool,
     },
 }
 
@@ -80,6 +82,7 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
             service,
             tower,
             selector,
+            breaker,
         } => {
             let mut builder = micro::Service::new()
                 .name("bench-load")
@@ -90,6 +93,11 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
                 });
             if *tower {
                 builder = builder.wrap_client(timeout_layer());
+            }
+            if *breaker {
+                builder = builder.wrap_client(micro::wrappers::breaker::BreakerLayer::gobreaker(
+                    micro::wrappers::breaker::Settings::new("bench"),
+                ));
             }
             let channel = builder.client().channel(service.clone());
             let client = GreeterClient::new(channel);

@@ -263,6 +263,9 @@ fn target_args(scenario: Scenario, server: &ServerProcess, etcd: Option<&str>) -
             if scenario == Scenario::MicroP2c {
                 args.extend(["--selector".into(), "p2c".into()]);
             }
+            if scenario == Scenario::MicroBreaker {
+                args.push("--breaker".into());
+            }
             args
         }
         _ if matches!(

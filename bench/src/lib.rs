@@ -43,6 +43,10 @@ pub enum Scenario {
     /// [`Scenario::Micro`] with the load client's selector on p2c (peak-EWMA) instead of
     /// random: what the load-aware pick costs.
     MicroP2c,
+    /// [`Scenario::Micro`] with a gobreaker on the load client (`wrap_client`).
+    MicroBreaker,
+    /// [`Scenario::Micro`] with a server rate limit far above the load (it never refuses).
+    MicroRatelimit,
     /// greeter1 -> greeter2 (`Test`, no sleep) in bare tonic: the chain's baseline.
     ChainTonic,
     /// [`Scenario::ChainTonic`] with a 30 s `grpc-timeout` on both hops, as micro sends a
@@ -54,13 +58,15 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Tonic,
         Scenario::TonicDeadline,
         Scenario::TonicTower,
         Scenario::Micro,
         Scenario::MicroTower,
         Scenario::MicroP2c,
+        Scenario::MicroBreaker,
+        Scenario::MicroRatelimit,
         Scenario::ChainTonic,
         Scenario::ChainTonicDeadline,
         Scenario::ChainMicro,
@@ -75,6 +81,8 @@ impl Scenario {
             Scenario::Micro => "micro",
             Scenario::MicroTower => "micro-tower",
             Scenario::MicroP2c => "micro-p2c",
+            Scenario::MicroBreaker => "micro-breaker",
+            Scenario::MicroRatelimit => "micro-ratelimit",
             Scenario::ChainTonic => "chain-tonic",
             Scenario::ChainTonicDeadline => "chain-tonic-deadline",
             Scenario::ChainMicro => "chain-micro",
@@ -89,7 +97,9 @@ impl Scenario {
             | Scenario::TonicTower
             | Scenario::Micro
             | Scenario::MicroTower
-            | Scenario::MicroP2c => Scenario::Tonic,
+            | Scenario::MicroP2c
+            | Scenario::MicroBreaker
+            | Scenario::MicroRatelimit => Scenario::Tonic,
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 Scenario::ChainTonic
             }
@@ -100,7 +110,12 @@ impl Scenario {
     pub fn uses_micro(self) -> bool {
         matches!(
             self,
-            Scenario::Micro | Scenario::MicroTower | Scenario::MicroP2c | Scenario::ChainMicro
+            Scenario::Micro
+                | Scenario::MicroTower
+                | Scenario::MicroP2c
+                | Scenario::MicroBreaker
+                | Scenario::MicroRatelimit
+                | Scenario::ChainMicro
         )
     }
 
@@ -112,6 +127,8 @@ impl Scenario {
             }
             Scenario::MicroTower => "greeter-tower",
             Scenario::MicroP2c => "greeter-p2c",
+            Scenario::MicroBreaker => "greeter-breaker",
+            Scenario::MicroRatelimit => "greeter-ratelimit",
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 "greeter1"
             }

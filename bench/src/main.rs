@@ -58,6 +58,8 @@ enum Command {
         /// With `--etcd`: the micro client's selector (random, roundrobin, p2c).
         #[arg(long, requires = "etcd")]
         selector: Option<micro::client::Strategy>,
+        /// With `--etcd`: a gobreaker on the micro client (`wrap_client`).
+        breaker: bool,
         /// With `--target`: send this request timeout (`grpc-timeout`) on every call, as a
         /// micro client always does, to measure what carrying a deadline costs bare tonic.
         #[arg(long = "request-timeout", value_parser = humantime::parse_duration, requires = "target")]
@@ -189,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
             service,
             tower,
             selector,
+            breaker,
             request_timeout,
             load,
             server_pids,
@@ -205,6 +208,7 @@ async fn main() -> anyhow::Result<()> {
                     service,
                     tower,
                     selector: selector.unwrap_or_default(),
+                    breaker,
                 },
                 _ => anyhow::bail!("give --target ADDR, or --etcd ADDR --service NAME"),
             };

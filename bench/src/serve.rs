@@ -122,7 +122,11 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
                 servers: vec![server2, server1],
             })
         }
-        Scenario::Micro | Scenario::MicroTower | Scenario::MicroP2c => {
+        Scenario::Micro
+        | Scenario::MicroTower
+        | Scenario::MicroP2c
+        | Scenario::MicroBreaker
+        | Scenario::MicroRatelimit => {
             let name = options
                 .name
                 .clone()
@@ -130,6 +134,11 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             let mut service = micro_service(&name, options)?;
             if scenario == Scenario::MicroTower {
                 service = service.wrap_handler(timeout_layer());
+            }
+            if scenario == Scenario::MicroRatelimit {
+                // A billion calls per second: far above any load here, so it never refuses.
+                let limit = micro::wrappers::ratelimit::RateLimitLayer::new(1e9, 1_000_000_000)?;
+                service = service.wrap_handler(limit);
             }
             let running = service
                 .handle(GreeterServer::new(greeter2()))

@@ -235,3 +235,83 @@ async fn calls_spread_round_robin_survive_a_killed_node_and_an_etcd_outage() {
     }
     etcd.start_again().await.unwrap();
 }
+
+/// Node scope: two greeter2 processes, one frozen with SIGSTOP; greeter1 with a gobreaker per
+/// node (from the flags) and a 1 s timeout. Only the calls that reach the frozen node before
+/// its breaker opens time out (more than 5 consecutive failures trip it, and calls here are
+/// sequential: one in flight; no probe comes within gobreaker's 60 s); all others succeed.
+#[tokio::test]
+async fn a_node_breaker_ejects_a_frozen_node() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let registry = Etcd::new([etcd.endpoint()]);
+    // A long TTL, so the frozen node stays registered: only its breaker can eject it.
+    let long_ttl = [
+        ("MICRO_REGISTER_TTL", "60"),
+        ("MICRO_REGISTER_INTERVAL", "30"),
+    ];
+    let bin = env!("CARGO_BIN_EXE_greeter2");
+    let _healthy = spawn(bin, &etcd, "greeter2-ok", &long_ttl);
+    let frozen = spawn(bin, &etcd, "greeter2-frozen", &long_ttl);
+    let _greeter1 = spawn(
+        env!("CARGO_BIN_EXE_greeter1"),
+        &etcd,
+        "greeter1-nodes",
+        &[
+            ("MICRO_CLIENT_BREAKER", "gobreaker"),
+            ("MICRO_CLIENT_BREAKER_SCOPE", "node"),
+            ("MICRO_CLIENT_REQUEST_TIMEOUT", "1s"),
+        ],
+    );
+    let found = eventually(Duration::from_secs(20), || async {
+        node_address(&registry, "greeter1", "greeter1-nodes")
+            .await
+            .is_some()
+            && key_exists(&etcd, "greeter2", "greeter2-ok").await
+            && key_exists(&etcd, "greeter2", "greeter2-frozen").await
+    })
+    .await;
+    assert!(found.is_some(), "services did not register");
+    let address = node_address(&registry, "greeter1", "greeter1-nodes")
+        .await
+        .unwrap();
+    let mut plain = GreeterClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    // Both nodes answer before the freeze.
+    let mut seen = std::collections::HashSet::new();
+    let started = tokio::time::Instant::now();
+    while seen.len() < 2 && started.elapsed() < Duration::from_secs(20) {
+        if let Ok(reply) = plain.hello(Request { name: "w".into() }).await {
+            let msg = reply.into_inner().msg;
+            seen.insert(msg.rsplit(' ').next().unwrap_or_default().to_owned());
+        }
+    }
+    assert_eq!(seen.len(), 2, "both nodes answered: {seen:?}");
+
+    let pid = frozen.id().expect("running").to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let (mut timeouts, mut ok) = (0, 0);
+    for _ in 0..40 {
+        match plain.hello(Request { name: "n".into() }).await {
+            Ok(reply) => {
+                assert!(reply.into_inner().msg.ends_with("greeter2-ok"));
+                ok += 1;
+            }
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+                timeouts += 1;
+            }
+        }
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status();
+    eprintln!("node breaker: {timeouts} timeouts, {ok} answers");
+    // Trip count (6) + calls in flight (1) + probes (0 within 60 s).
+    assert!(timeouts <= 7, "{timeouts} timeouts");
+    assert_eq!(ok + timeouts, 40);
+}

@@ -109,12 +109,97 @@ fn buckets(c: &mut Criterion) {
     g.finish();
 }
 
+/// One call through `service` over a ready inner service answering at once with a
+/// trailers-only `grpc-status: 0` head (the outcome is read there), polled once.
+fn hop<S>(service: &mut S, info: &micro_core::CallInfo)
+where
+    S: tower::Service<http::Request<tonic::body::Body>>,
+    S::Future: std::future::Future,
+{
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(service.poll_ready(&mut cx).is_ready());
+    let mut request = http::Request::new(tonic::body::Body::empty());
+    request.extensions_mut().insert(info.clone());
+    let future = std::pin::pin!(service.call(request));
+    match future.poll(&mut cx) {
+        Poll::Ready(response) => drop(black_box(response)),
+        Poll::Pending => panic!("the inner service is always ready"),
+    }
+}
+
+fn ready_inner() -> impl tower::Service<
+    http::Request<tonic::body::Body>,
+    Response = http::Response<tonic::body::Body>,
+    Error = std::convert::Infallible,
+    Future = std::future::Ready<
+        Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+    >,
+> + Clone {
+    tower::service_fn(|_req: http::Request<tonic::body::Body>| {
+        let mut response = http::Response::new(tonic::body::Body::empty());
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("0"));
+        std::future::ready(Ok(response))
+    })
+}
+
+fn layers(c: &mut Criterion) {
+    use micro_wrappers::breaker::wrapper::BreakerLayer;
+    use micro_wrappers::ratelimit::RateLimitLayer;
+    use tower::Layer;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _entered = runtime.enter();
+    let info = micro_core::CallInfo {
+        service: "greeter2".into(),
+        endpoint: "Greeter.Test".into(),
+        ..Default::default()
+    };
+    let mut g = c.benchmark_group("layers");
+
+    let mut bare = ready_inner();
+    g.bench_function("inner service alone", |b| b.iter(|| hop(&mut bare, &info)));
+
+    let mut gobreaker = BreakerLayer::gobreaker(Settings::new("bench")).layer(ready_inner());
+    g.bench_function("gobreaker layer (closed)", |b| {
+        b.iter(|| hop(&mut gobreaker, &info))
+    });
+    let mut hystrix =
+        BreakerLayer::hystrix_with_deadline(HystrixConfig::default()).layer(ready_inner());
+    g.bench_function("hystrix layer (closed, call deadline)", |b| {
+        b.iter(|| hop(&mut hystrix, &info))
+    });
+    let mut adaptive = BreakerLayer::adaptive(AdaptiveSettings::new("bench"))
+        .expect("valid")
+        .layer(ready_inner());
+    g.bench_function("adaptive layer", |b| b.iter(|| hop(&mut adaptive, &info)));
+
+    let mut limit = RateLimitLayer::with_quantum(Duration::from_nanos(1), i64::MAX / 4, 1)
+        .expect("valid")
+        .layer(ready_inner());
+    g.bench_function("ratelimit layer (token available)", |b| {
+        b.iter(|| hop(&mut limit, &info))
+    });
+    let mut tower_limit =
+        tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(3600)).layer(ready_inner());
+    g.bench_function("tower::limit::RateLimit", |b| {
+        b.iter(|| hop(&mut tower_limit, &info))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = breakers, buckets
+    targets = breakers, buckets, layers
 }
 criterion_main!(benches);

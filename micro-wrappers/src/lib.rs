@@ -16,9 +16,9 @@ pub mod breaker;
 pub mod clock;
 pub mod ratelimit;
 
-pub use breaker::{AdaptiveBreaker, CircuitBreaker, HystrixCircuit};
+pub use breaker::{AdaptiveBreaker, BreakerLayer, CircuitBreaker, HystrixCircuit};
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use ratelimit::Bucket;
+pub use ratelimit::{Bucket, RateLimitLayer};
 
 /// A boxed error, the default error type of the guarded requests.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

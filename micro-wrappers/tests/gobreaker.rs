@@ -350,10 +350,42 @@ fn a_panicking_request_counts_as_a_failure_and_panics_on() {
 }
 
 #[test]
-fn a_dropped_done_counts_as_a_failure() {
+fn a_dropped_done_counts_as_neither() {
     let cb: Cb = CircuitBreaker::with_clock(Settings::new("drop"), ManualClock::new());
+    let _ = exec(&cb, false);
     drop(cb.allow().expect("closed"));
     assert_eq!(cb.counts(), c(1, 0, 1, 0, 1));
+}
+
+#[test]
+fn a_cancelled_half_open_request_frees_its_slot() {
+    let clock = ManualClock::new();
+    let cb: Cb = CircuitBreaker::with_clock(Settings::new("slot").timeout(secs(1)), clock.clone());
+    for _ in 0..6 {
+        let _ = exec(&cb, false);
+    }
+    clock.advance(secs(1) + NS);
+    let probe = cb.allow().expect("half-open lets one through");
+    assert_eq!(
+        cb.allow().map(|_| ()),
+        Err(BreakerError::TooManyRequests),
+        "the slot is taken"
+    );
+    drop(probe); // the caller cancelled
+    assert_eq!(cb.state(), State::HalfOpen);
+    assert_eq!(cb.counts(), c(0, 0, 0, 0, 0));
+    let probe = cb.allow().expect("the freed slot");
+    probe.done(true);
+    assert_eq!(cb.state(), State::Closed);
+}
+
+#[test]
+fn guards_outlive_the_breaker_handle() {
+    let cb: Cb = CircuitBreaker::with_clock(Settings::new("owned"), ManualClock::new());
+    let done = cb.allow().expect("closed");
+    let handle = std::thread::spawn(move || done.done(true));
+    handle.join().unwrap();
+    assert_eq!(cb.counts(), c(1, 1, 0, 1, 0));
 }
 
 #[test]

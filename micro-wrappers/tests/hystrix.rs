@@ -249,6 +249,22 @@ fn errors_include_short_circuits_and_rejections() {
 }
 
 #[test]
+fn a_cancelled_probe_frees_the_probe_slot() {
+    let (c, clock) = circuit(HystrixConfig::default());
+    clock.set(ms(1_000));
+    open(&c);
+    clock.set(ms(6_000) + NS);
+    let probe = c.allow().expect("the probe");
+    assert_eq!(c.allow().map(|_| ()), Err(Rejected::CircuitOpen));
+    drop(probe); // the caller cancelled: not counted, and the slot is free again
+    assert_eq!(c.in_flight(), 0);
+    let probe = c.allow().expect("another probe at once");
+    assert!(probe.is_probe());
+    probe.report(Outcome::Success);
+    assert!(!c.is_open());
+}
+
+#[test]
 fn max_concurrency_rejects_and_tickets_return() {
     let (c, _) = circuit(HystrixConfig {
         max_concurrent_requests: 2,

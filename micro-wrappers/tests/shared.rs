@@ -23,6 +23,8 @@ fn algorithms_are_send_and_sync() {
     send_sync::<Bucket<ManualClock>>();
     send_sync::<SystemClock>();
     send_sync::<ManualClock>();
-    send_sync::<Done<'static>>();
-    send_sync::<Ticket<'static>>();
+    send_sync::<Done>();
+    send_sync::<Done<ManualClock>>();
+    send_sync::<Ticket>();
+    send_sync::<micro_wrappers::breaker::adaptive::AdaptiveDone>();
 }

@@ -71,6 +71,83 @@ pub struct Flags {
     /// How long shutdown keeps accepting after deregistering, a duration (micro-rs addition).
     #[arg(long = "server_deregister_delay", env = "MICRO_SERVER_DEREGISTER_DELAY", value_parser = humantime::parse_duration)]
     pub server_deregister_delay: Option<Duration>,
+    /// Client circuit breaker: off (default), gobreaker, hystrix, adaptive (micro-rs addition).
+    #[arg(long = "client_breaker", env = "MICRO_CLIENT_BREAKER", value_enum)]
+    pub client_breaker: Option<BreakerFlag>,
+    /// What one client breaker covers: service (default), endpoint, node (micro-rs addition).
+    #[arg(
+        long = "client_breaker_scope",
+        env = "MICRO_CLIENT_BREAKER_SCOPE",
+        value_enum
+    )]
+    pub client_breaker_scope: Option<BreakerScopeFlag>,
+    /// Calls per second for the whole server, 0 = off (default; micro-rs addition).
+    #[arg(long = "server_ratelimit", env = "MICRO_SERVER_RATELIMIT", value_parser = parse_rate)]
+    pub server_ratelimit: Option<f64>,
+    /// Bucket capacity of the server limit (default: the rate).
+    #[arg(long = "server_ratelimit_burst", env = "MICRO_SERVER_RATELIMIT_BURST", value_parser = parse_burst)]
+    pub server_ratelimit_burst: Option<i64>,
+    /// true: calls wait for a token (within their deadline); false: refused with 429 (default).
+    #[arg(long = "server_ratelimit_wait", env = "MICRO_SERVER_RATELIMIT_WAIT", value_parser = parse_bool)]
+    pub server_ratelimit_wait: Option<bool>,
+    /// Calls per second per called service, 0 = off (default; micro-rs addition).
+    #[arg(long = "client_ratelimit", env = "MICRO_CLIENT_RATELIMIT", value_parser = parse_rate)]
+    pub client_ratelimit: Option<f64>,
+    /// Bucket capacity of the client limit (default: the rate).
+    #[arg(long = "client_ratelimit_burst", env = "MICRO_CLIENT_RATELIMIT_BURST", value_parser = parse_burst)]
+    pub client_ratelimit_burst: Option<i64>,
+    /// true: calls wait for a token (within their deadline); false: refused with 429 (default).
+    #[arg(long = "client_ratelimit_wait", env = "MICRO_CLIENT_RATELIMIT_WAIT", value_parser = parse_bool)]
+    pub client_ratelimit_wait: Option<bool>,
+}
+
+/// `--client_breaker` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BreakerFlag {
+    /// No breaker.
+    Off,
+    /// sony/gobreaker's defaults: open after more than 5 consecutive failures, for 60 s.
+    Gobreaker,
+    /// Hystrix's defaults (10 s window, 20 requests, 50 %, 5 s), the call's own deadline
+    /// instead of a 1 s timeout, no concurrency cap.
+    Hystrix,
+    /// The SRE book's adaptive throttling (go-zero's defaults).
+    Adaptive,
+}
+
+/// `--client_breaker_scope` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BreakerScopeFlag {
+    /// One breaker per called service.
+    Service,
+    /// One per service and endpoint.
+    Endpoint,
+    /// One per node (an open node is skipped by the selector).
+    Node,
+}
+
+fn parse_rate(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate >= 0.0 => Ok(rate),
+        _ => Err(format!(
+            "{value:?} is not a rate: want calls per second, a number >= 0"
+        )),
+    }
+}
+
+fn parse_burst(value: &str) -> Result<i64, String> {
+    match value.parse::<i64>() {
+        Ok(burst) if burst > 0 => Ok(burst),
+        _ => Err(format!("{value:?} is not a burst: want a whole number > 0")),
+    }
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(format!("{value:?}: want true or false")),
+    }
 }
 
 impl Flags {
@@ -154,6 +231,65 @@ mod tests {
             flags.server_deregister_delay,
             Some(Duration::from_millis(2500))
         );
+    }
+
+    #[test]
+    fn breaker_and_ratelimit_flags_parse() {
+        for (value, want) in [
+            ("off", BreakerFlag::Off),
+            ("gobreaker", BreakerFlag::Gobreaker),
+            ("hystrix", BreakerFlag::Hystrix),
+            ("adaptive", BreakerFlag::Adaptive),
+        ] {
+            let flags = Flags::try_parse_args(["svc", "--client_breaker", value]).unwrap();
+            assert_eq!(flags.client_breaker, Some(want));
+        }
+        for (value, want) in [
+            ("service", BreakerScopeFlag::Service),
+            ("endpoint", BreakerScopeFlag::Endpoint),
+            ("node", BreakerScopeFlag::Node),
+        ] {
+            let flags = Flags::try_parse_args(["svc", "--client_breaker_scope", value]).unwrap();
+            assert_eq!(flags.client_breaker_scope, Some(want));
+        }
+        let flags = Flags::try_parse_args([
+            "svc",
+            "--server_ratelimit",
+            "250.5",
+            "--server_ratelimit_burst",
+            "40",
+            "--server_ratelimit_wait",
+            "true",
+            "--client_ratelimit=0",
+            "--client_ratelimit_burst=3",
+            "--client_ratelimit_wait=false",
+        ])
+        .unwrap();
+        assert_eq!(flags.server_ratelimit, Some(250.5));
+        assert_eq!(flags.server_ratelimit_burst, Some(40));
+        assert_eq!(flags.server_ratelimit_wait, Some(true));
+        assert_eq!(flags.client_ratelimit, Some(0.0));
+        assert_eq!(flags.client_ratelimit_burst, Some(3));
+        assert_eq!(flags.client_ratelimit_wait, Some(false));
+    }
+
+    #[test]
+    fn bad_breaker_and_ratelimit_values_name_the_flag() {
+        for (flag, value) in [
+            ("--client_breaker", "netflix"),
+            ("--client_breaker_scope", "region"),
+            ("--server_ratelimit", "-1"),
+            ("--server_ratelimit", "fast"),
+            ("--server_ratelimit_burst", "0"),
+            ("--server_ratelimit_wait", "maybe"),
+            ("--client_ratelimit", "NaN"),
+            ("--client_ratelimit_burst", "1.5"),
+            ("--client_ratelimit_wait", "yes please"),
+        ] {
+            let arg = format!("{flag}={value}");
+            let err = Flags::try_parse_args(["svc", arg.as_str()]).unwrap_err();
+            assert!(err.to_string().contains(flag), "{flag} {value}: {err}");
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@
 mod flags;
 mod service;
 
-pub use flags::{Flags, registry_from_flags};
+pub use flags::{BreakerFlag, BreakerScopeFlag, Flags, registry_from_flags};
 pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{
     BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, Wrapper,
@@ -43,6 +43,11 @@ pub mod registry {
 /// The client: options, selector strategies and filters.
 pub mod client {
     pub use micro_client::*;
+}
+
+/// Breakers and rate limits (and the algorithms behind them) as wrappers.
+pub mod wrappers {
+    pub use micro_wrappers::*;
 }
 
 /// The server: options and handler types.

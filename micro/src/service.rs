@@ -296,6 +296,7 @@ impl Service {
 
     /// Applies parsed flags.
     pub fn apply(mut self, flags: Flags) -> Result<Self, Error> {
+        self.apply_resilience(&flags)?;
         let options = self.server.options_mut();
         if let Some(v) = flags.server_name {
             options.name = v
@@ -349,6 +350,69 @@ impl Service {
             builder
         });
         Ok(self)
+    }
+
+    /// Breakers and rate limits from the flags (micro-rs additions): a server limit as the
+    /// innermost handler wrapper, a client limit per called service and a breaker as client
+    /// wrappers (or, in node scope, a call wrapper on each node's stack).
+    fn apply_resilience(&mut self, flags: &Flags) -> Result<(), Error> {
+        use micro_wrappers::breaker::{BreakerLayer, Scope, Settings, adaptive, hystrix};
+        use micro_wrappers::ratelimit::{Key, Mode, RateLimitLayer};
+
+        let limit = |flag: &str, rate: f64, burst: Option<i64>, wait: Option<bool>| {
+            // A fractional rate still holds at least one call.
+            #[allow(clippy::cast_possible_truncation)]
+            let burst = burst.unwrap_or((rate.ceil() as i64).max(1));
+            let mode = if wait == Some(true) {
+                Mode::Wait
+            } else {
+                Mode::Reject
+            };
+            RateLimitLayer::new(rate, burst)
+                .map(|layer| layer.mode(mode))
+                .map_err(|e| Error::Options(format!("{flag} {rate}: {e}")))
+        };
+        if let Some(rate) = flags.server_ratelimit.filter(|r| *r > 0.0) {
+            let layer = limit(
+                "server_ratelimit",
+                rate,
+                flags.server_ratelimit_burst,
+                flags.server_ratelimit_wait,
+            )?;
+            self.server.wrap(layer.id("go.micro.server"));
+        }
+        if let Some(rate) = flags.client_ratelimit.filter(|r| *r > 0.0) {
+            let layer = limit(
+                "client_ratelimit",
+                rate,
+                flags.client_ratelimit_burst,
+                flags.client_ratelimit_wait,
+            )?;
+            let layer = layer.key(Key::Service).id("go.micro.client");
+            self.configure_client("flags", |builder| builder.wrap_client(layer));
+        }
+        let layer = match flags.client_breaker {
+            None | Some(crate::BreakerFlag::Off) => return Ok(()),
+            Some(crate::BreakerFlag::Gobreaker) => BreakerLayer::gobreaker(Settings::new("client")),
+            Some(crate::BreakerFlag::Hystrix) => {
+                BreakerLayer::hystrix_with_deadline(hystrix::HystrixConfig::default())
+            }
+            Some(crate::BreakerFlag::Adaptive) => {
+                BreakerLayer::adaptive(adaptive::AdaptiveSettings::new("client"))
+                    .map_err(|e| Error::Options(format!("client_breaker adaptive: {e}")))?
+            }
+        };
+        let scope = match flags.client_breaker_scope {
+            None | Some(crate::BreakerScopeFlag::Service) => Scope::Service,
+            Some(crate::BreakerScopeFlag::Endpoint) => Scope::Endpoint,
+            Some(crate::BreakerScopeFlag::Node) => Scope::Node,
+        };
+        let layer = layer.scope(scope);
+        self.configure_client("flags", |builder| match scope {
+            Scope::Node => builder.wrap_call(layer),
+            _ => builder.wrap_client(layer),
+        });
+        Ok(())
     }
 
     /// The server options as configured so far.

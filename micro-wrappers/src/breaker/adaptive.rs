@@ -70,6 +70,7 @@ pub struct AdaptiveCounts {
 type Random = Arc<dyn Fn() -> f64 + Send + Sync>;
 
 /// The configuration of an [`AdaptiveBreaker`].
+#[derive(Clone)]
 pub struct AdaptiveSettings {
     name: String,
     k: f64,
@@ -158,6 +159,27 @@ impl AdaptiveSettings {
     }
 }
 
+impl AdaptiveSettings {
+    /// The same settings for a breaker named `name` (the wrappers make one per scope).
+    #[must_use]
+    pub fn named(&self, name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The name the breaker will have.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes the observer out (the wrappers chain their own), and sets `observer`.
+    pub(crate) fn replace_on_event(&mut self, observer: Observer) -> Option<Observer> {
+        self.on_event.replace(observer)
+    }
+}
+
 impl fmt::Debug for AdaptiveSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveSettings")
@@ -172,6 +194,11 @@ impl fmt::Debug for AdaptiveSettings {
 
 /// The adaptive (SRE client-side throttling) breaker.
 pub struct AdaptiveBreaker<C: Clock = SystemClock> {
+    inner: Arc<Shared<C>>,
+}
+
+/// The state shared by an [`AdaptiveBreaker`] and its guards.
+struct Shared<C> {
     name: String,
     k: f64,
     protection: u64,
@@ -186,12 +213,12 @@ pub struct AdaptiveBreaker<C: Clock = SystemClock> {
 /// accepted it with [`done`](Self::done). Dropped unreported, it counts as a failure during a
 /// panic (as go-zero) and is not counted otherwise (a cancelled request).
 #[must_use = "report the outcome with `done`"]
-pub struct AdaptiveDone<'a, C: Clock = SystemClock> {
-    breaker: &'a AdaptiveBreaker<C>,
+pub struct AdaptiveDone<C: Clock = SystemClock> {
+    breaker: Arc<Shared<C>>,
     reported: bool,
 }
 
-impl<C: Clock> AdaptiveDone<'_, C> {
+impl<C: Clock> AdaptiveDone<C> {
     /// Counts the request, and whether the backend accepted it.
     #[inline]
     pub fn done(mut self, accepted: bool) {
@@ -200,7 +227,7 @@ impl<C: Clock> AdaptiveDone<'_, C> {
     }
 }
 
-impl<C: Clock> Drop for AdaptiveDone<'_, C> {
+impl<C: Clock> Drop for AdaptiveDone<C> {
     fn drop(&mut self) {
         if !self.reported && std::thread::panicking() {
             self.breaker.record(false);
@@ -208,7 +235,7 @@ impl<C: Clock> Drop for AdaptiveDone<'_, C> {
     }
 }
 
-impl<C: Clock> fmt::Debug for AdaptiveDone<'_, C> {
+impl<C: Clock> fmt::Debug for AdaptiveDone<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveDone")
             .field("breaker", &self.breaker.name)
@@ -237,24 +264,26 @@ impl<C: Clock> AdaptiveBreaker<C> {
         }
         let width = settings.window / buckets;
         Ok(Self {
-            name: settings.name,
-            k: settings.k,
-            protection: settings.protection,
-            clock,
-            window: AtomicWindow::new(buckets as usize, width),
-            random: settings.random,
-            on_event: settings.on_event,
+            inner: Arc::new(Shared {
+                name: settings.name,
+                k: settings.k,
+                protection: settings.protection,
+                clock,
+                window: AtomicWindow::new(buckets as usize, width),
+                random: settings.random,
+                on_event: settings.on_event,
+            }),
         })
     }
 
     /// The breaker's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
     /// The window's counts now.
     pub fn counts(&self) -> AdaptiveCounts {
-        let [requests, accepts] = self.window.totals(self.clock.now_nanos());
+        let [requests, accepts] = self.inner.window.totals(self.inner.clock.now_nanos());
         AdaptiveCounts { requests, accepts }
     }
 
@@ -267,29 +296,32 @@ impl<C: Clock> AdaptiveBreaker<C> {
     fn ratio(&self, c: AdaptiveCounts) -> f64 {
         // Precision loss above 2^53 requests per window is irrelevant here.
         #[allow(clippy::cast_precision_loss)]
-        let (requests, accepts, protection) =
-            (c.requests as f64, c.accepts as f64, self.protection as f64);
-        ((requests - protection - self.k * accepts) / (requests + 1.0)).max(0.0)
+        let (requests, accepts, protection) = (
+            c.requests as f64,
+            c.accepts as f64,
+            self.inner.protection as f64,
+        );
+        ((requests - protection - self.inner.k * accepts) / (requests + 1.0)).max(0.0)
     }
 
     /// Asks to run one request: dropped with the probability of [`drop_ratio`](Self::drop_ratio).
     #[inline]
-    pub fn allow(&self) -> Result<AdaptiveDone<'_, C>, Throttled> {
+    pub fn allow(&self) -> Result<AdaptiveDone<C>, Throttled> {
         let p = self.drop_ratio();
         if p > 0.0 {
-            let r = match &self.random {
+            let r = match &self.inner.random {
                 Some(f) => f(),
                 None => rand::random::<f64>(),
             };
             if r < p {
-                if let Some(f) = &self.on_event {
-                    f(&self.name, Event::Rejected(Rejection::Throttled));
+                if let Some(f) = &self.inner.on_event {
+                    f(&self.inner.name, Event::Rejected(Rejection::Throttled));
                 }
                 return Err(Throttled);
             }
         }
         Ok(AdaptiveDone {
-            breaker: self,
+            breaker: self.inner.clone(),
             reported: false,
         })
     }
@@ -312,7 +344,11 @@ impl<C: Clock> AdaptiveBreaker<C> {
         done.done(result.is_ok());
         result.map_err(AdaptiveError::Inner)
     }
+}
 
+// === impl Shared ===
+
+impl<C: Clock> Shared<C> {
     #[inline]
     fn record(&self, accepted: bool) {
         self.window
@@ -323,9 +359,9 @@ impl<C: Clock> AdaptiveBreaker<C> {
 impl<C: Clock> fmt::Debug for AdaptiveBreaker<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveBreaker")
-            .field("name", &self.name)
-            .field("k", &self.k)
-            .field("protection", &self.protection)
+            .field("name", &self.inner.name)
+            .field("k", &self.inner.k)
+            .field("protection", &self.inner.protection)
             .finish_non_exhaustive()
     }
 }

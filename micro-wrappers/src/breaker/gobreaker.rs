@@ -96,7 +96,7 @@ pub enum ExecuteError<E> {
 
 type ReadyToTrip = Arc<dyn Fn(Counts) -> bool + Send + Sync>;
 type OnStateChange = Arc<dyn Fn(&str, State, State) + Send + Sync>;
-type IsSuccessful<E> = Arc<dyn Fn(&E) -> bool + Send + Sync>;
+pub(crate) type IsSuccessful<E> = Arc<dyn Fn(&E) -> bool + Send + Sync>;
 
 /// The configuration of a [`CircuitBreaker`]; `E` is the error type of the requests it guards.
 pub struct Settings<E = BoxError> {
@@ -226,6 +226,47 @@ impl<E> Settings<E> {
     }
 }
 
+impl<E> Clone for Settings<E> {
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            max_requests: self.max_requests,
+            interval: self.interval,
+            timeout: self.timeout,
+            ready_to_trip: self.ready_to_trip.clone(),
+            on_state_change: self.on_state_change.clone(),
+            is_successful: self.is_successful.clone(),
+            on_event: self.on_event.clone(),
+        }
+    }
+}
+
+impl<E> Settings<E> {
+    /// The same settings for a breaker named `name` (the wrappers make one per scope).
+    #[must_use]
+    pub fn named(&self, name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ..self.clone()
+        }
+    }
+
+    /// The name the breaker will have.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Takes the `is_successful` and `on_event` hooks out (the wrappers chain their own).
+    pub(crate) fn take_hooks(&mut self) -> (Option<IsSuccessful<E>>, Option<Observer>) {
+        (self.is_successful.take(), self.on_event.take())
+    }
+
+    /// Sets the observer (the wrappers' chained one).
+    pub(crate) fn set_on_event(&mut self, observer: Observer) {
+        self.on_event = Some(observer);
+    }
+}
+
 impl<E> fmt::Debug for Settings<E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Settings")
@@ -242,7 +283,7 @@ impl<E> fmt::Debug for Settings<E> {
 /// `E` is the error type of the guarded requests (only [`execute`](Self::execute) and
 /// [`call`](Self::call) use it); `C` is the clock.
 pub struct CircuitBreaker<E = BoxError, C: Clock = SystemClock> {
-    core: Core<C>,
+    core: Arc<Core<C>>,
     is_successful: Option<IsSuccessful<E>>,
 }
 
@@ -330,16 +371,18 @@ impl<C: Clock> LazyNow<'_, C> {
 }
 
 /// The permission to run one request, from [`CircuitBreaker::allow`]: report its outcome with
-/// [`done`](Self::done). Dropping it unreported (a panic or a cancelled future) counts as a
-/// failure, as gobreaker counts a panicking request.
-#[must_use = "report the outcome with `done`; dropping it counts as a failure"]
-pub struct Done<'a, C: Clock = SystemClock> {
-    core: &'a Core<C>,
+/// [`done`](Self::done). It owns a handle on the breaker, so it can live as long as the call
+/// (a response body included). Dropped unreported during a panic it counts as a failure, as
+/// gobreaker counts a panicking request; dropped otherwise (a cancelled call) it counts as
+/// neither: the request is taken out of the counts, which frees its half-open slot.
+#[must_use = "report the outcome with `done`; dropping it cancels the request"]
+pub struct Done<C: Clock = SystemClock> {
+    core: Arc<Core<C>>,
     generation: u32,
     reported: bool,
 }
 
-impl<C: Clock> Done<'_, C> {
+impl<C: Clock> Done<C> {
     /// Reports the request's outcome. Ignored when the breaker's generation changed since the
     /// request was allowed.
     #[inline]
@@ -351,16 +394,20 @@ impl<C: Clock> Done<'_, C> {
     }
 }
 
-impl<C: Clock> Drop for Done<'_, C> {
+impl<C: Clock> Drop for Done<C> {
     #[inline]
     fn drop(&mut self) {
         if !self.reported {
-            self.core.after_request(self.generation, false);
+            if std::thread::panicking() {
+                self.core.after_request(self.generation, false);
+            } else {
+                self.core.cancel_request(self.generation);
+            }
         }
     }
 }
 
-impl<C: Clock> fmt::Debug for Done<'_, C> {
+impl<C: Clock> fmt::Debug for Done<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Done")
             .field("breaker", &self.core.name)
@@ -384,7 +431,7 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
         let interval = (!settings.interval.is_zero()).then_some(settings.interval);
         let now = clock.now();
         let expiry = interval.map(|i| now.saturating_add(i));
-        let core = Core {
+        let core = Arc::new(Core {
             name: settings.name,
             max_requests: settings.max_requests.max(1),
             interval,
@@ -405,7 +452,7 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
                 counts: Counts::default(),
                 expiry,
             }),
-        };
+        });
         Self {
             core,
             is_successful: settings.is_successful,
@@ -444,13 +491,13 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
     /// The two-step form: asks to run one request. On success, run it and report its outcome
     /// with [`Done::done`].
     #[inline]
-    pub fn allow(&self) -> Result<Done<'_, C>, BreakerError> {
+    pub fn allow(&self) -> Result<Done<C>, BreakerError> {
         let generation = match self.core.try_fast_allow() {
             Some(generation) => generation,
             None => self.core.before_request()?,
         };
         Ok(Done {
-            core: &self.core,
+            core: self.core.clone(),
             generation,
             reported: false,
         })
@@ -467,8 +514,8 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
     }
 
     /// The async form of [`execute`](Self::execute). If the returned future is dropped before
-    /// `fut` finishes, the request counts as a failure (otherwise a cancelled half-open trial
-    /// would hold its slot forever).
+    /// `fut` finishes (the caller cancelled), the request counts as neither success nor
+    /// failure and frees its half-open slot.
     pub async fn call<T, F>(&self, fut: F) -> Result<T, ExecuteError<E>>
     where
         F: Future<Output = Result<T, E>>,
@@ -477,6 +524,11 @@ impl<E, C: Clock> CircuitBreaker<E, C> {
         let result = fut.await;
         done.done(self.is_success(&result));
         result.map_err(ExecuteError::Inner)
+    }
+
+    /// Whether the settings' `is_successful` accepts `err` as a success (`false` without one).
+    pub fn accepts_error(&self, err: &E) -> bool {
+        self.is_successful.as_ref().is_some_and(|f| f(err))
     }
 
     fn is_success<T>(&self, result: &Result<T, E>) -> bool {
@@ -652,6 +704,25 @@ impl<C: Clock> Core<C> {
                 if trip {
                     self.set_state(&mut inner, State::Open, &mut now, &mut changes);
                 }
+            }
+        }
+        self.report(changes);
+    }
+
+    /// A request of `generation` was cancelled: it counts as neither success nor failure and
+    /// leaves the counts (freeing a half-open slot).
+    fn cancel_request(&self, generation: u32) {
+        let mut changes = Changes::default();
+        {
+            let mut inner = self.inner.lock();
+            self.flush(&mut inner);
+            let mut now = LazyNow {
+                clock: &self.clock,
+                at: None,
+            };
+            let (_, current) = self.current_state(&mut inner, &mut now, &mut changes);
+            if current == generation {
+                inner.counts.requests = inner.counts.requests.saturating_sub(1);
             }
         }
         self.report(changes);

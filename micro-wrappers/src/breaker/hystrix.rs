@@ -28,8 +28,11 @@
 //! ```
 
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use super::window::AtomicWindow;
 use super::{Event, Observer, Rejection, State};
@@ -218,6 +221,11 @@ impl<E: fmt::Debug + fmt::Display> std::error::Error for HystrixError<E> {}
 /// successes and failures are counted with one compare-and-swap (timeouts, rejections and
 /// short-circuits take its lock).
 pub struct HystrixCircuit<C: Clock = SystemClock> {
+    inner: Arc<Circuit<C>>,
+}
+
+/// The shared state behind a [`HystrixCircuit`] and its tickets.
+struct Circuit<C> {
     name: String,
     config: HystrixConfig,
     clock: C,
@@ -227,7 +235,7 @@ pub struct HystrixCircuit<C: Clock = SystemClock> {
     /// Clock nanoseconds when the circuit opened or last let a probe through.
     opened_or_last_tested: AtomicU64,
     in_flight: AtomicU32,
-    on_event: Option<Observer>,
+    on_event: RwLock<Option<Observer>>,
 }
 
 const SUCCESS: [u64; 5] = [1, 0, 0, 0, 0];
@@ -238,39 +246,50 @@ const SHORT_CIRCUIT: [u64; 5] = [0, 0, 0, 0, 1];
 
 /// A concurrency ticket for one command, from [`HystrixCircuit::allow`]. Report how the command
 /// ended with [`report`](Self::report); consuming the ticket makes the first outcome the only
-/// one. Dropped unreported, it counts as a failure during a panic and otherwise as a caller's
-/// cancellation, which is not counted.
+/// one. It owns a handle on the circuit, so it can live as long as the call (a response body
+/// included). Dropped unreported, it counts as a failure during a panic and otherwise as a
+/// caller's cancellation, which is not counted (a cancelled probe lets the next request probe).
 #[must_use = "report the outcome with `report`"]
-pub struct Ticket<'a, C: Clock = SystemClock> {
-    circuit: &'a HystrixCircuit<C>,
-    probe: bool,
+pub struct Ticket<C: Clock = SystemClock> {
+    circuit: Arc<Circuit<C>>,
+    /// For the sleep window's probe: `(the time it was elected at, the time before)`.
+    probe: Option<(u64, u64)>,
     reported: bool,
 }
 
-impl<C: Clock> Ticket<'_, C> {
+impl<C: Clock> Ticket<C> {
     /// Whether this request is the sleep window's probe of an open circuit.
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.probe.is_some()
     }
 
     /// Counts the command's outcome and frees the ticket.
     #[inline]
     pub fn report(mut self, outcome: Outcome) {
         self.reported = true;
-        self.circuit.finish(self.probe, Some(outcome));
+        self.circuit.finish(self.probe.is_some(), Some(outcome));
     }
 }
 
-impl<C: Clock> Drop for Ticket<'_, C> {
+impl<C: Clock> Drop for Ticket<C> {
     fn drop(&mut self) {
         if !self.reported {
             let outcome = std::thread::panicking().then_some(Outcome::Failure);
-            self.circuit.finish(self.probe, outcome);
+            if let (None, Some((elected, before))) = (outcome, self.probe) {
+                // A cancelled probe frees its slot: the next request may probe at once.
+                let _ = self.circuit.opened_or_last_tested.compare_exchange(
+                    elected,
+                    before,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                );
+            }
+            self.circuit.finish(self.probe.is_some(), outcome);
         }
     }
 }
 
-impl<C: Clock> fmt::Debug for Ticket<'_, C> {
+impl<C: Clock> fmt::Debug for Ticket<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ticket")
             .field("circuit", &self.circuit.name)
@@ -292,14 +311,16 @@ impl<C: Clock> HystrixCircuit<C> {
     /// A circuit reading time from `clock`.
     pub fn with_clock(name: impl Into<String>, config: HystrixConfig, clock: C) -> Self {
         Self {
-            name: name.into(),
-            config: config.resolved(),
-            clock,
-            window: AtomicWindow::new(WINDOW_BUCKETS, BUCKET_WIDTH),
-            open: AtomicBool::new(false),
-            opened_or_last_tested: AtomicU64::new(0),
-            in_flight: AtomicU32::new(0),
-            on_event: None,
+            inner: Arc::new(Circuit {
+                name: name.into(),
+                config: config.resolved(),
+                clock,
+                window: AtomicWindow::new(WINDOW_BUCKETS, BUCKET_WIDTH),
+                open: AtomicBool::new(false),
+                opened_or_last_tested: AtomicU64::new(0),
+                in_flight: AtomicU32::new(0),
+                on_event: RwLock::new(None),
+            }),
         }
     }
 
@@ -311,35 +332,35 @@ impl<C: Clock> HystrixCircuit<C> {
     ///     .on_event(|name, event| eprintln!("{name}: {event:?}"));
     /// ```
     #[must_use]
-    pub fn on_event(mut self, f: impl Fn(&str, super::Event) + Send + Sync + 'static) -> Self {
-        self.on_event = Some(std::sync::Arc::new(f));
+    pub fn on_event(self, f: impl Fn(&str, super::Event) + Send + Sync + 'static) -> Self {
+        *self.inner.on_event.write() = Some(Arc::new(f));
         self
     }
 
     /// The command's name.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.inner.name
     }
 
     /// The configuration in force (zeros replaced by defaults).
     pub fn config(&self) -> &HystrixConfig {
-        &self.config
+        &self.inner.config
     }
 
     /// The window's counts now.
     pub fn counts(&self) -> HystrixCounts {
-        HystrixCounts::from_window(self.window.totals(self.clock.now_nanos()))
+        HystrixCounts::from_window(self.inner.window.totals(self.inner.clock.now_nanos()))
     }
 
     /// How many tickets are taken.
     pub fn in_flight(&self) -> u32 {
-        self.in_flight.load(Ordering::Acquire)
+        self.inner.in_flight.load(Ordering::Acquire)
     }
 
     /// Whether the circuit is open, opening it first if the window is unhealthy (as
     /// hystrix-go's `IsOpen`).
     pub fn is_open(&self) -> bool {
-        self.evaluate(self.clock.now_nanos())
+        self.inner.evaluate(self.inner.clock.now_nanos())
     }
 
     /// [`State::Open`] or [`State::Closed`] (Hystrix has no half-open state; the probe is
@@ -352,106 +373,50 @@ impl<C: Clock> HystrixCircuit<C> {
         }
     }
 
-    /// Whether the circuit is open at `now`, opening it if the window is unhealthy.
-    #[inline]
-    fn evaluate(&self, now: u64) -> bool {
-        if self.open.load(Ordering::Acquire) {
-            return true;
-        }
-        let counts = HystrixCounts::from_window(self.window.totals(now));
-        if counts.requests() < self.config.request_volume_threshold
-            || counts.error_percent() < u64::from(self.config.error_percent_threshold)
-        {
-            return false;
-        }
-        // The time first, so that whoever sees the flag also sees it.
-        self.opened_or_last_tested.store(now, Ordering::Release);
-        if self
-            .open
-            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            self.emit(Event::StateChange {
-                from: State::Closed,
-                to: State::Open,
-            });
-        }
-        true
-    }
-
     /// Asks to run one command: checks the circuit (letting the sleep window's probe through),
     /// then takes a concurrency ticket. Refusals are counted in the window.
     #[inline]
-    pub fn allow(&self) -> Result<Ticket<'_, C>, Rejected> {
-        let now = self.clock.now_nanos();
-        let probe = if self.evaluate(now) {
+    pub fn allow(&self) -> Result<Ticket<C>, Rejected> {
+        let now = self.inner.clock.now_nanos();
+        let probe = if self.inner.evaluate(now) {
             // hystrix-go's allowSingleTest: one CAS elects the probe of this sleep window.
-            let last = self.opened_or_last_tested.load(Ordering::Acquire);
-            let sleep = u64::try_from(self.config.sleep_window.as_nanos()).unwrap_or(u64::MAX);
+            let last = self.inner.opened_or_last_tested.load(Ordering::Acquire);
+            let sleep =
+                u64::try_from(self.inner.config.sleep_window.as_nanos()).unwrap_or(u64::MAX);
             if now > last.saturating_add(sleep)
                 && self
+                    .inner
                     .opened_or_last_tested
                     .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok()
             {
-                true
+                Some((now, last))
             } else {
-                self.window.add(now, &SHORT_CIRCUIT);
-                self.emit(Event::Rejected(Rejection::Open));
+                self.inner.window.add(now, &SHORT_CIRCUIT);
+                self.inner.emit(Event::Rejected(Rejection::Open));
                 return Err(Rejected::CircuitOpen);
             }
         } else {
-            false
+            None
         };
-        let max = self.config.max_concurrent_requests;
+        let max = self.inner.config.max_concurrent_requests;
         if self
+            .inner
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
             })
             .is_err()
         {
-            self.window.add(now, &REJECTION);
-            self.emit(Event::Rejected(Rejection::MaxConcurrency));
+            self.inner.window.add(now, &REJECTION);
+            self.inner.emit(Event::Rejected(Rejection::MaxConcurrency));
             return Err(Rejected::MaxConcurrency);
         }
         Ok(Ticket {
-            circuit: self,
+            circuit: self.inner.clone(),
             probe,
             reported: false,
         })
-    }
-
-    #[inline]
-    fn finish(&self, probe: bool, outcome: Option<Outcome>) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-        let Some(outcome) = outcome else { return };
-        let delta = match outcome {
-            Outcome::Success => &SUCCESS,
-            Outcome::Failure => &FAILURE,
-            Outcome::Timeout => &TIMEOUT,
-        };
-        self.window.add(self.clock.now_nanos(), delta);
-        if probe && outcome == Outcome::Success && self.open.load(Ordering::Acquire) {
-            // Empty the window first, so that nobody reopens on the old counts.
-            self.window.reset();
-            if self
-                .open
-                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                self.emit(Event::StateChange {
-                    from: State::Open,
-                    to: State::Closed,
-                });
-            }
-        }
-    }
-
-    fn emit(&self, event: Event) {
-        if let Some(f) = &self.on_event {
-            f(&self.name, event);
-        }
     }
 
     /// Runs `fut` under the circuit with the configured timeout. If the returned future is
@@ -461,7 +426,7 @@ impl<C: Clock> HystrixCircuit<C> {
         F: Future<Output = Result<T, E>>,
     {
         let ticket = self.allow()?;
-        match tokio::time::timeout(self.config.timeout, fut).await {
+        match tokio::time::timeout(self.inner.config.timeout, fut).await {
             Ok(Ok(v)) => {
                 ticket.report(Outcome::Success);
                 Ok(v)
@@ -502,12 +467,76 @@ impl<C: Clock> HystrixCircuit<C> {
     }
 }
 
+// === impl Circuit ===
+
+impl<C: Clock> Circuit<C> {
+    /// Whether the circuit is open at `now`, opening it if the window is unhealthy.
+    #[inline]
+    fn evaluate(&self, now: u64) -> bool {
+        if self.open.load(Ordering::Acquire) {
+            return true;
+        }
+        let counts = HystrixCounts::from_window(self.window.totals(now));
+        if counts.requests() < self.config.request_volume_threshold
+            || counts.error_percent() < u64::from(self.config.error_percent_threshold)
+        {
+            return false;
+        }
+        // The time first, so that whoever sees the flag also sees it.
+        self.opened_or_last_tested.store(now, Ordering::Release);
+        if self
+            .open
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            self.emit(Event::StateChange {
+                from: State::Closed,
+                to: State::Open,
+            });
+        }
+        true
+    }
+
+    #[inline]
+    fn finish(&self, probe: bool, outcome: Option<Outcome>) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        let Some(outcome) = outcome else { return };
+        let delta = match outcome {
+            Outcome::Success => &SUCCESS,
+            Outcome::Failure => &FAILURE,
+            Outcome::Timeout => &TIMEOUT,
+        };
+        self.window.add(self.clock.now_nanos(), delta);
+        if probe && outcome == Outcome::Success && self.open.load(Ordering::Acquire) {
+            // Empty the window first, so that nobody reopens on the old counts.
+            self.window.reset();
+            if self
+                .open
+                .compare_exchange(true, false, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                self.emit(Event::StateChange {
+                    from: State::Open,
+                    to: State::Closed,
+                });
+            }
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        let observer = self.on_event.read().clone();
+        if let Some(f) = observer {
+            f(&self.name, event);
+        }
+    }
+}
+
 impl<C: Clock> fmt::Debug for HystrixCircuit<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HystrixCircuit")
-            .field("name", &self.name)
-            .field("config", &self.config)
-            .field("open", &self.open.load(Ordering::Relaxed))
+            .field("name", &self.inner.name)
+            .field("config", &self.inner.config)
+            .field("open", &self.inner.open.load(Ordering::Relaxed))
             .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }

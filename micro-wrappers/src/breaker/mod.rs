@@ -14,10 +14,12 @@ pub mod adaptive;
 pub mod gobreaker;
 pub mod hystrix;
 mod window;
+pub mod wrapper;
 
 pub use adaptive::AdaptiveBreaker;
 pub use gobreaker::{BreakerError, CircuitBreaker, Counts, Settings};
 pub use hystrix::{HystrixCircuit, HystrixConfig, HystrixError};
+pub use wrapper::{BreakerLayer, Fallback, Scope};
 
 /// The state of a circuit breaker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
