@@ -9,6 +9,7 @@ mod address;
 mod endpoints;
 mod entry;
 mod health;
+mod readiness;
 mod registrar;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -21,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming};
 use tower::{ServiceExt, util::BoxCloneSyncService};
 use tower_service::Service;
+
+pub use readiness::Readiness;
 
 use crate::{
     endpoints::Descriptors,
@@ -97,6 +100,7 @@ pub struct Server {
     descriptors: Descriptors,
     encoded_descriptors: Vec<Vec<u8>>,
     layers: Vec<Arc<dyn Wrapper>>,
+    readiness: Readiness,
 }
 
 impl Server {
@@ -109,7 +113,14 @@ impl Server {
             descriptors: Descriptors::default(),
             encoded_descriptors: Vec::new(),
             layers: Vec::new(),
+            readiness: Readiness::default(),
         }
+    }
+
+    /// The server's readiness (registered within the TTL and serving), known before it
+    /// starts: not ready until then.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// The options.
@@ -153,6 +164,13 @@ impl Server {
         self
     }
 
+    /// Wraps every handler call in a tower layer outside every layer added so far (e.g. the
+    /// metrics and trace wrappers, which must see what the other wrappers refuse).
+    pub fn wrap_outermost(&mut self, wrapper: impl Wrapper) -> &mut Self {
+        self.layers.insert(0, Arc::new(wrapper));
+        self
+    }
+
     /// Binds, registers and starts serving. Registration failure is logged and retried every
     /// register interval (as go-micro does); health reports SERVING once registered.
     pub async fn start(self, registry: Arc<dyn Registry>) -> Result<Running, Error> {
@@ -163,6 +181,7 @@ impl Server {
             descriptors,
             encoded_descriptors,
             layers,
+            readiness,
         } = self;
         let listener = TcpListener::bind(&options.address)
             .await
@@ -227,15 +246,22 @@ impl Server {
                 .await
         });
 
-        let registered =
-            registrar::register_once(&*registry, &registration, options.register_ttl, &health)
-                .await;
+        readiness.set_serving(true);
+        let registered = registrar::register_once(
+            &*registry,
+            &registration,
+            options.register_ttl,
+            &health,
+            &readiness,
+        )
+        .await;
         let registrar = tokio::spawn(registrar::run(
             registry.clone(),
             registration.clone(),
             options.register_ttl,
             options.register_interval,
             health.clone(),
+            readiness.clone(),
             shutdown.child_token(),
         ));
         tracing::info!(service = %options.name, node = %node.id, %address, registered, "server started");
@@ -245,6 +271,7 @@ impl Server {
             registration,
             registry,
             health,
+            readiness,
             grace_period: options.grace_period,
             shutdown,
             serve,
@@ -317,6 +344,7 @@ pub struct Running {
     registration: Registration,
     registry: Arc<dyn Registry>,
     health: Health,
+    readiness: Readiness,
     grace_period: Duration,
     shutdown: CancellationToken,
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
@@ -339,9 +367,15 @@ impl Running {
         &self.registration
     }
 
+    /// Whether the node is ready (registered within the TTL and serving).
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
     /// Stops in go-micro's order: stop re-registering, deregister, then stop accepting and
     /// wait for in-flight calls up to the grace period.
     pub async fn stop(self) {
+        self.readiness.set_serving(false);
         self.shutdown.cancel();
         let _ = self.registrar.await;
         self.health.not_serving().await;

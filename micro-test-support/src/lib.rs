@@ -10,6 +10,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod peers;
+
 use std::{
     fs::File,
     io::Write,

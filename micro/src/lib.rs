@@ -21,6 +21,7 @@
 //! ```
 
 mod flags;
+mod observe;
 mod service;
 
 pub use flags::Flags;
@@ -41,6 +42,16 @@ pub mod registry {
 /// The client: options, selector strategies and filters.
 pub mod client {
     pub use micro_client::*;
+}
+
+/// Tracing: OpenTelemetry spans, propagation and export (see [`Service::tracing`]).
+pub mod trace {
+    pub use micro_wrappers::trace::*;
+}
+
+/// Metrics: Prometheus series and the framework's health (see [`Service::metrics_address`]).
+pub mod metrics {
+    pub use micro_wrappers::metrics::*;
 }
 
 /// The server: options and handler types.

@@ -5,9 +5,10 @@
 //! use micro_wrappers::metrics::{Metrics, MetricsConfig};
 //! let metrics = Metrics::new(MetricsConfig::default());
 //! // micro: `.wrap_handler(metrics.server()).wrap_client(metrics.client())`.
+//! metrics.health().registration("greeter1", true);
 //! let text = metrics.encode();
-//! assert!(text.contains("# TYPE micro_request_total counter"));
-//! assert!(text.contains("# TYPE micro_client_request_duration_seconds histogram"));
+//! assert!(text.contains("micro_registry_registrations_total{service=\"greeter1\"} 1"));
+//! assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
 //! ```
 //!
 //! Series (go-micro v6's `wrapper/monitoring/prometheus`, so its dashboards work):
