@@ -423,7 +423,8 @@ pub fn parse_propagators(value: &str) -> Result<Vec<Propagation>, ConfigError> {
 
 /// The composite propagator of these formats: injects all, extracts any (a later format
 /// overrides an earlier one that also matched).
-// B3 comes from `opentelemetry-zipkin`, deprecated with its exporter (see `export.rs`).
+// B3 comes from `opentelemetry-zipkin`, deprecated with its exporter (see `zipkin.rs`): the
+// propagator is the upstream one and works; only it is used from that crate.
 #[allow(deprecated)]
 pub fn propagator(formats: &[Propagation]) -> TextMapCompositePropagator {
     use opentelemetry_zipkin::{B3Encoding, Propagator as B3};

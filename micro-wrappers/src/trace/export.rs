@@ -163,7 +163,6 @@ impl Tracing {
                     .with_batch_config(batch())
                     .build()
                 }
-                #[allow(deprecated)]
                 Exporter::Zipkin => {
                     let exporter = zipkin(&config)?;
                     BatchSpanProcessor::builder(Counted {
@@ -283,22 +282,24 @@ fn otlp(config: &Resolved) -> Result<opentelemetry_otlp::SpanExporter, ConfigErr
     built.map_err(|e| err(format!("{} ({e})", config.otlp_endpoint)))
 }
 
-/// Zipkin v2 JSON over HTTP, with the last `opentelemetry-zipkin` (0.33), deprecated upstream
-/// in favour of OTLP: chosen knowingly, since Zipkin's own server still ingests only its v2
-/// API, the crate is released in step with the SDK used here, and its B3 propagator is the
-/// upstream one. Replacing it later is one small `SpanExporter` posting the same JSON.
-#[allow(deprecated)]
-fn zipkin(config: &Resolved) -> Result<opentelemetry_zipkin::ZipkinExporter, ConfigError> {
-    let err = |reason: String| ConfigError::Exporter {
+fn zipkin(config: &Resolved) -> Result<super::zipkin::ZipkinExporter, ConfigError> {
+    let client = http_client(config.export_timeout).map_err(|reason| ConfigError::Exporter {
         exporter: "zipkin",
         reason,
-    };
-    let client = http_client(config.export_timeout).map_err(err)?;
-    opentelemetry_zipkin::ZipkinExporter::builder()
-        .with_http_client(client)
-        .with_collector_endpoint(config.zipkin_endpoint.clone())
-        .build()
-        .map_err(|e| err(format!("{} ({e})", config.zipkin_endpoint)))
+    })?;
+    if !config.zipkin_endpoint.starts_with("http://")
+        && !config.zipkin_endpoint.starts_with("https://")
+    {
+        return Err(ConfigError::Exporter {
+            exporter: "zipkin",
+            reason: format!("{:?}: want an http:// URL", config.zipkin_endpoint),
+        });
+    }
+    Ok(super::zipkin::ZipkinExporter::new(
+        client,
+        config.zipkin_endpoint.clone(),
+        config.service_name.clone(),
+    ))
 }
 
 /// A blocking HTTP client for the exporters' thread, with the export timeout. Built on a

@@ -30,6 +30,7 @@ mod future;
 mod jaeger;
 mod layer;
 mod service;
+mod zipkin;
 
 pub use config::{
     ConfigError, Exporter, OtlpProtocol, Propagation, Resolved, SamplerConfig, SpanNames,
