@@ -32,6 +32,8 @@ pub enum Target {
         service: String,
         /// Adds a `tower::timeout::TimeoutLayer` through `wrap_client`.
         tower: bool,
+        /// The client's selector.
+        selector: micro::client::Strategy,
     },
 }
 
@@ -77,10 +79,15 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
             etcd,
             service,
             tower,
+            selector,
         } => {
             let mut builder = micro::Service::new()
                 .name("bench-load")
-                .registry(Etcd::new([etcd.clone()]));
+                .registry(Etcd::new([etcd.clone()]))
+                .client_options(micro::client::Options {
+                    strategy: *selector,
+                    ..Default::default()
+                });
             if *tower {
                 builder = builder.wrap_client(timeout_layer());
             }

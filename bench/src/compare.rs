@@ -16,7 +16,7 @@ use tokio::{
     process::{Child, ChildStdin, Command},
 };
 
-use crate::{Scenario, load, procstat};
+use crate::{Scenario, gomicro, load, procstat};
 
 /// How long a server process may take to print `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,6 +38,10 @@ pub struct Options {
     pub etcd: Option<String>,
     /// Runs the servers and the load generator on separate CPUs.
     pub pin: Option<Pin>,
+    /// Also loads the go-micro peers (`--foreign go-micro`), started from the binaries in this
+    /// directory: rows `go-micro` (baseline `micro`) and `chain-go-micro` (baseline
+    /// `chain-micro`).
+    pub go_micro: Option<PathBuf>,
 }
 
 /// Which CPUs the servers and the load generator run on (`taskset -c` lists).
@@ -130,6 +134,9 @@ pub struct Row {
     pub client_cpu_ms_per_1k: f64,
     /// Peak RSS of the server process over the run, KiB.
     pub server_peak_rss_kib: Option<u64>,
+    /// RSS of the server processes once started and registered, before any load, KiB.
+    #[serde(default)]
+    pub server_idle_rss_kib: Option<u64>,
     /// Successful calls over all rounds.
     pub calls: u64,
     /// Failed calls over all rounds (window and warm-up).
@@ -253,6 +260,9 @@ fn target_args(scenario: Scenario, server: &ServerProcess, etcd: Option<&str>) -
             if scenario == Scenario::MicroTower {
                 args.push("--tower".into());
             }
+            if scenario == Scenario::MicroP2c {
+                args.extend(["--selector".into(), "p2c".into()]);
+            }
             args
         }
         _ if matches!(
@@ -320,14 +330,16 @@ struct Entry {
     baseline: String,
     hops: u32,
     server: Option<ServerProcess>,
-    pid: Option<u32>,
+    /// Server processes whose CPU and memory count for this entry.
+    pids: Vec<u32>,
     target: Vec<String>,
+    idle_rss_kib: Option<u64>,
 }
 
 /// Runs the comparison: starts etcd (unless given) and the servers, runs `rounds` rounds
 /// (scenario order reversed every other round, so drift hits all alike), stops everything.
 pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
-    let needs_etcd = options.scenarios.iter().any(|s| s.uses_micro());
+    let needs_etcd = options.scenarios.iter().any(|s| s.uses_micro()) || options.go_micro.is_some();
     let mut etcd_server = None;
     let etcd = match (&options.etcd, needs_etcd) {
         (Some(etcd), _) => Some(etcd.clone()),
@@ -364,9 +376,10 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             name: scenario.name().into(),
             baseline: scenario.baseline().name().into(),
             hops: scenario.hops(),
-            pid: Some(server.pid),
+            pids: vec![server.pid],
             target: target_args(scenario, &server, etcd.as_deref()),
             server: Some(server),
+            idle_rss_kib: None,
         });
     }
     if let Some((addr, pid)) = &options.foreign {
@@ -375,9 +388,57 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             baseline: Scenario::Tonic.name().into(),
             hops: 1,
             server: None,
-            pid: *pid,
+            pids: pid.iter().copied().collect(),
             target: vec!["--target".into(), addr.clone()],
+            idle_rss_kib: None,
         });
+    }
+    let mut go_peers = None;
+    if let (Some(dir), Some(etcd)) = (&options.go_micro, &etcd) {
+        let cpus = options.pin.as_ref().map(|pin| pin.servers.as_str());
+        let peers = gomicro::Peers::start(dir, etcd, cpus).await?;
+        eprintln!(
+            "bench: go-micro peers ({}) registered: {} (pid {}), {} (pid {}) -> {} (pid {})",
+            gomicro::VERSION,
+            peers.greeter.service,
+            peers.greeter.pid,
+            peers.greeter1.service,
+            peers.greeter1.pid,
+            peers.greeter2.service,
+            peers.greeter2.pid
+        );
+        let discovered = |service: &str| {
+            vec![
+                "--etcd".to_owned(),
+                etcd.clone(),
+                "--service".to_owned(),
+                service.to_owned(),
+            ]
+        };
+        entries.push(Entry {
+            name: "go-micro".into(),
+            baseline: Scenario::Micro.name().into(),
+            hops: 1,
+            server: None,
+            pids: vec![peers.greeter.pid],
+            target: discovered(gomicro::GREETER),
+            idle_rss_kib: None,
+        });
+        entries.push(Entry {
+            name: "chain-go-micro".into(),
+            baseline: Scenario::ChainMicro.name().into(),
+            hops: 2,
+            server: None,
+            pids: vec![peers.greeter1.pid, peers.greeter2.pid],
+            target: discovered(gomicro::GREETER1),
+            idle_rss_kib: None,
+        });
+        go_peers = Some(peers);
+    }
+    // Idle memory: every server started and registered, no call made yet.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for entry in &mut entries {
+        entry.idle_rss_kib = sum_memory(&entry.pids, |m| m.rss_kib);
     }
 
     let result = rounds(options, &entries).await;
@@ -388,6 +449,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
         {
             eprintln!("bench: stopping {}: {err:#}", entry.name);
         }
+    }
+    if let Some(peers) = go_peers
+        && let Err(err) = peers.stop().await
+    {
+        eprintln!("bench: stopping the go-micro peers: {err:#}");
     }
     drop(etcd_server);
     let runs = result?;
@@ -409,17 +475,14 @@ async fn rounds(options: &Options, entries: &[Entry]) -> anyhow::Result<Vec<Run>
         };
         for entry in order {
             let config = load::Config {
-                server_pids: entry.pid.into_iter().collect(),
+                server_pids: entry.pids.clone(),
                 ..options.load.clone()
             };
             let cpus = options.pin.as_ref().map(|pin| pin.load.as_str());
             let report = run_load(&options.bin, &entry.target, &config, cpus)
                 .await
                 .with_context(|| format!("round {round}, {}", entry.name))?;
-            let server_peak_rss_kib = entry
-                .pid
-                .and_then(|pid| procstat::memory(pid).ok())
-                .map(|m| m.peak_rss_kib);
+            let server_peak_rss_kib = sum_memory(&entry.pids, |m| m.peak_rss_kib);
             eprintln!(
                 "bench: round {round} {:<12} {:>9.0} calls/s  p50 {:>7.1} µs  p99 {:>7.1} µs  errors {}",
                 entry.name,
@@ -437,6 +500,16 @@ async fn rounds(options: &Options, entries: &[Entry]) -> anyhow::Result<Vec<Run>
         }
     }
     Ok(runs)
+}
+
+/// A memory figure summed over `pids` (`None` without pids or when one cannot be read).
+fn sum_memory(pids: &[u32], field: fn(&procstat::Memory) -> u64) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|&pid| procstat::memory(pid).ok().map(|m| field(&m)))
+        .sum()
 }
 
 /// The median (mean of the middle two for an even count); NaN when empty.
@@ -484,6 +557,7 @@ fn rows(entries: &[Entry], runs: &[Run]) -> Vec<Row> {
                 server_cpu_ms_per_1k: (!server_cpu.is_empty()).then(|| median(server_cpu)),
                 client_cpu_ms_per_1k: med(load::Report::client_cpu_ms_per_1k),
                 server_peak_rss_kib: runs.iter().filter_map(|r| r.server_peak_rss_kib).max(),
+                server_idle_rss_kib: entry.idle_rss_kib,
                 calls: runs.iter().map(|r| r.report.calls).sum(),
                 errors: runs
                     .iter()
@@ -534,10 +608,54 @@ pub struct Check {
     pub met: bool,
 }
 
+/// The median over the rounds of `ours`'s figure divided by `peer`'s in the same round.
+pub fn paired(
+    runs: &[Run],
+    ours: &str,
+    peer: &str,
+    figure: fn(&load::Report) -> f64,
+) -> Option<f64> {
+    let ratios: Vec<f64> = runs
+        .iter()
+        .filter(|r| r.scenario == ours)
+        .filter_map(|r| {
+            runs.iter()
+                .find(|p| p.round == r.round && p.scenario == peer)
+                .map(|p| figure(&r.report) / figure(&p.report))
+        })
+        .collect();
+    (!ratios.is_empty()).then(|| median(ratios))
+}
+
 /// The throughput and latency targets that the rows can answer.
-pub fn checks(rows: &[Row]) -> Vec<Check> {
+pub fn checks(comparison: &Comparison) -> Vec<Check> {
+    let rows = &comparison.rows;
+    let runs = &comparison.runs;
     let row = |name: &str| rows.iter().find(|r| r.scenario == name);
     let mut checks = Vec::new();
+    // The call stack's targets: the median paired ratio against the peer doing the same work.
+    let mut paired_target =
+        |ours: &str, peer: &str, calls_at_least: f64, p99_at_most: Option<f64>| {
+            if let Some(calls) = paired(runs, ours, peer, |r| r.calls_per_sec) {
+                checks.push(Check {
+                    target: format!("{ours}: >= {calls_at_least} x {peer} calls/s (median paired)"),
+                    measured: format!("{calls:.3} x"),
+                    met: calls >= calls_at_least,
+                });
+            }
+            if let Some(line) = p99_at_most
+                && let Some(p99) = paired(runs, ours, peer, |r| r.p99_us)
+            {
+                checks.push(Check {
+                    target: format!("{ours}: p99 <= {line} x {peer} (median paired)"),
+                    measured: format!("{p99:.3} x"),
+                    met: p99 <= line,
+                });
+            }
+        };
+    paired_target("micro", "tonic-deadline", 0.98, Some(1.05));
+    paired_target("micro-tower", "tonic-tower", 0.97, None);
+    paired_target("micro-p2c", "micro", 0.97, None);
     if let Some(micro) = row("micro")
         && let (Some(calls), Some(p99)) = (micro.ratio_calls_per_sec, micro.ratio_p99)
     {
@@ -598,7 +716,51 @@ pub fn checks(rows: &[Row]) -> Vec<Check> {
             met: per_hop <= 50.0,
         });
     }
+    go_micro_checks(rows, &mut checks);
     checks
+}
+
+/// The targets against the go-micro peer: micro-rs >= 1.3 x go-micro's calls/s per
+/// server core (server CPU per call), <= 0.5 x its idle RSS.
+fn go_micro_checks(rows: &[Row], checks: &mut Vec<Check>) {
+    let row = |name: &str| rows.iter().find(|r| r.scenario == name);
+    for (ours, peer) in [("micro", "go-micro"), ("chain-micro", "chain-go-micro")] {
+        let (Some(ours), Some(peer)) = (row(ours), row(peer)) else {
+            continue;
+        };
+        if let (Some(our_cpu), Some(peer_cpu)) =
+            (ours.server_cpu_ms_per_1k, peer.server_cpu_ms_per_1k)
+        {
+            // calls/s per server core = 1e6 / (CPU ms per 1000 calls).
+            let ratio = peer_cpu / our_cpu;
+            checks.push(Check {
+                target: format!(
+                    "{}: >= 1.3 x {}'s calls/s per server core",
+                    ours.scenario, peer.scenario
+                ),
+                measured: format!(
+                    "{ratio:.2} x ({:.0} vs {:.0} calls per CPU-second)",
+                    1e6 / our_cpu,
+                    1e6 / peer_cpu
+                ),
+                met: ratio >= 1.3,
+            });
+        }
+        if let (Some(our_rss), Some(peer_rss)) =
+            (ours.server_idle_rss_kib, peer.server_idle_rss_kib)
+        {
+            let ratio = our_rss as f64 / peer_rss as f64;
+            checks.push(Check {
+                target: format!("{}: idle RSS <= 0.5 x {}'s", ours.scenario, peer.scenario),
+                measured: format!(
+                    "{ratio:.2} x ({:.1} vs {:.1} MiB)",
+                    our_rss as f64 / 1024.0,
+                    peer_rss as f64 / 1024.0
+                ),
+                met: ratio <= 0.5,
+            });
+        }
+    }
 }
 
 fn opt(value: Option<f64>, digits: usize) -> String {
@@ -618,11 +780,11 @@ pub fn table(comparison: &Comparison) -> String {
     };
     let _ = writeln!(
         out,
-        "| scenario | calls/s | p50 µs | p90 µs | p99 µs | p99.9 µs | server CPU ms/1k calls | client CPU ms/1k calls | server peak RSS MiB | calls/s ratio | p50 ratio | p99 ratio | paired calls/s ratio min..max | errors |"
+        "| scenario | calls/s | p50 µs | p90 µs | p99 µs | p99.9 µs | server CPU ms/1k calls | client CPU ms/1k calls | server peak RSS MiB | server idle RSS MiB | calls/s ratio | p50 ratio | p99 ratio | paired calls/s ratio min..max | errors |"
     );
     let _ = writeln!(
         out,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"
     );
     for row in &comparison.rows {
         let is_base = row.scenario == row.baseline;
@@ -635,7 +797,7 @@ pub fn table(comparison: &Comparison) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
             row.scenario,
             row.calls_per_sec,
             row.p50_us,
@@ -645,6 +807,7 @@ pub fn table(comparison: &Comparison) -> String {
             opt(row.server_cpu_ms_per_1k, 1),
             row.client_cpu_ms_per_1k,
             opt(row.server_peak_rss_kib.map(|k| k as f64 / 1024.0), 1),
+            opt(row.server_idle_rss_kib.map(|k| k as f64 / 1024.0), 1),
             ratio(row.ratio_calls_per_sec),
             ratio(row.ratio_p50),
             ratio(row.ratio_p99),
@@ -656,7 +819,7 @@ pub fn table(comparison: &Comparison) -> String {
             row.errors,
         );
     }
-    let checks = checks(&comparison.rows);
+    let checks = checks(comparison);
     if !checks.is_empty() {
         let _ = writeln!(out);
         let _ = writeln!(out, "| target | measured | |");

@@ -16,6 +16,7 @@
 pub mod client;
 pub mod compare;
 pub mod discovery;
+pub mod gomicro;
 pub mod load;
 pub mod procstat;
 pub mod serve;
@@ -39,6 +40,9 @@ pub enum Scenario {
     Micro,
     /// [`Scenario::Micro`] with a tower timeout through `wrap_handler` and `wrap_client`.
     MicroTower,
+    /// [`Scenario::Micro`] with the load client's selector on p2c (peak-EWMA) instead of
+    /// random: what the load-aware pick costs.
+    MicroP2c,
     /// greeter1 -> greeter2 (`Test`, no sleep) in bare tonic: the chain's baseline.
     ChainTonic,
     /// [`Scenario::ChainTonic`] with a 30 s `grpc-timeout` on both hops, as micro sends a
@@ -50,12 +54,13 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Tonic,
         Scenario::TonicDeadline,
         Scenario::TonicTower,
         Scenario::Micro,
         Scenario::MicroTower,
+        Scenario::MicroP2c,
         Scenario::ChainTonic,
         Scenario::ChainTonicDeadline,
         Scenario::ChainMicro,
@@ -69,6 +74,7 @@ impl Scenario {
             Scenario::TonicTower => "tonic-tower",
             Scenario::Micro => "micro",
             Scenario::MicroTower => "micro-tower",
+            Scenario::MicroP2c => "micro-p2c",
             Scenario::ChainTonic => "chain-tonic",
             Scenario::ChainTonicDeadline => "chain-tonic-deadline",
             Scenario::ChainMicro => "chain-micro",
@@ -82,7 +88,8 @@ impl Scenario {
             | Scenario::TonicDeadline
             | Scenario::TonicTower
             | Scenario::Micro
-            | Scenario::MicroTower => Scenario::Tonic,
+            | Scenario::MicroTower
+            | Scenario::MicroP2c => Scenario::Tonic,
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 Scenario::ChainTonic
             }
@@ -93,7 +100,7 @@ impl Scenario {
     pub fn uses_micro(self) -> bool {
         matches!(
             self,
-            Scenario::Micro | Scenario::MicroTower | Scenario::ChainMicro
+            Scenario::Micro | Scenario::MicroTower | Scenario::MicroP2c | Scenario::ChainMicro
         )
     }
 
@@ -104,6 +111,7 @@ impl Scenario {
                 "greeter"
             }
             Scenario::MicroTower => "greeter-tower",
+            Scenario::MicroP2c => "greeter-p2c",
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 "greeter1"
             }

@@ -55,6 +55,9 @@ enum Command {
         /// client's `wrap_client`.
         #[arg(long)]
         tower: bool,
+        /// With `--etcd`: the micro client's selector (random, roundrobin, p2c).
+        #[arg(long, requires = "etcd")]
+        selector: Option<micro::client::Strategy>,
         /// With `--target`: send this request timeout (`grpc-timeout`) on every call, as a
         /// micro client always does, to measure what carrying a deadline costs bare tonic.
         #[arg(long = "request-timeout", value_parser = humantime::parse_duration, requires = "target")]
@@ -78,9 +81,15 @@ enum Command {
         /// Scenarios (default: all).
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<Scenario>,
-        /// Also loads this foreign greeter server (`host:port`).
+        /// Also loads a foreign peer: `go-micro` starts the go-micro greeter (a `Hello` server
+        /// and a greeter1 -> greeter2 chain, go-micro v5.30, from `--go-micro-bin`) pinned like
+        /// the servers and registered in the same etcd; anything else is the `host:port` of a
+        /// greeter server already running.
         #[arg(long)]
         foreign: Option<String>,
+        /// Where the go-micro binaries are (default `$MICRO_INTEROP_BIN`, else `target/interop`).
+        #[arg(long)]
+        go_micro_bin: Option<PathBuf>,
         /// The foreign server's pid, to measure its CPU and RSS.
         #[arg(long, requires = "foreign")]
         foreign_pid: Option<u32>,
@@ -179,6 +188,7 @@ async fn main() -> anyhow::Result<()> {
             etcd,
             service,
             tower,
+            selector,
             request_timeout,
             load,
             server_pids,
@@ -194,6 +204,7 @@ async fn main() -> anyhow::Result<()> {
                     etcd,
                     service,
                     tower,
+                    selector: selector.unwrap_or_default(),
                 },
                 _ => anyhow::bail!("give --target ADDR, or --etcd ADDR --service NAME"),
             };
@@ -212,10 +223,13 @@ async fn main() -> anyhow::Result<()> {
             scenarios,
             foreign,
             foreign_pid,
+            go_micro_bin,
             etcd,
             json_out,
             share_cpus,
         } => {
+            let go_micro = foreign.as_deref() == Some("go-micro");
+            let foreign = foreign.filter(|_| !go_micro);
             let options = compare::Options {
                 bin: std::env::current_exe().context("finding the bench binary")?,
                 rounds,
@@ -226,6 +240,8 @@ async fn main() -> anyhow::Result<()> {
                     scenarios
                 },
                 foreign: foreign.map(|addr| (addr, foreign_pid)),
+                go_micro: go_micro
+                    .then(|| go_micro_bin.unwrap_or_else(bench::gomicro::default_bin_dir)),
                 etcd,
                 pin: if share_cpus {
                     None

@@ -122,7 +122,7 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
                 servers: vec![server2, server1],
             })
         }
-        Scenario::Micro | Scenario::MicroTower => {
+        Scenario::Micro | Scenario::MicroTower | Scenario::MicroP2c => {
             let name = options
                 .name
                 .clone()

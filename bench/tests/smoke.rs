@@ -30,6 +30,7 @@ async fn every_scenario_runs_without_errors() {
         etcd: None,
         // Pinned where there are CPUs to split, so `taskset` is exercised too.
         pin: compare::Pin::halves().ok(),
+        go_micro: None,
     };
     let comparison = compare::run(&options).await.unwrap();
     foreign.stop().await.unwrap();
@@ -63,4 +64,53 @@ async fn discovery_measures() {
     println!("{}", discovery::table(&report));
     assert_eq!(report.visible_after_register_ms.len(), 2);
     assert_eq!(report.gone_after_stop_ms.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn go_micro_peer_runs_beside_micro_without_errors() {
+    let Some(dir) = std::env::var_os("MICRO_INTEROP_BIN") else {
+        eprintln!(
+            "!!! SKIPPED: go-micro peer smoke test: MICRO_INTEROP_BIN is not set (scripts/test \
+             sets it when Go is installed) !!!"
+        );
+        return;
+    };
+    let options = compare::Options {
+        bin: bin(),
+        rounds: 1,
+        load: load::Config {
+            concurrency: 16,
+            warmup: Duration::from_millis(200),
+            duration: Duration::from_secs(1),
+            server_pids: Vec::new(),
+        },
+        scenarios: vec![Scenario::Micro, Scenario::ChainMicro],
+        foreign: None,
+        etcd: None,
+        pin: compare::Pin::halves().ok(),
+        go_micro: Some(PathBuf::from(dir)),
+    };
+    let comparison = compare::run(&options).await.unwrap();
+    let table = compare::table(&comparison);
+    println!("{table}");
+    let names: Vec<&str> = comparison
+        .rows
+        .iter()
+        .map(|r| r.scenario.as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["micro", "chain-micro", "go-micro", "chain-go-micro"]
+    );
+    for row in &comparison.rows {
+        assert!(row.calls > 0, "{}: no calls", row.scenario);
+        assert_eq!(row.errors, 0, "{}: {:?}", row.scenario, row.first_error);
+        assert!(row.server_cpu_ms_per_1k.is_some(), "{}", row.scenario);
+        assert!(row.server_idle_rss_kib.is_some(), "{}", row.scenario);
+    }
+    let go = &comparison.rows[2];
+    assert_eq!(go.baseline, "micro");
+    assert!(go.ratio_calls_per_sec.is_some());
+    assert!(table.contains("calls/s per server core"), "{table}");
+    assert!(table.contains("idle RSS <= 0.5 x"), "{table}");
 }

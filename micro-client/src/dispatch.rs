@@ -1,148 +1,357 @@
-//! The retry loop: for each attempt, select a node, then run the call wrappers (if any) and
-//! the node's pooled channel; retry on another node while the policy allows and time is left.
+//! The retry loop under the client wrappers: for each attempt, pick a READY node (its own
+//! stack of call wrappers says it can take the call), send the attempt through that stack,
+//! read how it ended from the shared classifier ([`Outcome`]), and retry on another node while
+//! the policy, the retry budget, the retries and the time allow.
 
-use std::sync::Arc;
+use std::{
+    future::poll_fn,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
-use futures::FutureExt;
 use http::{Request, Response};
-use micro_core::{BoxError, CallInfo, Deadline, EndpointCache, Error, NodeInfo};
-use micro_registry::Cache;
-use tonic::{Status, body::Body};
-use tower::ServiceExt;
+use micro_core::{BoxError, BoxService, CallInfo, Deadline, EndpointCache, Error, Outcome};
+use micro_registry::{Cache, Node};
+use parking_lot::RwLock;
+use tokio::time::Instant;
+use tonic::{Code, body::Body};
+use tower::retry::budget::{Budget, TpsBudget};
 use tower_service::Service as _;
 
-use crate::{BoxService, CallOptions, Options, pool::Pool, replay::Replay, selector::Selector};
-
-const CLIENT_ID: &str = "go.micro.client";
+use crate::{
+    CLIENT_ID, CallOptions, Options,
+    nodes::{NodeStack, Nodes},
+    options::retry_idempotent,
+    replay::Replay,
+    selector::{Candidates, Selector},
+};
 
 /// State shared by every call of one client.
 pub(crate) struct Shared {
     pub(crate) options: Options,
     pub(crate) cache: Cache,
     pub(crate) selector: Selector,
-    pub(crate) pool: Arc<Pool>,
-    /// The call wrappers over [`attempt_service`], if there are any.
-    pub(crate) call_stack: Option<BoxService>,
+    pub(crate) nodes: Nodes,
     /// Endpoint names of the paths called (`Greeter.Hello`).
     pub(crate) endpoints: EndpointCache,
+    /// Retry budgets, one per called service.
+    budgets:
+        RwLock<std::collections::HashMap<Arc<str>, Arc<TpsBudget>, foldhash::fast::RandomState>>,
+}
+
+impl Shared {
+    pub(crate) fn new(options: Options, cache: Cache, selector: Selector, nodes: Nodes) -> Self {
+        Shared {
+            options,
+            cache,
+            selector,
+            nodes,
+            endpoints: EndpointCache::default(),
+            budgets: RwLock::default(),
+        }
+    }
+
+    /// The retry budget of `service`, if budgets are on.
+    fn budget(&self, service: &Arc<str>) -> Option<Arc<TpsBudget>> {
+        let settings = self.options.retry_budget?;
+        if let Some(budget) = self.budgets.read().get(service) {
+            return Some(budget.clone());
+        }
+        let budget = self
+            .budgets
+            .write()
+            .entry(service.clone())
+            .or_insert_with(|| {
+                Arc::new(TpsBudget::new(
+                    settings.ttl,
+                    settings.min_per_sec,
+                    settings.percent,
+                ))
+            })
+            .clone();
+        Some(budget)
+    }
 }
 
 /// The service below the client wrappers: the retry loop, for the [`CallInfo`] the request
 /// carries.
 pub(crate) fn dispatch_service(shared: Arc<Shared>) -> BoxService {
-    BoxService::new(tower::service_fn(move |mut request: Request<Body>| {
-        let shared = shared.clone();
-        async move {
-            let Some(info) = request.extensions_mut().remove::<CallInfo>() else {
-                return Err(Error::internal(CLIENT_ID, "request has no CallInfo")
-                    .to_status()
-                    .into());
-            };
-            dispatch(shared, info, request).await
-        }
+    BoxService::new(tower::service_fn(move |request: Request<Body>| {
+        dispatch(shared.clone(), request)
     }))
 }
 
-/// The retry loop: each attempt picks a node and goes through the call wrappers (if any) to
-/// that node's channel, until one answers or the policy, the retries or the time run out.
-pub(crate) async fn dispatch(
-    shared: Arc<Shared>,
-    info: CallInfo,
-    request: Request<Body>,
-) -> Result<Response<Body>, BoxError> {
+/// The retry loop: each attempt picks a ready node and goes through that node's stack, until
+/// one answers or the policy, the budget, the retries or the time run out.
+async fn dispatch(shared: Arc<Shared>, request: Request<Body>) -> Result<Response<Body>, BoxError> {
     let (mut parts, body) = request.into_parts();
+    let Some(info) = parts.extensions.get::<CallInfo>().cloned() else {
+        return Err(Error::internal(CLIENT_ID, "request has no CallInfo")
+            .to_status()
+            .into());
+    };
     let call = parts.extensions.remove::<CallOptions>().unwrap_or_default();
     let deadline = info
         .deadline
         .unwrap_or_else(|| Deadline::after(shared.options.request_timeout));
-    let timed_out = || timeout_error(&info);
+    let idempotent = call
+        .idempotent
+        .unwrap_or_else(|| shared.options.is_idempotent(&info.endpoint));
+    let budget = shared.budget(&info.service);
+    if let Some(budget) = &budget {
+        budget.deposit();
+    }
 
     // No timer spans the whole call: each attempt's network wait is bounded by tonic's
     // channel, which enforces the `grpc-timeout` sent with it; the phases that can wait
-    // here (registry lookup on a cache miss, backoff) are bounded below. A phase that is
-    // ready at once arms no timer.
+    // here (registry lookup on a cache miss, a busy node, backoff) are bounded below.
     let mut body = Replay::read(body).await?;
     let retries = call.retries.unwrap_or(shared.options.retries);
     let mut tried: Vec<Arc<str>> = Vec::new();
     let mut attempt_no = 0;
     loop {
         if attempt_no > 0 {
-            let pause = tokio::time::Instant::now() + shared.options.backoff_for(attempt_no);
+            let pause = Instant::now() + shared.options.backoff_for(attempt_no);
             if pause >= deadline.0 {
-                return Err(timed_out());
+                return Err(timeout_error(&info));
             }
             tokio::time::sleep_until(pause).await;
         }
         let services = services(&shared, &info, deadline).await?;
-        let node = shared
-            .selector
-            .select(&info.service, &services, &call.filters, &tried)
-            .ok_or_else(|| {
-                BoxError::from(
-                    Error::internal(
-                        CLIENT_ID,
-                        format!("service {}: none available", info.service),
-                    )
-                    .to_status(),
-                )
-            })?;
+        let (node, mut copy) = pick(&shared, &info, &services, &call, &tried, deadline).await?;
         // The time left, read once the node is chosen (a first lookup may have waited).
         let left = deadline.remaining();
         if left.is_zero() {
-            return Err(timed_out());
+            return Err(timeout_error(&info));
         }
         // Set on the request head before it is copied, so the copy is sized for it.
         set_timeout_header(&mut parts.headers, left);
         // The last attempt takes the request itself; the others send a copy.
         let last = attempt_no >= retries || !body.is_replayable();
-        let attempt_parts = if last {
+        let mut attempt_parts = if last {
             std::mem::replace(&mut parts, Request::new(()).into_parts().0)
         } else {
-            copy_parts(&parts, shared.call_stack.is_some())
+            copy_parts(&parts)
         };
+        // The call wrappers see the CallInfo, now naming the node.
+        if let Some(info) = attempt_parts.extensions.get_mut::<CallInfo>() {
+            info.node = Some(node.info.clone());
+        }
         let request = Request::from_parts(attempt_parts, body.body());
-        let result = match &shared.call_stack {
-            // The call wrappers see the CallInfo, now naming the node.
-            Some(stack) => {
-                let mut request = request;
-                request.extensions_mut().insert(CallInfo {
-                    node: Some(NodeInfo {
-                        id: node.id.as_str().into(),
-                        address: node.address.as_str().into(),
-                    }),
-                    ..info.clone()
-                });
-                stack.clone().oneshot(request).await
-            }
-            None => attempt(&shared.pool, &node.address, Some(deadline), request).await,
+        let in_flight = node.load.start(Instant::now());
+        let response = copy.call(request);
+        node.stack.give(copy);
+        let result = response.await;
+        // How the attempt ended, as far as its head tells (a streaming answer ends later).
+        let outcome = match &result {
+            Ok(response) => Outcome::from_headers(response.headers()),
+            Err(err) => Some(Outcome::from_error(&**err)),
         };
-        let status = match &result {
-            Ok(response) => trailers_only_status(response),
-            Err(err) => Some(status_of(err)),
+        let failed = outcome.as_ref().is_some_and(|o| {
+            matches!(o.code, Code::DeadlineExceeded | Code::Unavailable)
+                || o.origin != micro_core::Origin::Answered
+        });
+        in_flight.finish(Instant::now(), failed);
+        let Some(outcome) = outcome.filter(|o| !o.is_success()) else {
+            return result;
         };
         // tonic's channel timer (this attempt's `grpc-timeout`) fired: our deadline passed.
         if let Err(err) = &result
             && source_chain(&**err).any(|e| e.is::<tonic::TimeoutExpired>())
         {
-            return Err(timed_out());
+            return Err(timeout_error(&info));
         }
-        let retry = !last && status.as_ref().is_some_and(|s| (shared.options.retry)(s));
-        if !retry {
-            return result.map_err(|err| {
-                let status = status_of(&err);
-                let detail = format!("service {}: {}", info.service, status.message());
-                if status.code() == tonic::Code::Unavailable
-                    && Error::parse(status.message()).code == 0
-                {
-                    Error::unavailable(CLIENT_ID, detail).to_status().into()
-                } else {
-                    err
-                }
-            });
+        let retry = !last
+            && ((shared.options.retry)(&outcome) || (idempotent && retry_idempotent(&outcome)));
+        let within_budget = || budget.as_ref().is_none_or(|b| b.withdraw());
+        if !retry || !within_budget() {
+            if retry {
+                tracing::debug!(service = %info.service, "retry budget spent: not retrying");
+            }
+            return result.map_err(|err| answer(&info, &outcome, err));
         }
-        tracing::debug!(service = %info.service, node = %node.id, attempt = attempt_no, "retrying");
-        tried.push(node.id.as_str().into());
+        tracing::debug!(service = %info.service, node = %node.info.id, attempt = attempt_no, code = ?outcome.code, "retrying");
+        tried.push(node.info.id.clone());
         attempt_no += 1;
+    }
+}
+
+/// The error a caller gets for a failed attempt: a status that carries go-micro's JSON as
+/// it is; anything else as go-micro's client error for its code.
+fn answer(info: &CallInfo, outcome: &Outcome, err: BoxError) -> BoxError {
+    if outcome.json {
+        return err;
+    }
+    let detail = outcome
+        .error
+        .as_ref()
+        .map_or_else(|| err.to_string(), |e| e.detail.clone());
+    let err = Error::new(
+        CLIENT_ID,
+        outcome.http_code(),
+        format!("service {}: {detail}", info.service),
+    );
+    tonic::Status::new(outcome.code, err.to_string()).into()
+}
+
+/// A ready node of the service and a copy of its stack readied for the attempt. Nodes that
+/// refuse now (e.g. an open breaker) are skipped; when every candidate refuses, the first
+/// refusal is the answer; when the only ready-to-be nodes are busy, waits for one up to the
+/// ready timeout (never past the deadline).
+async fn pick(
+    shared: &Shared,
+    info: &CallInfo,
+    services: &[micro_registry::Service],
+    call: &CallOptions,
+    tried: &[Arc<str>],
+    deadline: Deadline,
+) -> Result<Readied, BoxError> {
+    let mut candidates = Readiness::new(&shared.nodes);
+    let node = shared.selector.select_ready(
+        &info.service,
+        services,
+        &call.filters,
+        tried,
+        &mut candidates,
+    );
+    if let Some(chosen) = node.and_then(|node| candidates.take_readied(node)) {
+        return Ok(chosen);
+    }
+    if !candidates.busy.is_empty() {
+        let wait_until = (Instant::now() + shared.options.ready_timeout).min(deadline.0);
+        let busy = std::mem::take(&mut candidates.busy);
+        if let Ok(found) = tokio::time::timeout_at(wait_until, first_ready(busy)).await {
+            return found;
+        }
+        let err = if wait_until >= deadline.0 {
+            timeout_error(info)
+        } else {
+            Error::unavailable(
+                CLIENT_ID,
+                format!(
+                    "service {}: every node busy for {:?}",
+                    info.service, shared.options.ready_timeout
+                ),
+            )
+            .to_status()
+            .into()
+        };
+        return Err(err);
+    }
+    if let Some(refusal) = candidates.refusal.take() {
+        return Err(refusal);
+    }
+    Err(Error::internal(
+        CLIENT_ID,
+        format!("service {}: none available", info.service),
+    )
+    .to_status()
+    .into())
+}
+
+/// Waits until one of the busy stacks is ready; a stack that refuses meanwhile drops out.
+async fn first_ready(busy: Vec<Readied>) -> Result<Readied, BoxError> {
+    let mut busy: Vec<_> = busy.into_iter().map(Some).collect();
+    let mut refusal = None;
+    poll_fn(|cx| {
+        for slot in busy.iter_mut() {
+            let Some((_, copy)) = slot else { continue };
+            match copy.poll_ready(cx) {
+                Poll::Ready(Ok(())) => {
+                    if let Some(ready) = slot.take() {
+                        return Poll::Ready(Ok(ready));
+                    }
+                }
+                Poll::Ready(Err(err)) => {
+                    refusal.get_or_insert(err);
+                    *slot = None;
+                }
+                Poll::Pending => {}
+            }
+        }
+        if busy.iter().all(Option::is_none) {
+            let err = refusal.take().unwrap_or_else(|| {
+                Error::unavailable(CLIENT_ID, "no node ready")
+                    .to_status()
+                    .into()
+            });
+            return Poll::Ready(Err(err));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+type Readied = (Arc<NodeStack>, BoxService);
+
+/// What the selector asks of each node it would pick: polls the node's stack once, keeping
+/// the readied copies (p2c readies up to two), the first refusal and the busy copies.
+struct Readiness<'a> {
+    nodes: &'a Nodes,
+    now: Instant,
+    readied: [Option<Readied>; 2],
+    refusal: Option<BoxError>,
+    busy: Vec<Readied>,
+}
+
+impl<'a> Readiness<'a> {
+    fn new(nodes: &'a Nodes) -> Self {
+        Readiness {
+            nodes,
+            now: Instant::now(),
+            readied: [None, None],
+            refusal: None,
+            busy: Vec::new(),
+        }
+    }
+
+    /// The copy readied for `node`; the others are dropped with `self`, releasing whatever
+    /// they reserved.
+    fn take_readied(&mut self, node: &Node) -> Option<Readied> {
+        self.readied
+            .iter_mut()
+            .find(|slot| {
+                slot.as_ref()
+                    .is_some_and(|(stack, _)| *stack.info.id == *node.id)
+            })?
+            .take()
+    }
+}
+
+impl Candidates for Readiness<'_> {
+    fn ready(&mut self, node: &Node) -> bool {
+        let stack = match self.nodes.get(node) {
+            Ok(stack) => stack,
+            Err(err) => {
+                self.refusal.get_or_insert(err);
+                return false;
+            }
+        };
+        let mut copy = stack.stack.take();
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match copy.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {
+                let slot = match &mut self.readied {
+                    [empty @ None, _] | [_, empty] => empty,
+                };
+                *slot = Some((stack, copy));
+                true
+            }
+            Poll::Ready(Err(err)) => {
+                self.refusal.get_or_insert(err);
+                false
+            }
+            Poll::Pending => {
+                self.busy.push((stack, copy));
+                false
+            }
+        }
+    }
+
+    fn cost(&self, node: &Node) -> f64 {
+        self.nodes
+            .peek(node)
+            .map_or(0.0, |stack| stack.load.cost(self.now))
     }
 }
 
@@ -181,17 +390,14 @@ async fn services(
     }
 }
 
-/// A copy of the request head for one attempt. Extensions are copied only for call wrappers:
-/// the channel below reads none.
-fn copy_parts(parts: &http::request::Parts, extensions: bool) -> http::request::Parts {
+/// A copy of the request head for one attempt (the call wrappers read its extensions).
+fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
     let (mut copy, ()) = Request::new(()).into_parts();
     copy.method = parts.method.clone();
     copy.uri = parts.uri.clone();
     copy.version = parts.version;
     copy.headers = parts.headers.clone();
-    if extensions {
-        copy.extensions = parts.extensions.clone();
-    }
+    copy.extensions = parts.extensions.clone();
     copy
 }
 
@@ -207,84 +413,8 @@ fn set_timeout_header(headers: &mut http::HeaderMap, left: std::time::Duration) 
     headers.insert(NAME.clone(), left);
 }
 
-/// The status of a trailers-only response (an error answered without a body).
-fn trailers_only_status(response: &Response<Body>) -> Option<Status> {
-    let status = Status::from_header_map(response.headers())?;
-    (status.code() != tonic::Code::Ok).then_some(status)
-}
-
-/// The gRPC status an error stands for (connection failures are `Unavailable`).
-pub(crate) fn status_of(err: &BoxError) -> Status {
-    for e in source_chain(&**err) {
-        if let Some(status) = e.downcast_ref::<Status>() {
-            return Status::new(status.code(), status.message());
-        }
-        // tonic's channel enforcing the `grpc-timeout` sent with the attempt.
-        if e.is::<tonic::TimeoutExpired>() {
-            return Status::deadline_exceeded(err.to_string());
-        }
-    }
-    // Transport failures: the request did not reach a handler.
-    Status::unavailable(err.to_string())
-}
-
 fn source_chain<'a>(
     err: &'a (dyn std::error::Error + 'static),
 ) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
     std::iter::successors(Some(err), |e| e.source())
-}
-
-/// The innermost service under call wrappers: sends one attempt to the node in the request's
-/// [`CallInfo`].
-pub(crate) fn attempt_service(pool: Arc<Pool>) -> BoxService {
-    BoxService::new(tower::service_fn(move |request: Request<Body>| {
-        let pool = pool.clone();
-        async move {
-            let info = request.extensions().get::<CallInfo>();
-            let Some(address) = info
-                .and_then(|i| i.node.as_ref())
-                .map(|n| n.address.clone())
-            else {
-                return Err(Error::internal(CLIENT_ID, "no node chosen")
-                    .to_status()
-                    .into());
-            };
-            let deadline = info.and_then(|i| i.deadline);
-            attempt(&pool, &address, deadline, request).await
-        }
-    }))
-}
-
-/// Sends one attempt to the node at `address`.
-async fn attempt(
-    pool: &Pool,
-    address: &str,
-    deadline: Option<Deadline>,
-    request: Request<Body>,
-) -> Result<Response<Body>, BoxError> {
-    let mut channel = pool.get(address).map_err(|err| {
-        BoxError::from(
-            Error::internal(CLIENT_ID, format!("bad node address {address}: {err}")).to_status(),
-        )
-    })?;
-    // Waiting for the channel (a full request buffer) is bounded by the deadline; once
-    // sent, tonic's own `grpc-timeout` timer bounds the wait for the answer.
-    match channel.ready().now_or_never() {
-        Some(ready) => ready.map(drop).map_err(BoxError::from)?,
-        None => match deadline {
-            Some(deadline) => match tokio::time::timeout_at(deadline.0, channel.ready()).await {
-                Ok(ready) => ready.map(drop).map_err(BoxError::from)?,
-                Err(_) => {
-                    return Err(Error::timeout(
-                        CLIENT_ID,
-                        "deadline passed waiting for a connection",
-                    )
-                    .to_status()
-                    .into());
-                }
-            },
-            None => channel.ready().await.map(drop).map_err(BoxError::from)?,
-        },
-    }
-    channel.call(request).await.map_err(BoxError::from)
 }

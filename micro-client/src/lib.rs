@@ -3,12 +3,15 @@
 //! Calls go to a service by name: a [`Channel`] that any tonic-generated client runs over
 //! (`GreeterClient::new(client.channel("greeter2"))`), or the dynamic [`Client::call`].
 //! Each call passes the client wrappers (around the whole call, retries included), then the
-//! retry loop: pick a node from the registry cache (never a registry round trip per call),
-//! pass the call wrappers (around each attempt on one node), then the node's pooled channel.
+//! retry loop: pick a READY node from the registry cache (never a registry round trip per
+//! call) with the selector's strategy (random, round robin, p2c), then that node's own stack:
+//! the call wrappers over the node's channel. How each attempt ended is read from the shared
+//! classifier ([`micro_core::Outcome`]); only attempts that never reached a server are retried
+//! by default, within a retry budget per called service.
 
 mod dispatch;
+mod nodes;
 mod options;
-mod pool;
 mod replay;
 mod selector;
 
@@ -21,21 +24,24 @@ use std::{
 
 use http::{Request, Response, uri::PathAndQuery};
 pub use micro_core::BoxService;
-use micro_core::{
-    BoxError, CallContext, CallInfo, Deadline, EndpointCache, StackPool, Wrapper, stack,
-};
+use micro_core::{BoxError, CallContext, CallInfo, Deadline, StackPool, Wrapper, stack};
 use micro_registry::{Action, Cache};
 use tonic::{Status, body::Body};
 use tower_service::Service;
 
-pub use options::{CallOptions, Options, RetryPolicy, retry_on_unavailable};
+pub use options::{
+    CallOptions, Options, RetryBudget, RetryPolicy, retry_idempotent, retry_not_sent,
+};
 pub use selector::{Filter, Strategy};
 
 use crate::{
-    dispatch::{Shared, attempt_service, dispatch, dispatch_service},
-    pool::Pool,
+    dispatch::{Shared, dispatch_service},
+    nodes::Nodes,
     selector::Selector,
 };
+
+/// The id of the errors this client raises, as go-micro's.
+pub(crate) const CLIENT_ID: &str = "go.micro.client";
 
 /// Builds a [`Client`]: options and wrappers.
 #[derive(Default)]
@@ -87,25 +93,15 @@ impl Builder {
     }
 
     /// The client, reading services from `cache`. Needs a tokio runtime (it follows the cache's
-    /// changes to drop connections to nodes that left).
+    /// changes to drop the stacks of nodes that left).
     pub fn build(self, cache: Cache) -> Client {
-        let pool = Arc::new(Pool::new(self.options.dial_timeout));
         let selector = Selector::new(self.options.strategy, self.options.filters.clone());
-        evict_departed_nodes(&cache, Arc::downgrade(&pool));
-        // Without wrappers there is no stack: calls run the retry loop and the attempt
-        // directly, and copying a channel copies nothing but two `Arc`s.
-        let call_stack = (!self.call_layers.is_empty())
-            .then(|| stack(attempt_service(pool.clone()), &self.call_layers));
-        let shared = Arc::new(Shared {
-            options: self.options,
-            cache,
-            selector,
-            pool,
-            call_stack,
-            endpoints: EndpointCache::default(),
-        });
-        let client_stack = (!self.client_layers.is_empty())
-            .then(|| StackPool::new(stack(dispatch_service(shared.clone()), &self.client_layers)));
+        let nodes = Nodes::new(self.call_layers, self.options.dial_timeout);
+        let shared = Arc::new(Shared::new(self.options, cache, selector, nodes));
+        evict_departed_nodes(&shared.cache, Arc::downgrade(&shared));
+        // One path: with no client wrappers the stack is the retry loop alone.
+        let client_stack =
+            StackPool::new(stack(dispatch_service(shared.clone()), &self.client_layers));
         Client {
             client_stack,
             shared,
@@ -113,22 +109,24 @@ impl Builder {
     }
 }
 
-/// Drops pooled channels of nodes the registry says are gone.
-fn evict_departed_nodes(cache: &Cache, pool: Weak<Pool>) {
+/// Drops the stacks of nodes the registry says are gone.
+fn evict_departed_nodes(cache: &Cache, shared: Weak<Shared>) {
     let mut events = cache.subscribe();
     tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(event) if event.action == Action::Delete => {
-                    let Some(pool) = pool.upgrade() else { return };
+                    let Some(shared) = shared.upgrade() else {
+                        return;
+                    };
                     event
                         .service
                         .nodes
                         .iter()
-                        .for_each(|node| pool.remove(&node.address));
+                        .for_each(|node| shared.nodes.remove(&node.id));
                 }
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    if pool.strong_count() == 0 {
+                    if shared.strong_count() == 0 {
                         return;
                     }
                 }
@@ -141,8 +139,8 @@ fn evict_departed_nodes(cache: &Cache, pool: Weak<Pool>) {
 /// Calls services by name. Cheap to clone.
 #[derive(Clone)]
 pub struct Client {
-    /// The client wrappers over the retry loop, if there are any.
-    client_stack: Option<StackPool>,
+    /// The client wrappers over the retry loop.
+    client_stack: StackPool,
     shared: Arc<Shared>,
 }
 
@@ -171,7 +169,6 @@ impl Client {
         Channel {
             service: service.into(),
             client_stack: self.client_stack.clone(),
-            ready: None,
             shared: self.shared.clone(),
         }
     }
@@ -244,25 +241,12 @@ fn go_micro_path(service: &str, endpoint: &str) -> Result<PathAndQuery, Status> 
 
 /// A channel to one service, found through the registry; what tonic-generated clients run
 /// over. Cheap to clone.
+#[derive(Clone)]
 pub struct Channel {
     service: Arc<str>,
-    /// Copies of the client wrappers over the retry loop, if there are any.
-    client_stack: Option<StackPool>,
-    /// The copy `poll_ready` readied for the next `call`.
-    ready: Option<BoxService>,
+    /// Copies of the client wrappers over the retry loop.
+    client_stack: StackPool,
     shared: Arc<Shared>,
-}
-
-impl Clone for Channel {
-    /// A channel with nothing readied yet (a readied copy serves one call of one channel).
-    fn clone(&self) -> Self {
-        Channel {
-            service: self.service.clone(),
-            client_stack: self.client_stack.clone(),
-            ready: None,
-            shared: self.shared.clone(),
-        }
-    }
 }
 
 impl std::fmt::Debug for Channel {
@@ -285,11 +269,11 @@ impl Service<Request<Body>> for Channel {
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        match &self.client_stack {
-            Some(pool) => self.ready.get_or_insert_with(|| pool.take()).poll_ready(cx),
-            None => Poll::Ready(Ok(())),
-        }
+    /// Always ready: each call readies its own copy of the client stack, so that a wrapper's
+    /// refusal reaches the caller as its status (tonic turns a readiness error into an
+    /// `Unknown` "not ready" instead).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
@@ -311,24 +295,17 @@ impl Service<Request<Body>> for Channel {
                 }
             }
         });
+        // The call's facts travel once, in the request: every wrapper and the retry loop read
+        // them there (the retry loop names the node on each attempt's copy).
         let info = CallInfo {
             service: self.service.clone(),
             endpoint: self.shared.endpoints.endpoint(request.uri().path()),
             node: None,
             deadline: Some(deadline),
         };
-        match &self.client_stack {
-            // The copy readied by `poll_ready` takes the call, then serves later calls; the
-            // wrappers read the CallInfo from the request.
-            Some(pool) => {
-                request.extensions_mut().insert(info);
-                let mut stack = self.ready.take().unwrap_or_else(|| pool.take());
-                let response = stack.call(request);
-                pool.give(stack);
-                response
-            }
-            None => Box::pin(dispatch(self.shared.clone(), info, request)),
-        }
+        request.extensions_mut().insert(info);
+        let stack = self.client_stack.clone();
+        Box::pin(async move { stack.call(request).await })
     }
 }
 

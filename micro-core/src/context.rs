@@ -81,7 +81,9 @@ impl CallContext {
 }
 
 /// Whether an incoming header is call metadata to pass on (go-micro passes on its context's
-/// metadata), rather than a transport or protocol header of this hop.
+/// metadata), rather than a transport or protocol header of this hop. go-micro's gRPC client
+/// sends `timeout` and `x-content-type` with every call and its server deletes both before
+/// the handler sees the metadata; so does micro-rs.
 pub fn is_propagated(name: &str) -> bool {
     !(name.starts_with(':')
         || name.starts_with("grpc-")
@@ -95,6 +97,7 @@ pub fn is_propagated(name: &str) -> bool {
                 | "accept-encoding"
                 | "connection"
                 | "timeout"
+                | "x-content-type"
                 | "traceparent"
                 | "tracestate"
                 | "b3"
@@ -127,6 +130,20 @@ mod tests {
         })
         .await;
         assert!(CallContext::current().is_none());
+    }
+
+    #[test]
+    fn go_micro_transport_headers_are_not_metadata() {
+        let mut headers = HeaderMap::new();
+        headers.insert("timeout", HeaderValue::from_static("50000000"));
+        headers.insert(
+            "x-content-type",
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        headers.insert("x-user", HeaderValue::from_static("alice"));
+        let ctx = CallContext::from_headers(&headers);
+        let names: Vec<&str> = ctx.metadata.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-user"]);
     }
 
     #[tokio::test]

@@ -141,8 +141,10 @@ impl Outcome {
         })
     }
 
-    /// The outcome of a service error, read through its source chain.
+    /// The outcome of a service error, read through its source chain: the first error of a
+    /// known kind decides; a chain with only generic transport errors reads as broken.
     pub fn from_error(err: &(dyn std::error::Error + 'static)) -> Self {
+        let mut transport = false;
         for e in std::iter::successors(Some(err), |e| e.source()) {
             if let Some(status) = e.downcast_ref::<Status>() {
                 return Outcome::from_status(status, Origin::Local);
@@ -161,7 +163,9 @@ impl Outcome {
             if e.is::<tower::load_shed::error::Overloaded>() {
                 return Outcome::local(Code::Unavailable, 503, "service overloaded");
             }
-            if e.is::<tonic::ConnectError>() {
+            // The channel's request buffer is gone, or the connection could not be made: the
+            // request never left this process.
+            if e.is::<tonic::ConnectError>() || e.is::<tower::buffer::error::Closed>() {
                 return Outcome::not_sent(err);
             }
             if let Some(h2) = e.downcast_ref::<h2::Error>() {
@@ -170,24 +174,22 @@ impl Outcome {
                 if refused || (h2.is_go_away() && h2.is_remote()) {
                     return Outcome::not_sent(err);
                 }
-                return Outcome::broken(Code::Unavailable, &err.to_string());
+                return Outcome::broken(Code::Unavailable, &describe(err));
             }
             if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
                 // Canceled or closed: the connection ended before the request was sent.
                 if hyper.is_canceled() || hyper.is_closed() {
                     return Outcome::not_sent(err);
                 }
-                return Outcome::broken(Code::Unavailable, &err.to_string());
             }
-            // The channel's request buffer is gone: the request never left this process.
-            if e.is::<tower::buffer::error::Closed>() {
-                return Outcome::not_sent(err);
-            }
-            if e.is::<std::io::Error>() || e.is::<tonic::transport::Error>() {
-                return Outcome::broken(Code::Unavailable, &err.to_string());
-            }
+            transport |= e.is::<std::io::Error>()
+                || e.is::<hyper::Error>()
+                || e.is::<tonic::transport::Error>();
         }
-        Outcome::local(Code::Internal, 500, &err.to_string())
+        if transport {
+            return Outcome::broken(Code::Unavailable, &describe(err));
+        }
+        Outcome::local(Code::Internal, 500, &describe(err))
     }
 
     /// The status to answer with, carrying go-micro's JSON; errors built here get `id`.
@@ -218,7 +220,7 @@ impl Outcome {
         Outcome {
             code: Code::Unavailable,
             origin: Origin::NotSent,
-            error: Some(Error::new("", 503, err.to_string())),
+            error: Some(Error::new("", 503, describe(err))),
             json: false,
         }
     }
@@ -231,6 +233,20 @@ impl Outcome {
             json: false,
         }
     }
+}
+
+/// An error with its sources, `transport error: connection refused`, as the detail of the
+/// go-micro error it becomes (the top error alone often says only "transport error").
+fn describe(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    for source in std::iter::successors(err.source(), |e| e.source()) {
+        let next = source.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+    }
+    text
 }
 
 /// The status a server's edge answers with when whatever sits in front of its handlers fails:

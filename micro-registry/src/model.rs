@@ -1,4 +1,6 @@
-//! go-micro's registry model, serialised exactly as go-micro's JSON.
+//! go-micro's registry model, serialised exactly as go-micro's JSON, fields in the order of
+//! go-micro's structs (Node `metadata, id, address`; Endpoint `request, response, metadata,
+//! name`), so the value micro-rs stores is the one go-micro would store for the same service.
 //!
 //! Go writes nil maps and slices as `null` and may omit fields; every collection here decodes
 //! `null` and absence as empty, so values written by Go services decode unchanged.
@@ -33,23 +35,20 @@ pub struct Service {
 /// One running instance of a service.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Node {
+    /// Node metadata (`protocol`, `server`, `registry`, ...).
+    #[serde(default, deserialize_with = "null_default")]
+    pub metadata: Metadata,
     /// Unique id, `<service>-<uuid>` by convention.
     #[serde(default, deserialize_with = "null_default")]
     pub id: String,
     /// `host:port` the node serves on.
     #[serde(default, deserialize_with = "null_default")]
     pub address: String,
-    /// Node metadata (`protocol`, `server`, `registry`, ...).
-    #[serde(default, deserialize_with = "null_default")]
-    pub metadata: Metadata,
 }
 
 /// An endpoint, `Service.Method`, with the shapes of its request and response.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Endpoint {
-    /// `Greeter.Hello`.
-    #[serde(default, deserialize_with = "null_default")]
-    pub name: String,
     /// Request message shape; Go writes `null` when unknown.
     #[serde(default)]
     pub request: Option<Value>,
@@ -59,6 +58,9 @@ pub struct Endpoint {
     /// `{}`; `{"stream":"true"}` for streaming endpoints.
     #[serde(default, deserialize_with = "null_default")]
     pub metadata: Metadata,
+    /// `Greeter.Hello`.
+    #[serde(default, deserialize_with = "null_default")]
+    pub name: String,
 }
 
 /// The shape of a message or field: name, type and nested fields (depth limited to 3).
@@ -136,12 +138,13 @@ mod tests {
     /// map or slice as `null` where we write `{}` / `[]` (both sides decode either).
     const GREETER_JSON: &str = concat!(
         r#"{"name":"greeter","version":"latest","metadata":{},"#,
-        r#""endpoints":[{"name":"Greeter.Hello","#,
+        r#""endpoints":[{"#,
         r#""request":{"name":"Request","type":"Request","values":[{"name":"name","type":"string","values":[]}]},"#,
         r#""response":{"name":"Response","type":"Response","values":[{"name":"msg","type":"string","values":[]}]},"#,
-        r#""metadata":{}}],"#,
-        r#""nodes":[{"id":"greeter-6f1c0a9e-7d1b-4c8e-9f0a-1b2c3d4e5f60","address":"10.0.0.1:50051","#,
-        r#""metadata":{"broker":"http","protocol":"grpc","registry":"etcd","server":"grpc","transport":"grpc"}}]}"#
+        r#""metadata":{},"name":"Greeter.Hello"}],"#,
+        r#""nodes":[{"#,
+        r#""metadata":{"broker":"http","protocol":"grpc","registry":"etcd","server":"grpc","transport":"grpc"},"#,
+        r#""id":"greeter-6f1c0a9e-7d1b-4c8e-9f0a-1b2c3d4e5f60","address":"10.0.0.1:50051"}]}"#
     );
 
     #[test]
@@ -205,7 +208,7 @@ mod tests {
         );
         assert_eq!(
             serde_json::to_string(&endpoint).unwrap(),
-            r#"{"name":"Greeter.Stream","request":null,"response":null,"metadata":{"stream":"true"}}"#
+            r#"{"request":null,"response":null,"metadata":{"stream":"true"},"name":"Greeter.Stream"}"#
         );
     }
 }

@@ -50,9 +50,9 @@ async fn registration_writes_go_micro_key_and_json() {
         kv.value_str().unwrap(),
         concat!(
             r#"{"name":"go.micro/greeter","version":"latest","metadata":{},"#,
-            r#""endpoints":[{"name":"Greeter.Hello","request":{"name":"Request","type":"Request","#,
-            r#""values":[{"name":"name","type":"string","values":[]}]},"response":null,"metadata":{}}],"#,
-            r#""nodes":[{"id":"greeter/6f1c0a9e","address":"127.0.0.1:50051","metadata":{"protocol":"grpc"}}]}"#
+            r#""endpoints":[{"request":{"name":"Request","type":"Request","#,
+            r#""values":[{"name":"name","type":"string","values":[]}]},"response":null,"metadata":{},"name":"Greeter.Hello"}],"#,
+            r#""nodes":[{"metadata":{"protocol":"grpc"},"id":"greeter/6f1c0a9e","address":"127.0.0.1:50051"}]}"#
         )
     );
     // Its own lease, with the TTL.

@@ -161,7 +161,7 @@ mod tests {
         let json = serde_json::to_string(&endpoints[0]).unwrap();
         assert_eq!(
             json,
-            r#"{"name":"Greeter.Hello","request":{"name":"Request","type":"Request","values":[{"name":"name","type":"string","values":[]}]},"response":{"name":"Response","type":"Response","values":[{"name":"msg","type":"string","values":[]}]},"metadata":{}}"#
+            r#"{"request":{"name":"Request","type":"Request","values":[{"name":"name","type":"string","values":[]}]},"response":{"name":"Response","type":"Response","values":[{"name":"msg","type":"string","values":[]}]},"metadata":{},"name":"Greeter.Hello"}"#
         );
         assert!(descriptors.endpoints("other.Greeter").is_none());
     }

@@ -14,10 +14,8 @@ use std::{
 use http::{Request, Response, Uri};
 use micro_core::{BoxError, CallContext, CallInfo, Deadline, NodeInfo, StackPool, timeout};
 use parking_lot::RwLock;
-use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
 use tonic::{body::Body, service::Routes};
-use tower::{ServiceExt, util::Oneshot};
+use tower::ServiceExt;
 use tower_service::Service;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
@@ -110,62 +108,30 @@ struct UserRoute {
     rewrite: Option<Uri>,
 }
 
-/// The user services: tonic's routes, called directly when there are no handler wrappers.
-#[derive(Clone)]
-pub(crate) enum Handlers {
-    /// No wrappers: the routes themselves (cheap to clone, always ready).
-    Routes(Routes),
-    /// The routes behind the handler wrappers (copies reused from request to request).
-    Wrapped(StackPool),
-}
-
-impl Handlers {
-    async fn handle(self, req: Request<Body>) -> Result<Response<Body>, BoxError> {
-        match self {
-            Handlers::Routes(routes) => infallible(routes.oneshot(req).await),
-            Handlers::Wrapped(stacks) => stacks.call(req).await,
+/// The user services behind the handler wrappers (with none, just tonic's routes), copies
+/// reused from request to request. Whatever the wrappers fail with leaves as a status with
+/// go-micro's JSON, never as a reset stream.
+async fn handle(handlers: StackPool, req: Request<Body>) -> Result<Response<Body>, BoxError> {
+    match handlers.call(req).await {
+        Ok(response) => Ok(response),
+        Err(err) => {
+            let status = micro_core::outcome::edge_status(&err, SERVER_ID);
+            tracing::debug!(%err, code = ?status.code(), "handler stack failed");
+            Ok(status.into_http())
         }
     }
 }
+
+const SERVER_ID: &str = "go.micro.server";
 
 /// tonic's routes never fail; the entry's error type is the stack's.
 fn infallible(result: Result<Response<Body>, Infallible>) -> Result<Response<Body>, BoxError> {
     result.map_err(|never| match never {})
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
-
-pin_project! {
-    /// The entry's response. The common call (no handler wrappers, no go-micro `timeout`
-    /// header to enforce) is tonic's routes in the call's context, with no allocation;
-    /// everything else is boxed.
-    #[project = EntryFutureProj]
-    pub(crate) enum EntryFuture {
-        Direct { #[pin] routes: TaskLocalFuture<CallContext, Oneshot<Routes, Request<Body>>> },
-        Boxed { future: BoxFuture },
-    }
-}
-
-impl EntryFuture {
-    fn boxed(
-        future: impl Future<Output = Result<Response<Body>, BoxError>> + Send + 'static,
-    ) -> Self {
-        EntryFuture::Boxed {
-            future: Box::pin(future),
-        }
-    }
-}
-
-impl Future for EntryFuture {
-    type Output = Result<Response<Body>, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            EntryFutureProj::Direct { routes } => routes.poll(cx).map(infallible),
-            EntryFutureProj::Boxed { future } => future.as_mut().poll(cx),
-        }
-    }
-}
+/// The entry's response.
+pub(crate) type EntryFuture =
+    Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
 /// The entry service. Cloned by the transport for every request, so it is one `Arc`; each
 /// request clones only the stack it goes to.
@@ -173,7 +139,7 @@ impl Future for EntryFuture {
 pub(crate) struct Entry(Arc<EntryInner>);
 
 struct EntryInner {
-    handlers: Handlers,
+    handlers: StackPool,
     builtin: Routes,
     paths: PathMap,
     service: Arc<str>,
@@ -182,7 +148,7 @@ struct EntryInner {
 
 impl Entry {
     pub(crate) fn new(
-        handlers: Handlers,
+        handlers: StackPool,
         builtin: Routes,
         paths: PathMap,
         service: Arc<str>,
@@ -213,14 +179,14 @@ impl Service<Request<Body>> for Entry {
         match entry.paths.route(req.uri().path()) {
             Route::Builtin => {
                 let builtin = entry.builtin.clone();
-                EntryFuture::boxed(async move { infallible(builtin.oneshot(req).await) })
+                Box::pin(async move { infallible(builtin.oneshot(req).await) })
             }
             Route::Unknown => {
                 let err = micro_core::Error::not_implemented(
-                    "go.micro.server",
+                    SERVER_ID,
                     format!("unknown service {}", req.uri().path()),
                 );
-                EntryFuture::boxed(std::future::ready(Ok(err.to_status().into_http())))
+                Box::pin(std::future::ready(Ok(err.to_status().into_http())))
             }
             Route::User(route) => {
                 if let Some(uri) = route.rewrite {
@@ -242,15 +208,8 @@ impl Service<Request<Body>> for Entry {
                     node: Some(entry.node.clone()),
                     deadline,
                 });
-                match (&entry.handlers, enforce) {
-                    (Handlers::Routes(routes), None) => EntryFuture::Direct {
-                        routes: context.scope(routes.clone().oneshot(req)),
-                    },
-                    (handlers, enforce) => {
-                        let response = handlers.clone().handle(req);
-                        EntryFuture::boxed(context.scope(within(enforce, response)))
-                    }
-                }
+                let response = handle(entry.handlers.clone(), req);
+                Box::pin(context.scope(within(enforce, response)))
             }
         }
     }
@@ -268,7 +227,7 @@ where
     match tokio::time::timeout_at(deadline.0, response).await {
         Ok(result) => result,
         Err(_) => {
-            let err = micro_core::Error::timeout("go.micro.server", "deadline exceeded");
+            let err = micro_core::Error::timeout(SERVER_ID, "deadline exceeded");
             Ok(err.to_status().into_http())
         }
     }

@@ -3,7 +3,10 @@
 //! Hosts any tonic-generated service, lists its endpoints in the registry and keeps the node
 //! registered (TTL lease, renewed every register interval), runs every request through the
 //! handler wrappers, accepts go-micro's path form (`/<any>.Greeter/Hello`), serves gRPC health
-//! and reflection, and on shutdown deregisters first, then drains in-flight calls.
+//! and reflection. On shutdown it reports NOT_SERVING and deregisters, keeps accepting for
+//! the deregister delay (so watching clients drop the node first), then stops accepting and
+//! drains in-flight calls within the grace period. A started server dropped without
+//! [`Running::stop`] deregisters too.
 
 mod address;
 mod endpoints;
@@ -27,7 +30,7 @@ pub use readiness::Readiness;
 
 use crate::{
     endpoints::Descriptors,
-    entry::{Entry, Handlers, PathMap},
+    entry::{Entry, PathMap},
     health::Health,
 };
 
@@ -72,7 +75,10 @@ pub struct Options {
     pub register_ttl: Duration,
     /// How often the registration is renewed (go-micro's default 30 s).
     pub register_interval: Duration,
-    /// How long shutdown waits for in-flight calls.
+    /// How long shutdown keeps accepting calls after deregistering, so that watching clients
+    /// drop the node before it stops accepting (default 1 s).
+    pub deregister_delay: Duration,
+    /// How long shutdown waits for in-flight calls once it stops accepting.
     pub grace_period: Duration,
 }
 
@@ -87,6 +93,7 @@ impl Default for Options {
             metadata: Metadata::new(),
             register_ttl: Duration::from_secs(60),
             register_interval: Duration::from_secs(30),
+            deregister_delay: Duration::from_secs(1),
             grace_period: Duration::from_secs(5),
         }
     }
@@ -209,26 +216,28 @@ impl Server {
         let mut builtin = Routes::new(health_service);
         paths.add_builtin("grpc.health.v1.Health");
         if !encoded_descriptors.is_empty() {
-            let mut reflection = tonic_reflection::server::Builder::configure();
-            for encoded in &encoded_descriptors {
-                reflection = reflection.register_encoded_file_descriptor_set(encoded);
-            }
-            let v1 = reflection
+            let reflection = || {
+                encoded_descriptors.iter().fold(
+                    tonic_reflection::server::Builder::configure(),
+                    |builder, encoded| builder.register_encoded_file_descriptor_set(encoded),
+                )
+            };
+            let v1 = reflection()
                 .build_v1()
                 .map_err(|e| Error::Reflection(e.to_string()))?;
+            // v1alpha too: many tools (grpcio-reflection, Postman, grpcui, Evans, grpcurl
+            // before 1.8.8) speak only v1alpha.
+            let v1alpha = reflection()
+                .build_v1alpha()
+                .map_err(|e| Error::Reflection(e.to_string()))?;
             paths.add_builtin("grpc.reflection.v1.ServerReflection");
-            builtin = builtin.add_service(v1);
+            paths.add_builtin("grpc.reflection.v1alpha.ServerReflection");
+            builtin = builtin.add_service(v1).add_service(v1alpha);
         }
 
-        let routes = routes.prepare();
-        let handlers = if layers.is_empty() {
-            Handlers::Routes(routes)
-        } else {
-            Handlers::Wrapped(micro_core::StackPool::new(micro_core::stack(
-                boxed(routes),
-                &layers,
-            )))
-        };
+        // One path: with no wrappers the stack is tonic's routes alone.
+        let handlers =
+            micro_core::StackPool::new(micro_core::stack(boxed(routes.prepare()), &layers));
         let entry = Entry::new(
             handlers,
             builtin.prepare(),
@@ -237,9 +246,12 @@ impl Server {
             node.clone(),
         );
 
-        let shutdown = CancellationToken::new();
+        // Two signals: the registrar stops (and the node deregisters) first, the serving
+        // stops after the deregister delay.
+        let stop_serving = CancellationToken::new();
+        let stop_registering = CancellationToken::new();
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-        let signal = shutdown.clone();
+        let signal = stop_serving.clone();
         let serve = tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .serve_with_incoming_shutdown(entry, incoming, signal.cancelled_owned())
@@ -262,7 +274,7 @@ impl Server {
             options.register_interval,
             health.clone(),
             readiness.clone(),
-            shutdown.child_token(),
+            stop_registering.clone(),
         ));
         tracing::info!(service = %options.name, node = %node.id, %address, registered, "server started");
         Ok(Running {
@@ -272,10 +284,13 @@ impl Server {
             registry,
             health,
             readiness,
+            deregister_delay: options.deregister_delay,
             grace_period: options.grace_period,
-            shutdown,
+            stop_registering,
+            stop_serving,
             serve,
-            registrar,
+            registrar: Some(registrar),
+            stopped: false,
         })
     }
 }
@@ -337,7 +352,9 @@ fn registration(
     }
 }
 
-/// A started server.
+/// A started server. Stop it with [`Running::stop`]; dropped without stopping, it
+/// deregisters and stops serving in the background (if a tokio runtime is still there;
+/// otherwise the registration expires with its TTL).
 pub struct Running {
     local_addr: SocketAddr,
     node: NodeInfo,
@@ -345,10 +362,15 @@ pub struct Running {
     registry: Arc<dyn Registry>,
     health: Health,
     readiness: Readiness,
+    deregister_delay: Duration,
     grace_period: Duration,
-    shutdown: CancellationToken,
+    stop_registering: CancellationToken,
+    stop_serving: CancellationToken,
     serve: JoinHandle<Result<(), tonic::transport::Error>>,
-    registrar: JoinHandle<()>,
+    /// Taken by `stop` or `Drop`, which wait for it to end before deregistering.
+    registrar: Option<JoinHandle<()>>,
+    /// Set once `stop` completed: nothing left for `Drop` to do.
+    stopped: bool,
 }
 
 impl Running {
@@ -372,26 +394,74 @@ impl Running {
         &self.readiness
     }
 
-    /// Stops in go-micro's order: stop re-registering, deregister, then stop accepting and
-    /// wait for in-flight calls up to the grace period.
-    pub async fn stop(self) {
+    /// Stops gracefully: stop re-registering, report NOT_SERVING and deregister, keep
+    /// accepting calls for the deregister delay (watching clients drop the node meanwhile),
+    /// then stop accepting and wait for in-flight calls up to the grace period.
+    pub async fn stop(mut self) {
         self.readiness.set_serving(false);
-        self.shutdown.cancel();
-        let _ = self.registrar.await;
+        self.stop_registering.cancel();
+        if let Some(registrar) = self.registrar.take() {
+            let _ = registrar.await;
+        }
         self.health.not_serving().await;
         if let Err(err) = self.registry.deregister(&self.registration).await {
             tracing::warn!(service = %self.registration.name, %err, "deregister failed");
         }
-        let mut serve = self.serve;
-        match tokio::time::timeout(self.grace_period, &mut serve).await {
+        if !self.deregister_delay.is_zero() {
+            tracing::debug!(delay = ?self.deregister_delay, "deregistered; still accepting");
+            tokio::time::sleep(self.deregister_delay).await;
+        }
+        self.stop_serving.cancel();
+        match tokio::time::timeout(self.grace_period, &mut self.serve).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(err))) => tracing::warn!(%err, "server ended with an error"),
             Ok(Err(err)) => tracing::warn!(%err, "server task failed"),
             Err(_) => {
                 tracing::warn!(grace = ?self.grace_period, "grace period over with calls in flight");
-                serve.abort();
+                self.serve.abort();
             }
         }
+        self.stopped = true;
         tracing::info!(service = %self.registration.name, node = %self.node.id, "server stopped");
+    }
+}
+
+impl Drop for Running {
+    /// Not stopped (dropped, or `stop` cancelled half way): stop re-registering, and in the
+    /// background report NOT_SERVING, deregister and stop serving (no delay: nobody waits).
+    fn drop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.readiness.set_serving(false);
+        self.stop_registering.cancel();
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            tracing::warn!(
+                service = %self.registration.name,
+                node = %self.node.id,
+                "server dropped outside a tokio runtime: not deregistered, its registration \
+                 expires with its TTL"
+            );
+            self.stop_serving.cancel();
+            return;
+        };
+        tracing::info!(service = %self.registration.name, node = %self.node.id, "server dropped without stop: deregistering");
+        let registry = self.registry.clone();
+        let registration = self.registration.clone();
+        let health = self.health.clone();
+        let stop_serving = self.stop_serving.clone();
+        let registrar = self.registrar.take();
+        runtime.spawn(async move {
+            // The registrar may be renewing right now: let it end first, so it cannot
+            // register the node again after the deregistration.
+            if let Some(registrar) = registrar {
+                let _ = registrar.await;
+            }
+            health.not_serving().await;
+            if let Err(err) = registry.deregister(&registration).await {
+                tracing::warn!(service = %registration.name, %err, "deregister failed");
+            }
+            stop_serving.cancel();
+        });
     }
 }

@@ -1,4 +1,5 @@
-//! Test helpers for micro-rs: starts a real etcd on a free loopback port.
+//! Test helpers for micro-rs: starts a real etcd on a free loopback port; a test-only
+//! server-streaming service ([`ticker`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -21,6 +22,8 @@ use std::{
     sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
+
+pub mod ticker;
 
 use anyhow::{Context, anyhow, bail};
 use tempfile::TempDir;

@@ -1,8 +1,11 @@
 //! go-micro's command-line flags and `MICRO_*` environment variables, same names.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use clap::Parser;
+use micro_registry::{Etcd, Registry};
+
+use crate::{Error, default_registry};
 
 /// The flags `Service::init` reads. A flag wins over its environment variable; either wins
 /// over what the code set.
@@ -59,7 +62,7 @@ pub struct Flags {
     /// Accepted for go-micro compatibility (see client_pool_size).
     #[arg(long = "client_pool_ttl", env = "MICRO_CLIENT_POOL_TTL", value_parser = humantime::parse_duration)]
     pub client_pool_ttl: Option<Duration>,
-    /// Selector strategy: random (default) or roundrobin.
+    /// Selector strategy: random (default), roundrobin or p2c.
     #[arg(long, env = "MICRO_SELECTOR")]
     pub selector: Option<String>,
     /// Metrics endpoint (/metrics, /health, /ready), host:port, or `off` (micro-rs addition).
@@ -68,6 +71,9 @@ pub struct Flags {
     /// Shutdown grace period for in-flight calls, a duration (micro-rs addition).
     #[arg(long = "server_grace_period", env = "MICRO_SERVER_GRACE_PERIOD", value_parser = humantime::parse_duration)]
     pub server_grace_period: Option<Duration>,
+    /// How long shutdown keeps accepting after deregistering, a duration (micro-rs addition).
+    #[arg(long = "server_deregister_delay", env = "MICRO_SERVER_DEREGISTER_DELAY", value_parser = humantime::parse_duration)]
+    pub server_deregister_delay: Option<Duration>,
 }
 
 impl Flags {
@@ -78,6 +84,40 @@ impl Flags {
         T: Into<std::ffi::OsString> + Clone,
     {
         Flags::try_parse_from(args)
+    }
+}
+
+/// The registry that go-micro's `--registry` / `MICRO_REGISTRY` (`kind`) and
+/// `--registry_address` / `MICRO_REGISTRY_ADDRESS` (`addresses`) select, as
+/// [`Service::init`](crate::Service::init) builds it: `memory` (or empty) is the embedded registry; `etcd` uses
+/// `addresses` (`127.0.0.1:2379` when none) and `ETCD_USERNAME` / `ETCD_PASSWORD`.
+///
+/// ```
+/// let registry = micro::registry_from_flags("etcd", &["10.0.0.1:2379".to_owned()]).unwrap();
+/// assert_eq!(registry.name(), "etcd");
+/// assert!(micro::registry_from_flags("consul", &[]).is_err());
+/// ```
+pub fn registry_from_flags(kind: &str, addresses: &[String]) -> Result<Arc<dyn Registry>, Error> {
+    match kind {
+        "memory" | "" => Ok(default_registry()),
+        "etcd" => {
+            let addresses = if addresses.is_empty() {
+                vec!["127.0.0.1:2379".to_owned()]
+            } else {
+                addresses.to_vec()
+            };
+            let mut etcd = Etcd::new(addresses);
+            if let (Ok(user), Ok(password)) = (
+                std::env::var("ETCD_USERNAME"),
+                std::env::var("ETCD_PASSWORD"),
+            ) {
+                etcd = etcd.with_auth(user, password);
+            }
+            Ok(Arc::new(etcd))
+        }
+        other => Err(Error::Options(format!(
+            "registry {other:?} is not supported (memory, etcd)"
+        ))),
     }
 }
 
@@ -102,6 +142,8 @@ mod tests {
             "1m",
             "--selector",
             "roundrobin",
+            "--server_deregister_delay",
+            "2500ms",
         ])
         .unwrap();
         assert_eq!(flags.registry.as_deref(), Some("etcd"));
@@ -111,6 +153,10 @@ mod tests {
         assert_eq!(flags.server_metadata, ["zone=a", "rack=b"]);
         assert_eq!(flags.client_request_timeout, Some(Duration::from_secs(60)));
         assert_eq!(flags.selector.as_deref(), Some("roundrobin"));
+        assert_eq!(
+            flags.server_deregister_delay,
+            Some(Duration::from_millis(2500))
+        );
     }
 
     #[test]
@@ -119,5 +165,7 @@ mod tests {
         assert!(err.to_string().contains("register_ttl"), "{err}");
         let err = Flags::try_parse_args(["svc", "--client_request_timeout", "soon"]).unwrap_err();
         assert!(err.to_string().contains("client_request_timeout"), "{err}");
+        let err = Flags::try_parse_args(["svc", "--server_deregister_delay", "later"]).unwrap_err();
+        assert!(err.to_string().contains("server_deregister_delay"), "{err}");
     }
 }

@@ -24,9 +24,11 @@ mod flags;
 mod observe;
 mod service;
 
-pub use flags::Flags;
+pub use flags::{Flags, registry_from_flags};
 pub use micro_client::{CallOptions, Channel, Client};
-pub use micro_core::{BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Wrapper};
+pub use micro_core::{
+    BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, Wrapper,
+};
 pub use service::{Error, Running, Service, default_registry};
 
 /// go-micro's error model (`{id, code, detail, status}`), as go-micro's `errors` package.

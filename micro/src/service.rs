@@ -10,12 +10,12 @@ use std::{
 use http::{Request, Response};
 use micro_client::Client;
 use micro_core::Wrapper;
-use micro_registry::{Cache, Etcd, Memory, Registry};
+use micro_registry::{Cache, Memory, Registry};
 use micro_server::Server;
 use tonic::{body::Body, server::NamedService};
 use tower_service::Service as TowerService;
 
-use crate::{BoxError, Flags};
+use crate::{BoxError, Flags, registry_from_flags};
 
 /// A lifecycle hook, as go-micro's `BeforeStart`, `AfterStart`, `BeforeStop`, `AfterStop`.
 type Hook = Box<dyn FnMut() -> Result<(), BoxError> + Send>;
@@ -98,7 +98,7 @@ impl Service {
     pub fn new() -> Self {
         Service {
             server: Server::new(micro_server::Options::default()),
-            client: ClientState::Configuring(micro_client::Builder::new()),
+            client: ClientState::Configuring(Box::default()),
             registry: default_registry(),
             before_start: Vec::new(),
             after_start: Vec::new(),
@@ -180,7 +180,22 @@ impl Service {
         self
     }
 
-    /// How long shutdown waits for in-flight calls (default 5 s).
+    /// How long shutdown keeps accepting calls after deregistering, so that watching clients
+    /// drop this node before it stops accepting (`MICRO_SERVER_DEREGISTER_DELAY`, default
+    /// 1 s; zero stops accepting right after deregistering).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let service = micro::Service::new().deregister_delay(Duration::from_secs(3));
+    /// assert_eq!(service.server_options().deregister_delay, Duration::from_secs(3));
+    /// ```
+    pub fn deregister_delay(mut self, delay: Duration) -> Self {
+        self.server.options_mut().deregister_delay = delay;
+        self
+    }
+
+    /// How long shutdown waits for in-flight calls once it stops accepting
+    /// (`MICRO_SERVER_GRACE_PERIOD`, default 5 s).
     pub fn grace_period(mut self, grace: Duration) -> Self {
         self.server.options_mut().grace_period = grace;
         self
@@ -270,7 +285,9 @@ impl Service {
         change: impl FnOnce(micro_client::Builder) -> micro_client::Builder,
     ) {
         match &mut self.client {
-            ClientState::Configuring(builder) => *builder = change(std::mem::take(builder)),
+            ClientState::Configuring(builder) => {
+                **builder = change(std::mem::take(&mut **builder));
+            }
             ClientState::Built(_) => tracing::warn!("{what} after client(): ignored"),
         }
     }
@@ -284,7 +301,9 @@ impl Service {
         self
     }
 
-    /// Runs `hook` once the server is serving and registered.
+    /// Runs `hook` once the server is serving and registered. If it fails, the server is
+    /// stopped as by [`Running::stop`] (NOT_SERVING, deregistered, drained; the stop hooks
+    /// do not run) and [`Service::start`] returns the error.
     pub fn after_start(
         mut self,
         hook: impl FnMut() -> Result<(), BoxError> + Send + 'static,
@@ -360,7 +379,10 @@ impl Service {
         if let Some(v) = flags.server_grace_period {
             options.grace_period = v
         }
-        if let Some(v) = flags.metrics_address {
+        if let Some(v) = flags.server_deregister_delay {
+            options.deregister_delay = v
+        }
+        if let Some(v) = flags.metrics_address.clone() {
             self.observe.metrics_address = Some(v)
         }
         for pair in flags.server_metadata.iter().filter(|p| !p.is_empty()) {
@@ -369,29 +391,8 @@ impl Service {
             })?;
             options.metadata.insert(key.to_owned(), value.to_owned());
         }
-        match flags.registry.as_deref() {
-            None => {}
-            Some("memory") | Some("") => self.registry = default_registry(),
-            Some("etcd") => {
-                let addresses = if flags.registry_address.is_empty() {
-                    vec!["127.0.0.1:2379".to_owned()]
-                } else {
-                    flags.registry_address.clone()
-                };
-                let mut etcd = Etcd::new(addresses);
-                if let (Ok(user), Ok(password)) = (
-                    std::env::var("ETCD_USERNAME"),
-                    std::env::var("ETCD_PASSWORD"),
-                ) {
-                    etcd = etcd.with_auth(user, password);
-                }
-                self.registry = Arc::new(etcd);
-            }
-            Some(other) => {
-                return Err(Error::Options(format!(
-                    "registry {other:?} is not supported (memory, etcd)"
-                )));
-            }
+        if let Some(kind) = flags.registry.as_deref() {
+            self.registry = registry_from_flags(kind, &flags.registry_address)?;
         }
         let strategy = flags.selector.as_deref().map(str::parse).transpose();
         let strategy = strategy.map_err(Error::Options)?;
@@ -438,7 +439,7 @@ impl Service {
                 let cache = Cache::new(self.registry.clone());
                 self.observe.watch_cache(&cache);
                 self.observe
-                    .wrap_client(std::mem::take(builder))
+                    .wrap_client(std::mem::take(&mut **builder))
                     .build(cache)
             }
         };
@@ -462,7 +463,8 @@ impl Service {
     }
 
     /// Starts serving and registers; returns a handle to stop it. [`Service::run`] is this
-    /// plus waiting for a signal.
+    /// plus waiting for a signal. A failing after-start hook stops the server again before
+    /// its error is returned; dropping the [`Running`] without stopping it deregisters.
     pub async fn start(mut self) -> Result<Running, Error> {
         let name = self.server.options().name.clone();
         self.observe.decide(&name)?;
@@ -472,7 +474,12 @@ impl Service {
         let readiness = self.server.readiness();
         let running = self.server.start(self.registry.clone()).await?;
         let observe = self.observe.start(listener, readiness);
-        run_hooks("after start", &mut self.after_start)?;
+        if let Err(err) = run_hooks("after start", &mut self.after_start) {
+            tracing::error!(%err, "stopping the server");
+            running.stop().await;
+            observe.stop().await;
+            return Err(err);
+        }
         Ok(Running {
             server: running,
             observe,
@@ -496,11 +503,12 @@ impl Service {
 
 /// The client: being configured until [`Service::client`] first builds it, then fixed.
 enum ClientState {
-    Configuring(micro_client::Builder),
+    Configuring(Box<micro_client::Builder>),
     Built(Client),
 }
 
-/// A started service.
+/// A started service. Dropped without [`Running::stop`], its server deregisters and stops
+/// in the background (the stop hooks do not run).
 pub struct Running {
     server: micro_server::Running,
     observe: crate::observe::Running,
@@ -539,8 +547,9 @@ impl Running {
         self.server.readiness()
     }
 
-    /// Stops in go-micro's order: before-stop hooks, deregister, drain, after-stop hooks;
-    /// then the metrics endpoint stops and the last spans are sent.
+    /// Stops in go-micro's order: before-stop hooks, NOT_SERVING and deregister, the
+    /// deregister delay (still accepting), stop accepting and drain, after-stop hooks; the
+    /// metrics endpoint stops and the last spans are sent after the drain.
     pub async fn stop(mut self) -> Result<(), Error> {
         let before = run_hooks("before stop", &mut self.before_stop);
         self.server.stop().await;

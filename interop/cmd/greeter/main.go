@@ -1,0 +1,182 @@
+// Command greeter is the seed's greeter on go-micro, with go-micro's etcd registry and its
+// gRPC server and client, for micro-rs's interop tests and as the benchmark's go-micro peer.
+//
+// Greeter.Test sleeps (100 ms by default) and answers "test <name> from <node id>", as
+// micro-rs's greeter2 does; Greeter.Hello calls a configured service's Greeter.Test through
+// go-micro's client and answers "greeter1 <- <reply>", as micro-rs's greeter1 does.
+//
+// Configured by go-micro's own flags and environment (MICRO_REGISTRY, MICRO_REGISTRY_ADDRESS,
+// MICRO_SERVER_NAME, MICRO_SERVER_ID, MICRO_SERVER_ADDRESS, MICRO_REGISTER_TTL, ...), plus:
+//
+//	--call / INTEROP_CALL               service whose Greeter.Test Hello calls (greeter2)
+//	--test_sleep / INTEROP_TEST_SLEEP   how long Test sleeps (100ms; 0 for load)
+//	--hello_self / INTEROP_HELLO_SELF   Hello answers by itself, calling nobody (for load)
+//	--otel / INTEROP_OTEL               wrap handler and client with go-micro's OpenTelemetry
+//	                                    wrappers, W3C trace context propagated
+//
+// For the tests, a request name selects a behaviour of Test (and of Hello with hello_self):
+//
+//	error:<code>:<id>:<detail>   returns go-micro's errors.New(id, detail, code)
+//	echo                         answers with JSON: node id, the metadata the handler saw and
+//	                             the time left to the context's deadline
+//
+// Run with: MICRO_REGISTRY=etcd MICRO_REGISTRY_ADDRESS=127.0.0.1:2379
+// MICRO_SERVER_NAME=greeter2 MICRO_SERVER_ADDRESS=127.0.0.1:9092 MICRO_BROKER_ADDRESS=127.0.0.1:0
+// ./greeter
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+	"go-micro.dev/v5"
+	"go-micro.dev/v5/client"
+	grpcclient "go-micro.dev/v5/client/grpc"
+	"go-micro.dev/v5/errors"
+	"go-micro.dev/v5/logger"
+	"go-micro.dev/v5/metadata"
+	grpcserver "go-micro.dev/v5/server/grpc"
+	otelwrap "go-micro.dev/v5/wrapper/trace/opentelemetry"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+
+	pb "github.com/micro-rs/micro-rs/interop/greeterpb"
+	"github.com/micro-rs/micro-rs/interop/internal/codecfix"
+)
+
+// Greeter is the handler; go-micro names its endpoints after the struct: Greeter.Test and
+// Greeter.Hello.
+type Greeter struct {
+	node      func() string
+	client    client.Client
+	call      string
+	testSleep time.Duration
+	helloSelf bool
+}
+
+// Echo is what a call named "echo" answers with (as JSON in Response.msg).
+type Echo struct {
+	Node       string            `json:"node"`
+	Metadata   map[string]string `json:"metadata"`
+	DeadlineMs *int64            `json:"deadline_ms"`
+}
+
+// special handles the test behaviours selected by the request name; ok is false for a plain
+// name.
+func (g *Greeter) special(ctx context.Context, name string, rsp *pb.Response) (bool, error) {
+	if rest, found := strings.CutPrefix(name, "error:"); found {
+		parts := strings.SplitN(rest, ":", 3)
+		if len(parts) != 3 {
+			return true, errors.BadRequest("interop.greeter", "want error:<code>:<id>:<detail>, got %q", name)
+		}
+		code, err := strconv.ParseInt(parts[0], 10, 32)
+		if err != nil {
+			return true, errors.BadRequest("interop.greeter", "bad code %q", parts[0])
+		}
+		return true, errors.New(parts[1], parts[2], int32(code))
+	}
+	if name == "echo" {
+		md, _ := metadata.FromContext(ctx)
+		echo := Echo{Node: g.node(), Metadata: map[string]string(md)}
+		if d, ok := ctx.Deadline(); ok {
+			ms := time.Until(d).Milliseconds()
+			echo.DeadlineMs = &ms
+		}
+		b, err := json.Marshal(echo)
+		if err != nil {
+			return true, errors.InternalServerError("interop.greeter", "%v", err)
+		}
+		rsp.Msg = string(b)
+		return true, nil
+	}
+	return false, nil
+}
+
+// Test sleeps, then answers with this node's id.
+func (g *Greeter) Test(ctx context.Context, req *pb.Request, rsp *pb.Response) error {
+	if g.testSleep > 0 {
+		select {
+		case <-time.After(g.testSleep):
+		case <-ctx.Done():
+			return errors.Timeout("interop.greeter", "deadline passed while sleeping: %v", ctx.Err())
+		}
+	}
+	if ok, err := g.special(ctx, req.Name, rsp); ok {
+		return err
+	}
+	rsp.Msg = fmt.Sprintf("test %s from %s", req.Name, g.node())
+	return nil
+}
+
+// Hello calls the configured service's Greeter.Test and answers with its reply (or, with
+// hello_self, answers by itself).
+func (g *Greeter) Hello(ctx context.Context, req *pb.Request, rsp *pb.Response) error {
+	if g.helloSelf {
+		if ok, err := g.special(ctx, req.Name, rsp); ok {
+			return err
+		}
+		rsp.Msg = fmt.Sprintf("hello %s from %s", req.Name, g.node())
+		return nil
+	}
+	reply := &pb.Response{}
+	// The context carries the caller's metadata and deadline; go-micro's client passes both on.
+	if err := g.client.Call(ctx, g.client.NewRequest(g.call, "Greeter.Test", &pb.Request{Name: req.Name}), reply); err != nil {
+		return err
+	}
+	rsp.Msg = "greeter1 <- " + reply.Msg
+	return nil
+}
+
+func init() { codecfix.Register() }
+
+func main() {
+	g := &Greeter{}
+	flags := []cli.Flag{
+		&cli.StringFlag{Name: "call", EnvVars: []string{"INTEROP_CALL"}, Value: "greeter2",
+			Usage: "service whose Greeter.Test Hello calls"},
+		&cli.DurationFlag{Name: "test_sleep", EnvVars: []string{"INTEROP_TEST_SLEEP"}, Value: 100 * time.Millisecond,
+			Usage: "how long Test sleeps"},
+		&cli.BoolFlag{Name: "hello_self", EnvVars: []string{"INTEROP_HELLO_SELF"},
+			Usage: "Hello answers by itself"},
+		&cli.BoolFlag{Name: "otel", EnvVars: []string{"INTEROP_OTEL"},
+			Usage: "wrap with go-micro's OpenTelemetry wrappers (W3C trace context)"},
+	}
+	otelOn := false
+	opts := []micro.Option{
+		micro.Server(grpcserver.NewServer()),
+		micro.Client(grpcclient.NewClient()),
+		micro.Flags(flags...),
+		micro.Action(func(c *cli.Context) error {
+			g.call = c.String("call")
+			g.testSleep = c.Duration("test_sleep")
+			g.helloSelf = c.Bool("hello_self")
+			otelOn = c.Bool("otel")
+			return nil
+		}),
+	}
+	service := micro.New("greeter", opts...)
+	// Parses go-micro's flags and environment (and ours).
+	service.Init()
+	if otelOn {
+		otel.SetTextMapPropagator(propagation.TraceContext{})
+		service.Init(
+			micro.WrapHandler(otelwrap.NewHandlerWrapper()),
+			micro.WrapCall(otelwrap.NewCallWrapper()),
+		)
+	}
+	g.client = service.Client()
+	server := service.Server()
+	// The node id go-micro registers: <name>-<id>.
+	g.node = func() string { o := server.Options(); return o.Name + "-" + o.Id }
+	if err := service.Handle(g); err != nil {
+		logger.Fatal(err)
+	}
+	if err := service.Run(); err != nil {
+		logger.Fatal(err)
+	}
+}

@@ -1,0 +1,7 @@
+//! One module per command.
+
+pub(crate) mod call;
+pub(crate) mod describe;
+pub(crate) mod health;
+pub(crate) mod services;
+pub(crate) mod watch;
