@@ -77,6 +77,14 @@ impl Builder {
         self
     }
 
+    /// Adds a client wrapper outside every client wrapper added so far (e.g. the metrics and
+    /// trace wrappers, which must see what the other wrappers refuse).
+    #[must_use]
+    pub fn wrap_client_outermost(mut self, wrapper: impl Wrapper) -> Self {
+        self.client_layers.insert(0, Arc::new(wrapper));
+        self
+    }
+
     /// Adds a call wrapper: around each attempt on one node; [`CallInfo::node`] is set.
     #[must_use]
     pub fn wrap_call(mut self, wrapper: impl Wrapper) -> Self {

@@ -12,6 +12,7 @@ mod address;
 mod endpoints;
 mod entry;
 mod health;
+mod readiness;
 mod registrar;
 
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
@@ -24,6 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming};
 use tower::{ServiceExt, util::BoxCloneSyncService};
 use tower_service::Service;
+
+pub use readiness::Readiness;
 
 use crate::{
     endpoints::Descriptors,
@@ -104,6 +107,7 @@ pub struct Server {
     descriptors: Descriptors,
     encoded_descriptors: Vec<Vec<u8>>,
     layers: Vec<Arc<dyn Wrapper>>,
+    readiness: Readiness,
 }
 
 impl Server {
@@ -116,7 +120,14 @@ impl Server {
             descriptors: Descriptors::default(),
             encoded_descriptors: Vec::new(),
             layers: Vec::new(),
+            readiness: Readiness::default(),
         }
+    }
+
+    /// The server's readiness (registered within the TTL and serving), known before it
+    /// starts: not ready until then.
+    pub fn readiness(&self) -> Readiness {
+        self.readiness.clone()
     }
 
     /// The options.
@@ -160,6 +171,13 @@ impl Server {
         self
     }
 
+    /// Wraps every handler call in a tower layer outside every layer added so far (e.g. the
+    /// metrics and trace wrappers, which must see what the other wrappers refuse).
+    pub fn wrap_outermost(&mut self, wrapper: impl Wrapper) -> &mut Self {
+        self.layers.insert(0, Arc::new(wrapper));
+        self
+    }
+
     /// Binds, registers and starts serving. Registration failure is logged and retried every
     /// register interval (as go-micro does); health reports SERVING once registered.
     pub async fn start(self, registry: Arc<dyn Registry>) -> Result<Running, Error> {
@@ -170,6 +188,7 @@ impl Server {
             descriptors,
             encoded_descriptors,
             layers,
+            readiness,
         } = self;
         let listener = TcpListener::bind(&options.address)
             .await
@@ -239,15 +258,22 @@ impl Server {
                 .await
         });
 
-        let registered =
-            registrar::register_once(&*registry, &registration, options.register_ttl, &health)
-                .await;
+        readiness.set_serving(true);
+        let registered = registrar::register_once(
+            &*registry,
+            &registration,
+            options.register_ttl,
+            &health,
+            &readiness,
+        )
+        .await;
         let registrar = tokio::spawn(registrar::run(
             registry.clone(),
             registration.clone(),
             options.register_ttl,
             options.register_interval,
             health.clone(),
+            readiness.clone(),
             stop_registering.clone(),
         ));
         tracing::info!(service = %options.name, node = %node.id, %address, registered, "server started");
@@ -257,6 +283,7 @@ impl Server {
             registration,
             registry,
             health,
+            readiness,
             deregister_delay: options.deregister_delay,
             grace_period: options.grace_period,
             stop_registering,
@@ -334,6 +361,7 @@ pub struct Running {
     registration: Registration,
     registry: Arc<dyn Registry>,
     health: Health,
+    readiness: Readiness,
     deregister_delay: Duration,
     grace_period: Duration,
     stop_registering: CancellationToken,
@@ -361,10 +389,16 @@ impl Running {
         &self.registration
     }
 
+    /// Whether the node is ready (registered within the TTL and serving).
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
     /// Stops gracefully: stop re-registering, report NOT_SERVING and deregister, keep
     /// accepting calls for the deregister delay (watching clients drop the node meanwhile),
     /// then stop accepting and wait for in-flight calls up to the grace period.
     pub async fn stop(mut self) {
+        self.readiness.set_serving(false);
         self.stop_registering.cancel();
         if let Some(registrar) = self.registrar.take() {
             let _ = registrar.await;
@@ -399,6 +433,7 @@ impl Drop for Running {
         if self.stopped {
             return;
         }
+        self.readiness.set_serving(false);
         self.stop_registering.cancel();
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::warn!(

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use micro_registry::{RegisterOptions, Registry, Service};
 use tokio_util::sync::CancellationToken;
 
-use crate::health::Health;
+use crate::{health::Health, readiness::Readiness};
 
 /// Registers now; on failure logs and leaves it to the loop (go-micro starts anyway).
 pub(crate) async fn register_once(
@@ -13,13 +13,16 @@ pub(crate) async fn register_once(
     service: &Service,
     ttl: Duration,
     health: &Health,
+    readiness: &Readiness,
 ) -> bool {
     match registry.register(service, RegisterOptions { ttl }).await {
         Ok(()) => {
+            readiness.registered(true, ttl);
             health.serving().await;
             true
         }
         Err(err) => {
+            readiness.registered(false, ttl);
             tracing::warn!(service = %service.name, registry = registry.name(), %err, "register failed; will retry");
             false
         }
@@ -34,6 +37,7 @@ pub(crate) async fn run(
     ttl: Duration,
     interval: Duration,
     health: Health,
+    readiness: Readiness,
     stop: CancellationToken,
 ) {
     if interval.is_zero() {
@@ -45,7 +49,7 @@ pub(crate) async fn run(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = ticker.tick() => {
-                register_once(&*registry, &service, ttl, &health).await;
+                register_once(&*registry, &service, ttl, &health, &readiness).await;
             }
         }
     }

@@ -11,6 +11,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod peers;
+
 use std::{
     fs::File,
     io::Write,

@@ -14,7 +14,9 @@
 
 pub mod breaker;
 pub mod clock;
+pub mod metrics;
 pub mod ratelimit;
+pub mod trace;
 
 pub use breaker::{AdaptiveBreaker, BreakerLayer, CircuitBreaker, HystrixCircuit};
 pub use clock::{Clock, ManualClock, SystemClock};

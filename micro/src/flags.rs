@@ -65,6 +65,9 @@ pub struct Flags {
     /// Selector strategy: random (default), roundrobin or p2c.
     #[arg(long, env = "MICRO_SELECTOR")]
     pub selector: Option<String>,
+    /// Metrics endpoint (/metrics, /health, /ready), host:port, or `off` (micro-rs addition).
+    #[arg(long = "metrics_address", env = "MICRO_METRICS_ADDRESS")]
+    pub metrics_address: Option<String>,
     /// Shutdown grace period for in-flight calls, a duration (micro-rs addition).
     #[arg(long = "server_grace_period", env = "MICRO_SERVER_GRACE_PERIOD", value_parser = humantime::parse_duration)]
     pub server_grace_period: Option<Duration>,

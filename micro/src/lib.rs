@@ -21,6 +21,7 @@
 //! ```
 
 mod flags;
+mod observe;
 mod service;
 
 pub use flags::{BreakerFlag, BreakerScopeFlag, Flags, registry_from_flags};
@@ -48,6 +49,16 @@ pub mod client {
 /// Breakers and rate limits (and the algorithms behind them) as wrappers.
 pub mod wrappers {
     pub use micro_wrappers::*;
+}
+
+/// Tracing: OpenTelemetry spans, propagation and export (see [`Service::tracing`]).
+pub mod trace {
+    pub use micro_wrappers::trace::*;
+}
+
+/// Metrics: Prometheus series and the framework's health (see [`Service::metrics_address`]).
+pub mod metrics {
+    pub use micro_wrappers::metrics::*;
 }
 
 /// The server: options and handler types.

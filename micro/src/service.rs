@@ -40,6 +40,17 @@ pub enum Error {
     /// Waiting for a shutdown signal failed.
     #[error("signal: {0}")]
     Signal(#[from] std::io::Error),
+    /// The metrics endpoint could not listen.
+    #[error("cannot serve metrics on {address:?} ({setting}): {source}", setting = crate::observe::METRICS_SETTING)]
+    Metrics {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A tracing setting is wrong or an exporter could not be built.
+    #[error("tracing: {0}")]
+    Tracing(#[from] micro_wrappers::trace::ConfigError),
 }
 
 /// The embedded registry every service of this process shares unless told otherwise, as
@@ -72,6 +83,7 @@ pub struct Service {
     after_start: Vec<Hook>,
     before_stop: Vec<Hook>,
     after_stop: Vec<Hook>,
+    observe: crate::observe::Observe,
 }
 
 impl Default for Service {
@@ -92,6 +104,7 @@ impl Service {
             after_start: Vec::new(),
             before_stop: Vec::new(),
             after_stop: Vec::new(),
+            observe: Default::default(),
         }
     }
 
@@ -199,6 +212,51 @@ impl Service {
     pub fn descriptors(mut self, encoded: &[u8]) -> Result<Self, Error> {
         self.server.add_descriptors(encoded)?;
         Ok(self)
+    }
+
+    /// Serves Prometheus metrics at `http://<address>/metrics`, with `/health` and `/ready`
+    /// (`MICRO_METRICS_ADDRESS`, `--metrics_address`); `off` disables it. The call series
+    /// wrappers go outside every other wrapper. One endpoint per process.
+    ///
+    /// ```
+    /// let service = micro::Service::new().metrics_address("127.0.0.1:9000");
+    /// ```
+    pub fn metrics_address(mut self, address: impl Into<String>) -> Self {
+        self.observe.metrics_address = Some(address.into());
+        self
+    }
+
+    /// The metrics' options (namespace, subsystems, constant labels, buckets, OpenCensus
+    /// views); go-micro's defaults otherwise. Metrics are served once an address is set.
+    pub fn metrics(mut self, config: micro_wrappers::metrics::MetricsConfig) -> Self {
+        self.observe.metrics_config = Some(config);
+        self
+    }
+
+    /// Traces every handled call and every call made, with these settings (each one left unset
+    /// is read from its `OTEL_*` variable). Without this, tracing is on when
+    /// `OTEL_TRACES_EXPORTER` names an exporter. The trace wrappers go outside every other
+    /// wrapper; the last spans are flushed on a graceful stop.
+    ///
+    /// ```
+    /// use micro::trace::{Exporter, TraceConfig};
+    /// let service = micro::Service::new()
+    ///     .tracing(TraceConfig::default().exporters([Exporter::Otlp, Exporter::Zipkin]));
+    /// ```
+    pub fn tracing(mut self, config: micro_wrappers::trace::TraceConfig) -> Self {
+        self.observe.trace_config = Some(config);
+        self
+    }
+
+    /// The metrics registry, once decided (after [`Service::client`] or [`Service::start`]),
+    /// e.g. to attach a breaker's observer: `metrics.health().breaker_observer()`.
+    pub fn metrics_registry(&self) -> Option<&micro_wrappers::metrics::Metrics> {
+        self.observe.metrics()
+    }
+
+    /// The tracer, once decided (after [`Service::client`] or [`Service::start`]).
+    pub fn tracer(&self) -> Option<&micro_wrappers::trace::Tracing> {
+        self.observe.tracing()
     }
 
     /// Wraps every handler call; the first wrapper added is the outermost.
@@ -325,6 +383,9 @@ impl Service {
         if let Some(v) = flags.server_deregister_delay {
             options.deregister_delay = v
         }
+        if let Some(v) = flags.metrics_address.clone() {
+            self.observe.metrics_address = Some(v)
+        }
         for pair in flags.server_metadata.iter().filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').ok_or_else(|| {
                 Error::Options(format!("server_metadata {pair:?}: want key=value"))
@@ -428,10 +489,22 @@ impl Service {
     /// The client: finds services through this service's registry (via a watch-fed cache),
     /// wrapped by the client wrappers added so far. Needs a tokio runtime.
     pub fn client(&mut self) -> Client {
+        if let ClientState::Built(client) = &self.client {
+            return client.clone();
+        }
+        let name = self.server.options().name.clone();
+        if let Err(err) = self.observe.decide(&name) {
+            // Reported again by `start`.
+            tracing::error!(%err, "tracing is off");
+        }
         let client = match &mut self.client {
             ClientState::Built(client) => return client.clone(),
             ClientState::Configuring(builder) => {
-                std::mem::take(&mut **builder).build(Cache::new(self.registry.clone()))
+                let cache = Cache::new(self.registry.clone());
+                self.observe.watch_cache(&cache);
+                self.observe
+                    .wrap_client(std::mem::take(&mut **builder))
+                    .build(cache)
             }
         };
         self.client = ClientState::Built(client.clone());
@@ -457,15 +530,23 @@ impl Service {
     /// plus waiting for a signal. A failing after-start hook stops the server again before
     /// its error is returned; dropping the [`Running`] without stopping it deregisters.
     pub async fn start(mut self) -> Result<Running, Error> {
+        let name = self.server.options().name.clone();
+        self.observe.decide(&name)?;
+        let listener = self.observe.bind().await?;
+        self.observe.wrap_server(&mut self.server);
         run_hooks("before start", &mut self.before_start)?;
+        let readiness = self.server.readiness();
         let running = self.server.start(self.registry.clone()).await?;
+        let observe = self.observe.start(listener, readiness);
         if let Err(err) = run_hooks("after start", &mut self.after_start) {
             tracing::error!(%err, "stopping the server");
             running.stop().await;
+            observe.stop().await;
             return Err(err);
         }
         Ok(Running {
             server: running,
+            observe,
             before_stop: self.before_stop,
             after_stop: self.after_stop,
         })
@@ -494,6 +575,7 @@ enum ClientState {
 /// in the background (the stop hooks do not run).
 pub struct Running {
     server: micro_server::Running,
+    observe: crate::observe::Running,
     before_stop: Vec<Hook>,
     after_stop: Vec<Hook>,
 }
@@ -509,11 +591,33 @@ impl Running {
         self.server.node()
     }
 
+    /// The address the metrics endpoint listens on, if it is on.
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.observe.metrics_addr()
+    }
+
+    /// The metrics registry, if metrics are on.
+    pub fn metrics(&self) -> Option<&micro_wrappers::metrics::Metrics> {
+        self.observe.metrics()
+    }
+
+    /// The tracer, if tracing is on.
+    pub fn tracer(&self) -> Option<&micro_wrappers::trace::Tracing> {
+        self.observe.tracing()
+    }
+
+    /// Whether the node is ready (registered within the TTL and serving): `/ready`.
+    pub fn readiness(&self) -> &micro_server::Readiness {
+        self.server.readiness()
+    }
+
     /// Stops in go-micro's order: before-stop hooks, NOT_SERVING and deregister, the
-    /// deregister delay (still accepting), stop accepting and drain, after-stop hooks.
+    /// deregister delay (still accepting), stop accepting and drain, after-stop hooks; the
+    /// metrics endpoint stops and the last spans are sent after the drain.
     pub async fn stop(mut self) -> Result<(), Error> {
         let before = run_hooks("before stop", &mut self.before_stop);
         self.server.stop().await;
+        self.observe.stop().await;
         before?;
         run_hooks("after stop", &mut self.after_stop)
     }

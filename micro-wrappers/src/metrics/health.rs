@@ -1,0 +1,255 @@
+//! The framework's health series: breakers, limiters, registry, selector, client retries and
+//! spans. Each part hands out pre-resolved handles (one lookup when a breaker or limiter is
+//! made, none per call).
+
+use std::sync::Arc;
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::breaker::{Event, State};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// The health series of one process.
+#[derive(Clone, Debug)]
+pub struct Health {
+    breaker_state: Family<Labels, Gauge>,
+    breaker_transitions: Family<Labels, Counter>,
+    breaker_rejections: Family<Labels, Counter>,
+    limiter_admitted: Family<Labels, Counter>,
+    limiter_refused: Family<Labels, Counter>,
+    limiter_waited: Family<Labels, Counter>,
+    registrations: Family<Labels, Counter>,
+    renewal_failures: Family<Labels, Counter>,
+    watch_restarts: Counter,
+    nodes: Family<Labels, Gauge>,
+    retries: Family<Labels, Counter>,
+    retry_budget_refusals: Family<Labels, Counter>,
+}
+
+/// A breaker state as the gauge reads it: 0 closed, 1 half-open, 2 open.
+pub fn state_value(state: State) -> i64 {
+    match state {
+        State::Closed => 0,
+        State::HalfOpen => 1,
+        State::Open => 2,
+    }
+}
+
+/// One limiter's counters, for its layer to bump.
+#[derive(Clone, Debug)]
+pub struct LimiterSeries {
+    /// Calls let through at once.
+    pub admitted: Counter,
+    /// Calls refused.
+    pub refused: Counter,
+    /// Calls that waited for a token, then went through.
+    pub waited: Counter,
+}
+
+impl Health {
+    pub(crate) fn register(registry: &mut Registry, namespace: &str) -> Self {
+        let health = Health {
+            breaker_state: Family::default(),
+            breaker_transitions: Family::default(),
+            breaker_rejections: Family::default(),
+            limiter_admitted: Family::default(),
+            limiter_refused: Family::default(),
+            limiter_waited: Family::default(),
+            registrations: Family::default(),
+            renewal_failures: Family::default(),
+            watch_restarts: Counter::default(),
+            nodes: Family::default(),
+            retries: Family::default(),
+            retry_budget_refusals: Family::default(),
+        };
+        let name = |n: &str| super::full_name(&[namespace, n]);
+        let h = &health;
+        registry.register(
+            name("breaker_state"),
+            "Breaker state (0 closed, 1 half-open, 2 open)",
+            h.breaker_state.clone(),
+        );
+        registry.register(
+            name("breaker_transitions"),
+            "Breaker state changes",
+            h.breaker_transitions.clone(),
+        );
+        registry.register(
+            name("breaker_rejections"),
+            "Calls a breaker refused",
+            h.breaker_rejections.clone(),
+        );
+        registry.register(
+            name("ratelimit_admitted"),
+            "Calls a limiter let through",
+            h.limiter_admitted.clone(),
+        );
+        registry.register(
+            name("ratelimit_refused"),
+            "Calls a limiter refused",
+            h.limiter_refused.clone(),
+        );
+        registry.register(
+            name("ratelimit_waited"),
+            "Calls that waited for a limiter",
+            h.limiter_waited.clone(),
+        );
+        registry.register(
+            name("registry_registrations"),
+            "Successful registrations and renewals",
+            h.registrations.clone(),
+        );
+        registry.register(
+            name("registry_renewal_failures"),
+            "Failed registrations and renewals",
+            h.renewal_failures.clone(),
+        );
+        registry.register(
+            name("registry_watch_restarts"),
+            "Registry watches restarted",
+            h.watch_restarts.clone(),
+        );
+        registry.register(
+            name("selector_nodes"),
+            "Nodes known per service",
+            h.nodes.clone(),
+        );
+        registry.register(name("client_retries"), "Client retries", h.retries.clone());
+        registry.register(
+            name("client_retry_budget_refusals"),
+            "Retries the retry budget refused",
+            h.retry_budget_refusals.clone(),
+        );
+        health
+    }
+
+    /// An observer for a breaker's `on_event` (gobreaker, hystrix, adaptive): its state gauge,
+    /// transitions and rejections, labelled `breaker`.
+    pub fn breaker_observer(&self) -> impl Fn(&str, Event) + Send + Sync + 'static {
+        let health = self.clone();
+        move |name: &str, event: Event| match event {
+            Event::StateChange { from, to } => {
+                health.breaker_state(name, to);
+                health
+                    .breaker_transitions
+                    .get_or_create(&vec![
+                        ("breaker", name.to_owned()),
+                        ("from", from.as_str().to_owned()),
+                        ("to", to.as_str().to_owned()),
+                    ])
+                    .inc();
+            }
+            Event::Rejected(why) => {
+                health
+                    .breaker_rejections
+                    .get_or_create(&vec![
+                        ("breaker", name.to_owned()),
+                        ("reason", format!("{why:?}")),
+                    ])
+                    .inc();
+            }
+        }
+    }
+
+    /// Sets a breaker's state gauge (call once when the breaker is made, as closed).
+    pub fn breaker_state(&self, name: &str, state: State) {
+        self.breaker_state
+            .get_or_create(&vec![("breaker", name.to_owned())])
+            .set(state_value(state));
+    }
+
+    /// The counters of the limiter `name`.
+    pub fn limiter(&self, name: &str) -> LimiterSeries {
+        let labels = vec![("limiter", name.to_owned())];
+        LimiterSeries {
+            admitted: self.limiter_admitted.get_or_create_owned(&labels),
+            refused: self.limiter_refused.get_or_create_owned(&labels),
+            waited: self.limiter_waited.get_or_create_owned(&labels),
+        }
+    }
+
+    /// A registration or renewal of `service` succeeded (`true`) or failed.
+    pub fn registration(&self, service: &str, ok: bool) {
+        let labels = vec![("service", service.to_owned())];
+        if ok {
+            self.registrations.get_or_create(&labels).inc();
+        } else {
+            self.renewal_failures.get_or_create(&labels).inc();
+        }
+    }
+
+    /// A registry watch was restarted.
+    pub fn watch_restarted(&self) {
+        self.watch_restarts.inc();
+    }
+
+    /// `service` now has `nodes` nodes known.
+    pub fn nodes_known(&self, service: &str, nodes: usize) {
+        self.nodes
+            .get_or_create(&vec![("service", service.to_owned())])
+            .set(i64::try_from(nodes).unwrap_or(i64::MAX));
+    }
+
+    /// The client retried a call to `service` (`refused`: the retry budget said no).
+    pub fn retry(&self, service: &str, refused: bool) {
+        let labels = vec![("service", service.to_owned())];
+        if refused {
+            self.retry_budget_refusals.get_or_create(&labels).inc();
+        } else {
+            self.retries.get_or_create(&labels).inc();
+        }
+    }
+}
+
+/// Exposes a tracer's [`SpanStats`](crate::trace::SpanStats) as
+/// `<namespace>_trace_spans_{ended,exported,dropped}_total`.
+#[derive(Debug)]
+pub struct SpanCollector {
+    names: [String; 3],
+    stats: Arc<crate::trace::SpanStats>,
+}
+
+impl SpanCollector {
+    /// A collector of `stats` under `namespace`.
+    pub fn new(namespace: &str, stats: Arc<crate::trace::SpanStats>) -> Self {
+        let name = |n: &str| super::full_name(&[namespace, n]);
+        SpanCollector {
+            names: [
+                name("trace_spans_ended"),
+                name("trace_spans_exported"),
+                name("trace_spans_dropped"),
+            ],
+            stats,
+        }
+    }
+}
+
+impl prometheus_client::collector::Collector for SpanCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{encoding::EncodeMetric, metrics::counter::ConstCounter};
+        let values = [
+            (
+                self.stats.ended(),
+                "Sampled spans ended (once per exporter)",
+            ),
+            (self.stats.exported(), "Spans a receiver accepted"),
+            (
+                self.stats.dropped(),
+                "Spans lost: their batch failed to export",
+            ),
+        ];
+        for (name, (value, help)) in self.names.iter().zip(values) {
+            let counter = ConstCounter::new(value);
+            let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
+            counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,27 @@
+use std::sync::Arc;
+
+use tower_layer::Layer;
+
+use super::{CallSeries, MetricsService};
+
+/// Records every call of the service it wraps into one side's series
+/// ([`Metrics::server`](super::Metrics::server) or [`Metrics::client`](super::Metrics::client)).
+#[derive(Clone, Debug)]
+pub struct MetricsLayer {
+    series: Arc<CallSeries>,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `series`.
+    pub fn new(series: Arc<CallSeries>) -> Self {
+        MetricsLayer { series }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = MetricsService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        MetricsService::new(inner, self.series.clone())
+    }
+}

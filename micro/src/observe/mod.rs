@@ -1,0 +1,232 @@
+//! Tracing and metrics wired into a [`Service`](crate::Service): the trace and metrics
+//! wrappers (outermost, so they see what other wrappers refuse), the metrics endpoint, the
+//! health series fed by the server's registrations and the client's registry cache, and the
+//! last spans flushed on a graceful stop.
+
+mod http;
+
+use std::net::SocketAddr;
+
+use micro_registry::Cache;
+use micro_server::Readiness;
+use micro_wrappers::{
+    metrics::{Metrics, MetricsConfig, SpanCollector},
+    trace::{ConfigError, TraceConfig, Tracing},
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// The variable and flag that name the metrics address, for error messages.
+pub(crate) const METRICS_SETTING: &str = "MICRO_METRICS_ADDRESS / --metrics_address";
+
+/// What a service was asked to observe, and what it built for that.
+#[derive(Default)]
+pub(crate) struct Observe {
+    /// `host:port`, or `off`.
+    pub(crate) metrics_address: Option<String>,
+    pub(crate) metrics_config: Option<MetricsConfig>,
+    pub(crate) trace_config: Option<TraceConfig>,
+    metrics: Option<Metrics>,
+    tracing: Option<Tracing>,
+    /// Whether the built parts were decided (once: the client may be built before start).
+    decided: bool,
+    /// A failure while deciding in `client()` (which cannot fail), reported by `start()`.
+    failed: Option<ConfigError>,
+    /// Stops what runs for the service (the endpoint, the cache follower).
+    stop: CancellationToken,
+}
+
+impl Observe {
+    fn metrics_on(&self) -> bool {
+        self.metrics_address
+            .as_deref()
+            .is_some_and(|a| !a.trim().is_empty() && a.trim() != "off")
+    }
+
+    /// Tracing is on when configured in code, or when `OTEL_TRACES_EXPORTER` names an
+    /// exporter.
+    fn tracing_config(&self) -> Option<TraceConfig> {
+        if let Some(config) = &self.trace_config {
+            return Some(config.clone());
+        }
+        let exporter = std::env::var("OTEL_TRACES_EXPORTER").ok()?;
+        let exporter = exporter.trim();
+        (!exporter.is_empty() && exporter != "none").then(TraceConfig::default)
+    }
+
+    /// Builds the metrics and the tracer once, for the service `name`.
+    pub(crate) fn decide(&mut self, name: &str) -> Result<(), ConfigError> {
+        if self.decided {
+            return match &self.failed {
+                Some(err) => Err(clone_error(err)),
+                None => Ok(()),
+            };
+        }
+        self.decided = true;
+        if self.metrics_on() {
+            self.metrics = Some(Metrics::new(
+                self.metrics_config.clone().unwrap_or_default(),
+            ));
+        }
+        if let Some(config) = self.tracing_config() {
+            let resolved = config.resolve(name, |var| std::env::var(var).ok());
+            match resolved.and_then(Tracing::install) {
+                Ok(tracing) => {
+                    if let Some(metrics) = &self.metrics {
+                        metrics.register_collector(SpanCollector::new(
+                            "micro",
+                            tracing.stats().clone(),
+                        ));
+                    }
+                    self.tracing = Some(tracing);
+                }
+                Err(err) => {
+                    self.failed = Some(clone_error(&err));
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts the client wrappers outermost: the trace wrapper, then the metrics wrapper.
+    pub(crate) fn wrap_client(&self, mut builder: micro_client::Builder) -> micro_client::Builder {
+        if let Some(metrics) = &self.metrics {
+            builder = builder.wrap_client_outermost(metrics.client());
+        }
+        if let Some(tracing) = &self.tracing {
+            builder = builder.wrap_client_outermost(tracing.client());
+        }
+        builder
+    }
+
+    /// Puts the handler wrappers outermost: the trace wrapper, then the metrics wrapper.
+    pub(crate) fn wrap_server(&self, server: &mut micro_server::Server) {
+        if let Some(metrics) = &self.metrics {
+            server.wrap_outermost(metrics.server());
+        }
+        if let Some(tracing) = &self.tracing {
+            server.wrap_outermost(tracing.server());
+        }
+        if let Some(metrics) = &self.metrics {
+            let health = metrics.health().clone();
+            let name = server.options().name.clone();
+            server
+                .readiness()
+                .on_register(move |ok| health.registration(&name, ok));
+        }
+    }
+
+    /// Follows the client's registry cache: nodes known per service.
+    pub(crate) fn watch_cache(&self, cache: &Cache) {
+        let Some(metrics) = &self.metrics else { return };
+        let health = metrics.health().clone();
+        let cache = cache.clone();
+        let mut events = cache.subscribe();
+        let stop = self.stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let event = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(event) => {
+                        let name = &event.service.name;
+                        let nodes = cache
+                            .peek(name)
+                            .map_or(0, |versions| versions.iter().map(|s| s.nodes.len()).sum());
+                        health.nodes_known(name, nodes);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
+    /// Binds the metrics endpoint, if configured: a taken port is an error naming the address
+    /// and the setting.
+    pub(crate) async fn bind(&self) -> Result<Option<TcpListener>, crate::Error> {
+        if self.metrics.is_none() {
+            return Ok(None);
+        }
+        let address = self.metrics_address.clone().unwrap_or_default();
+        match TcpListener::bind(address.trim()).await {
+            Ok(listener) => Ok(Some(listener)),
+            Err(source) => Err(crate::Error::Metrics { address, source }),
+        }
+    }
+
+    /// Starts serving the endpoint on `listener`.
+    pub(crate) fn start(&self, listener: Option<TcpListener>, readiness: Readiness) -> Running {
+        let stop = self.stop.clone();
+        let endpoint = listener.and_then(|listener| {
+            let metrics = self.metrics.clone()?;
+            let address = listener.local_addr().ok()?;
+            tracing::info!(%address, "serving /metrics, /health and /ready");
+            Some((
+                address,
+                http::serve(listener, metrics, readiness, stop.clone()),
+            ))
+        });
+        Running {
+            endpoint,
+            stop,
+            tracing: self.tracing.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The metrics, if on.
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    /// The tracer, if on.
+    pub(crate) fn tracing(&self) -> Option<&Tracing> {
+        self.tracing.as_ref()
+    }
+}
+
+fn clone_error(err: &ConfigError) -> ConfigError {
+    ConfigError::Exporter {
+        exporter: "tracing",
+        reason: err.to_string(),
+    }
+}
+
+/// The observing parts of a started service.
+pub(crate) struct Running {
+    endpoint: Option<(SocketAddr, JoinHandle<()>)>,
+    stop: CancellationToken,
+    tracing: Option<Tracing>,
+    metrics: Option<Metrics>,
+}
+
+impl Running {
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.endpoint.as_ref().map(|(address, _)| *address)
+    }
+
+    pub(crate) fn metrics(&self) -> Option<&Metrics> {
+        self.metrics.as_ref()
+    }
+
+    pub(crate) fn tracing(&self) -> Option<&Tracing> {
+        self.tracing.as_ref()
+    }
+
+    /// Stops the endpoint and sends the last spans.
+    pub(crate) async fn stop(self) {
+        self.stop.cancel();
+        if let Some((_, task)) = self.endpoint {
+            let _ = task.await;
+        }
+        if let Some(tracing) = self.tracing
+            && let Err(err) = tracing.shutdown_async().await
+        {
+            tracing::warn!(%err, "flushing spans at shutdown failed");
+        }
+    }
+}
