@@ -659,6 +659,8 @@ pub fn checks(comparison: &Comparison) -> Vec<Check> {
     paired_target("micro", "tonic-deadline", 0.98, Some(1.05));
     paired_target("micro-tower", "tonic-tower", 0.97, None);
     paired_target("micro-p2c", "micro", 0.97, None);
+    paired_target("micro-breaker", "micro", 0.97, Some(1.05));
+    paired_target("micro-ratelimit", "micro", 0.97, Some(1.05));
     if let Some(micro) = row("micro")
         && let (Some(calls), Some(p99)) = (micro.ratio_calls_per_sec, micro.ratio_p99)
     {

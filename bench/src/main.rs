@@ -59,6 +59,7 @@ enum Command {
         #[arg(long, requires = "etcd")]
         selector: Option<micro::client::Strategy>,
         /// With `--etcd`: a gobreaker on the micro client (`wrap_client`).
+        #[arg(long, requires = "etcd")]
         breaker: bool,
         /// With `--target`: send this request timeout (`grpc-timeout`) on every call, as a
         /// micro client always does, to measure what carrying a deadline costs bare tonic.
