@@ -1038,12 +1038,10 @@ async fn go_micros_w3c_trace_context_reaches_micro_rs_handlers() {
 }
 
 #[tokio::test]
-#[ignore = "needs the tracing wrappers (issue 11)"]
 async fn one_w3c_trace_crosses_rust_and_go() {
-    // Hook for issue 11: a call entering micro-rs's greeter1 with a W3C traceparent must reach
-    // go-micro's greeter2 (whose `echo` shows the metadata it received) in the same trace. Today
-    // micro-rs does not pass `traceparent` on (its trace wrappers will); once they exist, give
-    // greeter1 its trace wrappers here and check the spans of both sides in one trace.
+    // A call entering micro-rs's greeter1 with a W3C traceparent reaches go-micro's greeter2
+    // (whose `echo` shows the metadata it received) in the same trace: greeter1's trace
+    // wrappers (on through OTEL_TRACES_EXPORTER) inject their client span's context.
     let Some(go) = go_bin() else { return };
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
@@ -1054,7 +1052,18 @@ async fn one_w3c_trace_crosses_rust_and_go() {
         "go",
         &[("INTEROP_OTEL", "1"), ("INTEROP_TEST_SLEEP", "0")],
     );
-    let _greeter1 = rust_binary(env!("CARGO_BIN_EXE_greeter1"), &etcd, "greeter1-rust", &[]);
+    // Spans go to an OTLP endpoint where nothing listens: export fails (counted), calls do not.
+    let tracing = [
+        ("OTEL_TRACES_EXPORTER", "otlp"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9"),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+    ];
+    let _greeter1 = rust_binary(
+        env!("CARGO_BIN_EXE_greeter1"),
+        &etcd,
+        "greeter1-rust",
+        &tracing,
+    );
     registered(&registry, "greeter2", &go2.node).await;
     let address = registered(&registry, "greeter1", "greeter1-rust").await;
 
