@@ -348,10 +348,21 @@ impl Candidates for Readiness<'_> {
         }
     }
 
+    /// p2c asks the cost of the nodes it just readied: read their load from the readied
+    /// copies instead of looking the stacks up again.
     fn cost(&self, node: &Node) -> f64 {
-        self.nodes
-            .peek(node)
-            .map_or(0.0, |stack| stack.load.cost(self.now))
+        let readied = self
+            .readied
+            .iter()
+            .flatten()
+            .find(|(stack, _)| *stack.info.id == *node.id);
+        match readied {
+            Some((stack, _)) => stack.load.cost(self.now),
+            None => self
+                .nodes
+                .peek(node)
+                .map_or(0.0, |stack| stack.load.cost(self.now)),
+        }
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! What the client, the server and every wrapper agree on: go-micro's error model
 //! ([`Error`], carried in a gRPC status), the [`CallInfo`] each wrapper reads from a request,
-//! and the [`CallContext`] of an incoming call (its deadline and metadata), which calls made
-//! while handling it inherit.
+//! the [`CallContext`] of an incoming call (its deadline and metadata), which calls made
+//! while handling it inherit, and the [`Outcome`] classifier that says how a call ended.
 
 mod call;
 mod context;
