@@ -1,8 +1,9 @@
 //! greeter1 and greeter2 as separate processes on a real etcd, observed by real peers:
 //! Prometheus scrapes both `/metrics` endpoints and its query API counts the calls made;
 //! Zipkin receives the chain's three spans (sent at shutdown: the batch delay is longer than
-//! the test) and serves them back as one trace; Jaeger v2 does the same over OTLP when a built
-//! Jaeger is at hand (scripts/test never builds it: it says so loudly and skips).
+//! the test) and serves them back as one trace; Jaeger v2 does the same over OTLP (the spans sent
+//! by the batch timer while the greeters run) when a built Jaeger is at hand (scripts/test never
+//! builds it: the test says so loudly and skips).
 
 use std::{process::Stdio, time::Duration};
 
@@ -207,9 +208,9 @@ async fn zipkin_receives_the_chain_as_one_trace_flushed_at_shutdown() {
     );
 }
 
+/// The spans go out on the batch timer while the greeters run (the Zipkin test covers the flush
+/// at shutdown), so the trace is read back before they stop.
 #[tokio::test]
-#[ignore = "passed once on this machine (Jaeger 1.76.0 built here), then received nothing after \
-            the merge of main: under investigation, run with --ignored"]
 async fn jaeger_receives_the_chain_over_otlp() {
     let Some(binary) = jaeger_binary() else {
         eprintln!(
@@ -226,7 +227,7 @@ async fn jaeger_receives_the_chain_over_otlp() {
         ("OTEL_TRACES_EXPORTER", "otlp".to_owned()),
         ("OTEL_EXPORTER_OTLP_ENDPOINT", jaeger.otlp_grpc()),
         ("OTEL_TRACES_SAMPLER", "always_on".to_owned()),
-        ("OTEL_BSP_SCHEDULE_DELAY", "600000".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200".to_owned()),
     ];
     let mut greeters = greeters(&etcd, &env).await;
     call(&greeters.grpc1, 1).await;
