@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo bench -p micro-client --bench select`.
 //! The selector is crate-private, so its source is compiled into this bench. "p2c (loads)"
-//! reads each candidate's peak-EWMA load from a map by node id, as the dispatch will.
+//! looks each candidate up by node id and reads its peak-EWMA load, as the dispatch does.
 //!
 //! For instruction counts (steady on a loaded machine), `SELECT_LOOP=<n>` runs each pick `n`
 //! times in `pick_once` instead of criterion:
@@ -38,21 +38,33 @@ fn services(nodes: usize) -> Vec<Service> {
     }]
 }
 
-/// Every node ready; its cost read from its `Load` by node id.
+/// Every node ready, as the dispatch's `Readiness` does it: `ready` looks the node's entry up
+/// by id (as `Nodes::get`) and keeps it among the (at most two) readied; `cost` finds it
+/// again by the node's address and reads its peak-EWMA `Load` (no lock).
 struct Loads {
     loads: HashMap<String, Load, foldhash::fast::RandomState>,
+    readied: [Option<(usize, Load)>; 2],
     now: tokio::time::Instant,
 }
 
 impl Candidates for Loads {
-    fn ready(&mut self, _: &Node) -> bool {
+    fn ready(&mut self, node: &Node) -> bool {
+        let Some(entry) = self.loads.get(&node.id) else {
+            return false;
+        };
+        let slot = match &mut self.readied {
+            [empty @ None, _] | [_, empty] => empty,
+        };
+        *slot = Some((std::ptr::from_ref(node).addr(), entry.clone()));
         true
     }
 
     fn cost(&self, node: &Node) -> f64 {
-        self.loads
-            .get(&node.id)
-            .map_or(f64::MAX, |l| l.cost(self.now))
+        self.readied
+            .iter()
+            .flatten()
+            .find(|(n, _)| *n == std::ptr::from_ref(node).addr())
+            .map_or(f64::MAX, |(_, load)| load.cost(self.now))
     }
 }
 
@@ -82,13 +94,13 @@ fn loop_mode(n: u64) {
     };
     let selector = Selector::new(strategy, vec![]);
     let mut loads = loads(&services);
-    let nodes: &mut dyn Candidates = if with_loads {
-        &mut loads
-    } else {
-        &mut AllReady
-    };
     for _ in 0..n {
-        black_box(pick_once(&selector, &services, nodes));
+        if with_loads {
+            black_box(pick_once(&selector, &services, &mut loads));
+            loads.readied = [None, None];
+        } else {
+            black_box(pick_once(&selector, &services, &mut AllReady));
+        }
     }
 }
 
@@ -102,6 +114,7 @@ fn loads(services: &[Service]) -> Loads {
                 (node.id.clone(), load)
             })
             .collect(),
+        readied: [None, None],
         now: tokio::time::Instant::now(),
     }
 }
@@ -137,7 +150,9 @@ fn picks(c: &mut Criterion) {
                     &tried,
                     &mut loads,
                 );
-                black_box(node.map(|n| n.address.len()))
+                let picked = black_box(node.map(|n| n.address.len()));
+                loads.readied = [None, None];
+                picked
             })
         });
     }

@@ -286,10 +286,12 @@ type Readied = (Arc<NodeStack>, BoxService);
 
 /// What the selector asks of each node it would pick: polls the node's stack once, keeping
 /// the readied copies (p2c readies up to two), the first refusal and the busy copies.
+/// A readied copy is found again by the address of the `Node` the selector asked about
+/// (the selector passes the same references from one pick's services), not by comparing ids.
 struct Readiness<'a> {
     nodes: &'a Nodes,
     now: Instant,
-    readied: [Option<Readied>; 2],
+    readied: [Option<(usize, Readied)>; 2],
     refusal: Option<BoxError>,
     busy: Vec<Readied>,
 }
@@ -308,13 +310,11 @@ impl<'a> Readiness<'a> {
     /// The copy readied for `node`; the others are dropped with `self`, releasing whatever
     /// they reserved.
     fn take_readied(&mut self, node: &Node) -> Option<Readied> {
-        self.readied
-            .iter_mut()
-            .find(|slot| {
-                slot.as_ref()
-                    .is_some_and(|(stack, _)| *stack.info.id == *node.id)
-            })?
-            .take()
+        let slot = self.readied.iter_mut().find(|slot| {
+            slot.as_ref()
+                .is_some_and(|(n, _)| *n == std::ptr::from_ref(node).addr())
+        })?;
+        slot.take().map(|(_, readied)| readied)
     }
 }
 
@@ -334,7 +334,7 @@ impl Candidates for Readiness<'_> {
                 let slot = match &mut self.readied {
                     [empty @ None, _] | [_, empty] => empty,
                 };
-                *slot = Some((stack, copy));
+                *slot = Some((std::ptr::from_ref(node).addr(), (stack, copy)));
                 true
             }
             Poll::Ready(Err(err)) => {
@@ -355,9 +355,9 @@ impl Candidates for Readiness<'_> {
             .readied
             .iter()
             .flatten()
-            .find(|(stack, _)| *stack.info.id == *node.id);
+            .find(|(n, _)| *n == std::ptr::from_ref(node).addr());
         match readied {
-            Some((stack, _)) => stack.load.cost(self.now),
+            Some((_, (stack, _))) => stack.load.cost(self.now),
             None => self
                 .nodes
                 .peek(node)

@@ -7,13 +7,16 @@
 //! estimate times `pending + 1`, so a node with calls piling up costs more at once, before
 //! any of them ends.
 //!
-//! A [`Load`] is a cheap handle shared by every task calling the node. The clock is a
-//! parameter (`now`) so tests drive it by hand.
+//! A [`Load`] is a cheap handle shared by every task calling the node. Reading the cost takes
+//! no lock (p2c reads two per pick): the estimate and its date are atomics, and a read decays
+//! the stored estimate to `now` without writing it back (decays compound: `e^-a * e^-b` is
+//! `e^-(a+b)`, so not writing changes nothing). Only a call's end writes, under a mutex that
+//! orders the writers. The clock is a parameter (`now`) so tests drive it by hand.
 
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU32, Ordering},
+        atomic::{AtomicU32, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -39,16 +42,16 @@ pub(crate) struct Load {
 
 #[derive(Debug)]
 struct Shared {
+    /// The instant the dates are counted from.
+    origin: Instant,
     decay_ns: f64,
     pending: AtomicU32,
-    estimate: Mutex<Estimate>,
-}
-
-/// The latency estimate and when it was last updated.
-#[derive(Debug)]
-struct Estimate {
-    rtt_ns: f64,
-    update_at: Instant,
+    /// The latency estimate in nanoseconds, an `f64`'s bits.
+    rtt_bits: AtomicU64,
+    /// When the estimate was last updated, in nanoseconds since `origin`.
+    update_at_ns: AtomicU64,
+    /// Held while a call's end updates the two values above.
+    writer: Mutex<()>,
 }
 
 /// One call in flight on a node: counts as pending until it is finished or dropped.
@@ -71,12 +74,12 @@ impl Load {
     pub(crate) fn new_at(default_rtt: Duration, decay: Duration, now: Instant) -> Self {
         Load {
             shared: Arc::new(Shared {
+                origin: now,
                 decay_ns: nanos(decay).max(1.0),
                 pending: AtomicU32::new(0),
-                estimate: Mutex::new(Estimate {
-                    rtt_ns: nanos(default_rtt),
-                    update_at: now,
-                }),
+                rtt_bits: AtomicU64::new(nanos(default_rtt).to_bits()),
+                update_at_ns: AtomicU64::new(0),
+                writer: Mutex::new(()),
             }),
             failure_penalty: DEFAULT_FAILURE_PENALTY,
         }
@@ -91,15 +94,10 @@ impl Load {
     }
 
     /// The cost of sending one more call at `now`: the latency estimate (in nanoseconds),
-    /// decayed to `now`, times `pending + 1`. Lower is better.
+    /// decayed to `now`, times `pending + 1`. Lower is better. Takes no lock.
     pub(crate) fn cost(&self, now: Instant) -> f64 {
         let pending = self.pending();
-        let rtt = self
-            .shared
-            .estimate
-            .lock()
-            .update(0.0, now, self.shared.decay_ns);
-        rtt * f64::from(pending.saturating_add(1))
+        self.shared.estimate_at(now) * f64::from(pending.saturating_add(1))
     }
 
     /// The calls started and not yet finished or dropped.
@@ -117,6 +115,46 @@ impl Load {
     }
 }
 
+impl Shared {
+    /// `now` in nanoseconds since `origin` (0 for an earlier `now`).
+    fn date(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The stored estimate, decayed to `now`.
+    fn estimate_at(&self, now: Instant) -> f64 {
+        let rtt = f64::from_bits(self.rtt_bits.load(Ordering::Acquire));
+        let at = self.update_at_ns.load(Ordering::Acquire);
+        rtt * self.decay(self.date(now).saturating_sub(at))
+    }
+
+    /// The weight left to a past estimate after `elapsed_ns`.
+    fn decay(&self, elapsed_ns: u64) -> f64 {
+        #[allow(clippy::cast_precision_loss)] // nanoseconds: f64 holds 104 days exactly
+        (-(elapsed_ns as f64) / self.decay_ns).exp()
+    }
+
+    /// Tower's peak-EWMA update with an observed `rtt_ns` at `now`: a latency above the
+    /// estimate (decayed to `now`) becomes the estimate at once, a lower one is weighed in by
+    /// recency. A `now` older than the last update (a task that read the clock earlier) does
+    /// not move the estimate's date back.
+    fn update(&self, rtt_ns: f64, now: Instant) {
+        let _writer = self.writer.lock();
+        let old = f64::from_bits(self.rtt_bits.load(Ordering::Acquire));
+        let at = self.update_at_ns.load(Ordering::Acquire);
+        let date = self.date(now);
+        let decay = self.decay(date.saturating_sub(at));
+        let decayed = old * decay;
+        let new = if decayed < rtt_ns {
+            rtt_ns
+        } else {
+            decayed + rtt_ns * (1.0 - decay)
+        };
+        self.rtt_bits.store(new.to_bits(), Ordering::Release);
+        self.update_at_ns.store(at.max(date), Ordering::Release);
+    }
+}
+
 impl InFlight {
     /// The call ended at `now`: its latency is recorded; a `failed` call (timed out, or the
     /// node failed it: not an application's error answer) records at least the failure
@@ -127,10 +165,7 @@ impl InFlight {
         if failed {
             rtt = rtt.max(self.load.failure_penalty);
         }
-        shared
-            .estimate
-            .lock()
-            .update(nanos(rtt), now, shared.decay_ns);
+        shared.update(nanos(rtt), now);
         // Dropping `self` releases the pending count.
     }
 }
@@ -139,24 +174,6 @@ impl Drop for InFlight {
     /// Finished or cancelled: no longer pending. A cancelled call records no latency.
     fn drop(&mut self) {
         self.load.shared.pending.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl Estimate {
-    /// Tower's peak-EWMA update with an observed `rtt_ns` at `now` (0 to only decay): a
-    /// higher latency becomes the estimate at once, a lower one is weighed in by recency.
-    fn update(&mut self, rtt_ns: f64, now: Instant, decay_ns: f64) -> f64 {
-        if self.rtt_ns < rtt_ns {
-            self.rtt_ns = rtt_ns;
-        } else {
-            let elapsed = nanos(now.saturating_duration_since(self.update_at));
-            let decay = (-elapsed / decay_ns).exp();
-            self.rtt_ns = self.rtt_ns * decay + rtt_ns * (1.0 - decay);
-        }
-        // A `now` older than the last update (a task that read the clock earlier) does not
-        // move the estimate's date backwards.
-        self.update_at = self.update_at.max(now);
-        self.rtt_ns
     }
 }
 
@@ -211,6 +228,22 @@ mod tests {
         let expected = 50.0 * MS * decay + 10.0 * MS * (1.0 - decay);
         let cost = load.cost(start + ms(10));
         assert!((cost - expected).abs() < 1.0, "{cost} vs {expected}");
+    }
+
+    #[test]
+    fn reading_the_cost_changes_nothing_a_call_end_records() {
+        let t0 = Instant::now();
+        let read = Load::new_at(ms(40), Duration::from_secs(1), t0);
+        let unread = Load::new_at(ms(40), Duration::from_secs(1), t0);
+        for step in 1..=5 {
+            read.cost(t0 + ms(step * 100));
+        }
+        let end = t0 + ms(600);
+        // 30 ms is above the estimate decayed for 600 ms (40 e^-0.6 = 22 ms): the new peak.
+        read.start(t0 + ms(570)).finish(end, false);
+        unread.start(t0 + ms(570)).finish(end, false);
+        assert_eq!(read.cost(end), unread.cost(end));
+        assert_eq!(read.cost(end), 30.0 * MS);
     }
 
     #[test]
