@@ -8,7 +8,10 @@ use micro::registry::Etcd;
 use proto::greeter::{Request, greeter_client::GreeterClient};
 use tonic::{Status, transport::Endpoint};
 
-use crate::serve::timeout_layer;
+use crate::{
+    observe::{self, SpanCounts},
+    serve::timeout_layer,
+};
 
 /// Where the load goes.
 #[derive(Clone, Debug)]
@@ -36,7 +39,45 @@ pub enum Target {
         selector: micro::client::Strategy,
         /// Adds a gobreaker (`micro::wrappers::breaker`) through `wrap_client`.
         breaker: bool,
+        /// Traces (OTLP gRPC to this endpoint, the default sampler) and meters the client.
+        observe: Option<String>,
     },
+}
+
+/// A connected load client.
+pub struct Connected {
+    /// Makes one call.
+    pub call: Call,
+    /// The client's tracer and metrics, when it observes.
+    pub observed: Option<Observed>,
+}
+
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected")
+            .field("observed", &self.observed.is_some())
+            .finish()
+    }
+}
+
+/// The tracer and the metrics of an observing load client.
+#[derive(Clone, Debug)]
+pub struct Observed {
+    tracing: micro::trace::Tracing,
+    metrics: micro::metrics::Metrics,
+}
+
+impl Observed {
+    /// Sends the last spans and stops the tracer, then reads the metrics once (as a scrape
+    /// at the end would): the client's span counts and its number of metric samples.
+    pub async fn finish(self) -> anyhow::Result<(SpanCounts, u64)> {
+        self.tracing
+            .shutdown_async()
+            .await
+            .context("flushing the load client's spans")?;
+        let counts = SpanCounts::of(self.tracing.stats());
+        Ok((counts, observe::metric_samples(&self.metrics.encode())))
+    }
 }
 
 /// One `greeter.Greeter/Hello` call.
@@ -49,8 +90,12 @@ fn request() -> Request {
     }
 }
 
-/// A function that makes one `Hello` call to `target`.
-pub async fn connect(target: &Target) -> anyhow::Result<Call> {
+/// A function that makes one `Hello` call to `target`, and what observes the client.
+pub async fn connect(target: &Target) -> anyhow::Result<Connected> {
+    let unobserved = |call| Connected {
+        call,
+        observed: None,
+    };
     match target {
         Target::Address {
             address,
@@ -72,9 +117,15 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
                 let channel = tower::ServiceBuilder::new()
                     .layer(timeout_layer())
                     .service(channel);
-                Ok(hello_with_timeout(GreeterClient::new(channel), timeout))
+                Ok(unobserved(hello_with_timeout(
+                    GreeterClient::new(channel),
+                    timeout,
+                )))
             } else {
-                Ok(hello_with_timeout(GreeterClient::new(channel), timeout))
+                Ok(unobserved(hello_with_timeout(
+                    GreeterClient::new(channel),
+                    timeout,
+                )))
             }
         }
         Target::Discover {
@@ -83,6 +134,7 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
             tower,
             selector,
             breaker,
+            observe,
         } => {
             let mut builder = micro::Service::new()
                 .name("bench-load")
@@ -91,6 +143,14 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
                     strategy: *selector,
                     ..Default::default()
                 });
+            if let Some(endpoint) = observe {
+                builder = builder
+                    .tracing(observe::trace_config(
+                        endpoint,
+                        &observe::client_service_name(service),
+                    ))
+                    .metrics_address(observe::METRICS_ADDRESS);
+            }
             if *tower {
                 builder = builder.wrap_client(timeout_layer());
             }
@@ -100,11 +160,26 @@ pub async fn connect(target: &Target) -> anyhow::Result<Call> {
                 ));
             }
             let channel = builder.client().channel(service.clone());
+            let observed = match observe {
+                None => None,
+                Some(endpoint) => Some(Observed {
+                    tracing: builder.tracer().cloned().with_context(|| {
+                        format!("the load client's tracing to {endpoint} did not start")
+                    })?,
+                    metrics: builder
+                        .metrics_registry()
+                        .cloned()
+                        .context("the load client's metrics did not start")?,
+                }),
+            };
             let client = GreeterClient::new(channel);
-            Ok(Arc::new(move || {
-                let mut client = client.clone();
-                Box::pin(async move { client.hello(request()).await.map(|_| ()) })
-            }))
+            Ok(Connected {
+                call: Arc::new(move || {
+                    let mut client = client.clone();
+                    Box::pin(async move { client.hello(request()).await.map(|_| ()) })
+                }),
+                observed,
+            })
         }
     }
 }

@@ -6,6 +6,7 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Stdio,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -14,9 +15,15 @@ use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::{Child, ChildStdin, Command},
+    task::JoinHandle,
 };
 
-use crate::{Scenario, gomicro, load, procstat};
+use crate::{
+    Scenario, gomicro, load,
+    observe::{self, SpanCounts},
+    procstat,
+    sink::{self, SinkReport},
+};
 
 /// How long a server process may take to print `ready`.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -151,6 +158,26 @@ pub struct Row {
     pub ratio_p99: Option<f64>,
     /// Median per-round paired calls/s ratios: lowest and highest.
     pub paired_ratio_range: Option<(f64, f64)>,
+    /// What became of the spans, for an observed scenario.
+    #[serde(default)]
+    pub spans: Option<Spans>,
+}
+
+/// An observed scenario's spans and metrics over the whole run (warm-ups included).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Spans {
+    /// The load clients' spans, summed over the rounds.
+    pub client: SpanCounts,
+    /// The server's spans, from its tracer at exit (`None`: it printed none).
+    pub server: Option<SpanCounts>,
+    /// Spans the sink received from the server and the load clients (`None`: no report).
+    pub sink_received: Option<u64>,
+    /// Spans dropped on both sides (`None` when the server's counts are missing).
+    pub dropped: Option<u64>,
+    /// Metric samples scraped once from the server's endpoint after the last round.
+    pub server_metric_samples: Option<u64>,
+    /// Metric samples in the load client's registry at the end of its last run.
+    pub client_metric_samples: Option<u64>,
 }
 
 /// The whole result.
@@ -163,9 +190,12 @@ pub struct Comparison {
     /// Where the processes ran (`None`: sharing every CPU).
     #[serde(default)]
     pub pin: Option<Pin>,
+    /// What the span sink received, when a scenario was observed.
+    #[serde(default)]
+    pub sink: Option<SinkReport>,
 }
 
-/// A server process started with `bench serve`.
+/// A server process started with `bench serve` (or the span sink, `bench sink`).
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
@@ -174,6 +204,9 @@ pub struct ServerProcess {
     pub addr: String,
     /// Its pid.
     pub pid: u32,
+    /// Every other line it printed on stdout, so far.
+    output: Arc<Mutex<Vec<String>>>,
+    drain: Option<JoinHandle<()>>,
 }
 
 impl ServerProcess {
@@ -189,41 +222,86 @@ impl ServerProcess {
         args: &[String],
         cpus: Option<&str>,
     ) -> anyhow::Result<Self> {
+        let mut all = vec!["serve".to_owned(), scenario.name().to_owned()];
+        all.extend_from_slice(args);
+        Self::spawn_command(bin, &all, cpus, scenario.name()).await
+    }
+
+    /// Spawns the span sink (`bin sink`) on these CPUs and waits for its `ready <addr>`.
+    pub async fn spawn_sink(bin: &Path, cpus: Option<&str>) -> anyhow::Result<Self> {
+        Self::spawn_command(bin, &["sink".to_owned()], cpus, "sink").await
+    }
+
+    async fn spawn_command(
+        bin: &Path,
+        args: &[String],
+        cpus: Option<&str>,
+        what: &str,
+    ) -> anyhow::Result<Self> {
         let mut child = command(bin, cpus)
-            .arg("serve")
-            .arg(scenario.name())
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("spawning {} serve {scenario}", bin.display()))?;
+            .with_context(|| format!("spawning {} {}", bin.display(), args.join(" ")))?;
         let pid = child.id().context("server exited at once")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(READY_TIMEOUT, lines.next_line())
+        let mut before = Vec::new();
+        let ready = async {
+            loop {
+                match lines.next_line().await? {
+                    Some(line) => match line.strip_prefix("ready ") {
+                        Some(addr) => return Ok(Some(addr.trim().to_owned())),
+                        None => before.push(line),
+                    },
+                    None => return Ok::<_, std::io::Error>(None),
+                }
+            }
+        };
+        let addr = tokio::time::timeout(READY_TIMEOUT, ready)
             .await
-            .with_context(|| format!("serve {scenario}: not ready after {READY_TIMEOUT:?}"))??
-            .with_context(|| format!("serve {scenario}: exited before ready"))?;
-        let addr = line
-            .strip_prefix("ready ")
-            .with_context(|| format!("serve {scenario}: unexpected line {line:?}"))?
-            .trim()
-            .to_owned();
+            .with_context(|| format!("{what}: not ready after {READY_TIMEOUT:?}"))??
+            .with_context(|| format!("{what}: exited before ready (printed {before:?})"))?;
+        let output = Arc::new(Mutex::new(before));
         // Keep draining stdout so the server never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let drain = tokio::spawn({
+            let output = output.clone();
+            async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Ok(mut output) = output.lock() {
+                        output.push(line);
+                    }
+                }
+            }
+        });
         let stdin = child.stdin.take();
         Ok(ServerProcess {
             child,
             stdin,
             addr,
             pid,
+            output,
+            drain: Some(drain),
         })
     }
 
+    /// The first line printed so far (before or after `ready`) that starts with `prefix`,
+    /// without the prefix.
+    pub fn line(&self, prefix: &str) -> Option<String> {
+        find_line(&self.output.lock().ok()?, prefix)
+    }
+
     /// Closes its stdin (it stops gracefully) and waits; kills it after 10 s.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop_with_output().await.map(|_| ())
+    }
+
+    /// [`ServerProcess::stop`], then every line it printed besides `ready` (what it printed
+    /// at exit included).
+    pub async fn stop_with_output(mut self) -> anyhow::Result<Vec<String>> {
         drop(self.stdin.take());
         match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
             Ok(status) => {
@@ -237,7 +315,15 @@ impl ServerProcess {
                 bail!("server {} did not stop in 10 s: killed", self.pid);
             }
         }
-        Ok(())
+        if let Some(drain) = self.drain.take() {
+            // Its stdout is closed: the drain ends with the last line.
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+        }
+        let output = match self.output.lock() {
+            Ok(output) => output.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        Ok(output)
     }
 
     /// Kills it with SIGKILL, as a crash would.
@@ -247,8 +333,22 @@ impl ServerProcess {
     }
 }
 
-/// The `bench load` arguments that target a scenario's server.
-fn target_args(scenario: Scenario, server: &ServerProcess, etcd: Option<&str>) -> Vec<String> {
+/// The first of `lines` starting with `prefix`, without it.
+fn find_line(lines: &[String], prefix: &str) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(|rest| rest.trim().to_owned())
+}
+
+/// The `bench load` arguments that target a scenario's server (`sink`: the span sink's
+/// endpoint, for the observed scenarios).
+fn target_args(
+    scenario: Scenario,
+    server: &ServerProcess,
+    etcd: Option<&str>,
+    sink: Option<&str>,
+) -> Vec<String> {
     match (scenario.uses_micro(), etcd) {
         (true, Some(etcd)) => {
             let mut args = vec![
@@ -263,8 +363,13 @@ fn target_args(scenario: Scenario, server: &ServerProcess, etcd: Option<&str>) -
             if scenario == Scenario::MicroP2c {
                 args.extend(["--selector".into(), "p2c".into()]);
             }
-            if scenario == Scenario::MicroBreaker {
+            if scenario.client_breaker() {
                 args.push("--breaker".into());
+            }
+            if scenario.observed()
+                && let Some(sink) = sink
+            {
+                args.extend(["--observe".into(), sink.into()]);
             }
             args
         }
@@ -337,6 +442,21 @@ struct Entry {
     pids: Vec<u32>,
     target: Vec<String>,
     idle_rss_kib: Option<u64>,
+    /// For an observed scenario: what its server and the sink reported at the end.
+    observed: Option<ObservedEntry>,
+}
+
+/// What an observed scenario's server and the sink said at the end of the run.
+#[derive(Default)]
+struct ObservedEntry {
+    /// The server's registered (and tracing) service name.
+    service: String,
+    /// The server's span counts at exit.
+    server_spans: Option<SpanCounts>,
+    /// Metric samples scraped once from the server's endpoint after the last round.
+    server_metric_samples: Option<u64>,
+    /// Spans the sink received from the server and the load clients.
+    sink_received: Option<u64>,
 }
 
 /// Runs the comparison: starts etcd (unless given) and the servers, runs `rounds` rounds
@@ -361,6 +481,16 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             pin.servers, pin.load
         );
     }
+    // The span sink, on the load generator's CPUs, when a scenario exports spans.
+    let sink = if options.scenarios.iter().any(|s| s.observed()) {
+        let cpus = options.pin.as_ref().map(|pin| pin.load.as_str());
+        let sink = ServerProcess::spawn_sink(&options.bin, cpus).await?;
+        eprintln!("bench: span sink on {} (pid {})", sink.addr, sink.pid);
+        Some(sink)
+    } else {
+        None
+    };
+    let sink_endpoint = sink.as_ref().map(|sink| format!("http://{}", sink.addr));
     let mut entries = Vec::new();
     for &scenario in &options.scenarios {
         let mut args = Vec::new();
@@ -368,6 +498,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             && scenario.uses_micro()
         {
             args.extend(["--etcd".to_owned(), etcd.clone()]);
+        }
+        if scenario.observed()
+            && let Some(endpoint) = &sink_endpoint
+        {
+            args.extend(["--otlp".to_owned(), endpoint.clone()]);
         }
         let cpus = options.pin.as_ref().map(|pin| pin.servers.as_str());
         let server = ServerProcess::spawn_on(&options.bin, scenario, &args, cpus).await?;
@@ -380,9 +515,13 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             baseline: scenario.baseline().name().into(),
             hops: scenario.hops(),
             pids: vec![server.pid],
-            target: target_args(scenario, &server, etcd.as_deref()),
+            target: target_args(scenario, &server, etcd.as_deref(), sink_endpoint.as_deref()),
             server: Some(server),
             idle_rss_kib: None,
+            observed: scenario.observed().then(|| ObservedEntry {
+                service: scenario.service().to_owned(),
+                ..Default::default()
+            }),
         });
     }
     if let Some((addr, pid)) = &options.foreign {
@@ -394,6 +533,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             pids: pid.iter().copied().collect(),
             target: vec!["--target".into(), addr.clone()],
             idle_rss_kib: None,
+            observed: None,
         });
     }
     let mut go_peers = None;
@@ -426,6 +566,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             pids: vec![peers.greeter.pid],
             target: discovered(gomicro::GREETER),
             idle_rss_kib: None,
+            observed: None,
         });
         entries.push(Entry {
             name: "chain-go-micro".into(),
@@ -435,6 +576,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             pids: vec![peers.greeter1.pid, peers.greeter2.pid],
             target: discovered(gomicro::GREETER1),
             idle_rss_kib: None,
+            observed: None,
         });
         go_peers = Some(peers);
     }
@@ -447,10 +589,39 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
     let result = rounds(options, &entries).await;
 
     for entry in &mut entries {
-        if let Some(server) = entry.server.take()
-            && let Err(err) = server.stop().await
-        {
-            eprintln!("bench: stopping {}: {err:#}", entry.name);
+        let Some(server) = entry.server.take() else {
+            continue;
+        };
+        if let Some(observed) = &mut entry.observed {
+            observed.server_metric_samples = scrape_metrics(&server).await;
+        }
+        match server.stop_with_output().await {
+            Ok(output) => {
+                if let Some(observed) = &mut entry.observed {
+                    observed.server_spans = spans_line(&output, &entry.name);
+                }
+            }
+            Err(err) => eprintln!("bench: stopping {}: {err:#}", entry.name),
+        }
+    }
+    // The sink last: every server and load client has sent its last spans.
+    let sink_report = match sink {
+        Some(sink) => match stop_sink(sink).await {
+            Ok(report) => Some(report),
+            Err(err) => {
+                eprintln!("bench: the span sink: {err:#}");
+                None
+            }
+        },
+        None => None,
+    };
+    if let Some(report) = &sink_report {
+        for entry in &mut entries {
+            if let Some(observed) = &mut entry.observed {
+                let client = observe::client_service_name(&observed.service);
+                observed.sink_received =
+                    Some(report.from_services([observed.service.as_str(), client.as_str()]));
+            }
         }
     }
     if let Some(peers) = go_peers
@@ -465,7 +636,44 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
         runs,
         rows,
         pin: options.pin.clone(),
+        sink: sink_report,
     })
+}
+
+/// Scrapes an observed server's metrics endpoint once (the `metrics <addr>` line it printed):
+/// the number of samples, `None` (said on stderr) when it cannot.
+async fn scrape_metrics(server: &ServerProcess) -> Option<u64> {
+    let addr = server.line(observe::METRICS_PREFIX)?;
+    match micro_test_support::peers::http_get(&format!("http://{addr}/metrics")).await {
+        Ok((200, body)) => Some(observe::metric_samples(&body)),
+        Ok((status, _)) => {
+            eprintln!("bench: scraping {addr}/metrics: HTTP {status}");
+            None
+        }
+        Err(err) => {
+            eprintln!("bench: scraping {addr}/metrics: {err:#}");
+            None
+        }
+    }
+}
+
+/// The span counts an observed server printed at exit.
+fn spans_line(output: &[String], name: &str) -> Option<SpanCounts> {
+    let Some(line) = find_line(output, observe::SPANS_PREFIX) else {
+        eprintln!("bench: {name}: the server printed no span counts at exit");
+        return None;
+    };
+    serde_json::from_str(&line)
+        .inspect_err(|err| eprintln!("bench: {name}: span counts {line:?}: {err}"))
+        .ok()
+}
+
+/// Stops the span sink and reads what it received.
+async fn stop_sink(sink: ServerProcess) -> anyhow::Result<SinkReport> {
+    let output = sink.stop_with_output().await?;
+    let line = find_line(&output, sink::RECEIVED_PREFIX)
+        .with_context(|| format!("the sink printed no report: {output:?}"))?;
+    serde_json::from_str(&line).with_context(|| format!("the sink's report {line:?}"))
 }
 
 async fn rounds(options: &Options, entries: &[Entry]) -> anyhow::Result<Vec<Run>> {
@@ -487,7 +695,7 @@ async fn rounds(options: &Options, entries: &[Entry]) -> anyhow::Result<Vec<Run>
                 .with_context(|| format!("round {round}, {}", entry.name))?;
             let server_peak_rss_kib = sum_memory(&entry.pids, |m| m.peak_rss_kib);
             eprintln!(
-                "bench: round {round} {:<12} {:>9.0} calls/s  p50 {:>7.1} µs  p99 {:>7.1} µs  errors {}",
+                "bench: round {round} {:<16} {:>9.0} calls/s  p50 {:>7.1} µs  p99 {:>7.1} µs  errors {}",
                 entry.name,
                 report.calls_per_sec,
                 report.p50_us,
@@ -571,6 +779,25 @@ fn rows(entries: &[Entry], runs: &[Run]) -> Vec<Row> {
                 ratio_p50: None,
                 ratio_p99: None,
                 paired_ratio_range: None,
+                spans: entry.observed.as_ref().map(|observed| {
+                    let client = runs
+                        .iter()
+                        .filter_map(|r| r.report.client_spans)
+                        .fold(SpanCounts::default(), |a, b| a + b);
+                    Spans {
+                        client,
+                        server: observed.server_spans,
+                        sink_received: observed.sink_received,
+                        dropped: observed
+                            .server_spans
+                            .map(|server| server.dropped() + client.dropped()),
+                        server_metric_samples: observed.server_metric_samples,
+                        client_metric_samples: runs
+                            .iter()
+                            .rev()
+                            .find_map(|r| r.report.client_metric_samples),
+                    }
+                }),
             }
         })
         .collect();
@@ -661,6 +888,21 @@ pub fn checks(comparison: &Comparison) -> Vec<Check> {
     paired_target("micro-p2c", "micro", 0.97, None);
     paired_target("micro-breaker", "micro", 0.97, Some(1.05));
     paired_target("micro-ratelimit", "micro", 0.97, Some(1.05));
+    // Issue 11's cost of observing: tracing (0.9, OTLP to the sink) and metrics both sides.
+    paired_target("micro-observed", "micro", 0.95, Some(1.10));
+    paired_target("micro-full", "tonic", 0.90, None);
+    for row in rows {
+        let Some(spans) = &row.spans else { continue };
+        let ended = spans.client.ended + spans.server.map_or(0, |s| s.ended);
+        checks.push(Check {
+            target: format!("{}: no span dropped (client and server)", row.scenario),
+            measured: match spans.dropped {
+                Some(dropped) => format!("{dropped} dropped of {ended} sampled"),
+                None => "the server's span counts are missing".into(),
+            },
+            met: spans.dropped == Some(0),
+        });
+    }
     if let Some(micro) = row("micro")
         && let (Some(calls), Some(p99)) = (micro.ratio_calls_per_sec, micro.ratio_p99)
     {
@@ -824,6 +1066,7 @@ pub fn table(comparison: &Comparison) -> String {
             row.errors,
         );
     }
+    spans_table(&mut out, comparison);
     let checks = checks(comparison);
     if !checks.is_empty() {
         let _ = writeln!(out);
@@ -840,6 +1083,47 @@ pub fn table(comparison: &Comparison) -> String {
         }
     }
     out
+}
+
+/// The observed scenarios' spans and metrics, when there are any.
+fn spans_table(out: &mut String, comparison: &Comparison) {
+    let observed: Vec<(&Row, &Spans)> = comparison
+        .rows
+        .iter()
+        .filter_map(|row| Some((row, row.spans.as_ref()?)))
+        .collect();
+    if observed.is_empty() {
+        return;
+    }
+    let count = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "| scenario | client spans ended | client exported | client dropped | server spans ended | server exported | server dropped | spans dropped | sink received | metric samples server / client |"
+    );
+    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (row, spans) in observed {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            row.scenario,
+            spans.client.ended,
+            spans.client.exported,
+            spans.client.dropped(),
+            count(spans.server.map(|s| s.ended)),
+            count(spans.server.map(|s| s.exported)),
+            count(spans.server.map(|s| s.dropped())),
+            count(spans.dropped),
+            count(spans.sink_received),
+            count(spans.server_metric_samples),
+            count(spans.client_metric_samples),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nSpans over the whole run, warm-ups included; sampled parent-based at 0.9; dropped = \
+         ended but never accepted by the sink (failed batches and full-queue drops)."
+    );
 }
 
 #[cfg(test)]

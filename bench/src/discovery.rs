@@ -110,6 +110,7 @@ async fn measure(options: &Options, etcd: &str) -> anyhow::Result<Report> {
         name: Some("disc".into()),
         ttl: options.ttl,
         interval: options.interval,
+        otlp: None,
     };
 
     // A node that stays, so the service is known to the cache (new nodes of a known

@@ -7,7 +7,9 @@
 //!   service found in etcd;
 //! - `compare`: starts etcd and every scenario's server process, runs interleaved rounds of
 //!   `load` processes and prints each scenario's medians and ratios to its baseline;
-//! - `discovery`: registration, discovery and expiry latencies, idle RSS.
+//! - `discovery`: registration, discovery and expiry latencies, idle RSS;
+//! - `sink`: the observed scenarios' OTLP gRPC span sink (accepts, counts, discards), which
+//!   `compare` starts on the load generator's CPUs.
 //!
 //! Run the whole comparison with
 //! `cargo run --release -p bench -- compare --rounds 5 --duration 5s` (servers and load
@@ -18,8 +20,10 @@ pub mod compare;
 pub mod discovery;
 pub mod gomicro;
 pub mod load;
+pub mod observe;
 pub mod procstat;
 pub mod serve;
+pub mod sink;
 
 use serde::{Deserialize, Serialize};
 
@@ -47,6 +51,13 @@ pub enum Scenario {
     MicroBreaker,
     /// [`Scenario::Micro`] with a server rate limit far above the load (it never refuses).
     MicroRatelimit,
+    /// [`Scenario::Micro`] observed on both sides: tracing (parent-based 0.9, OTLP gRPC to the
+    /// harness's discarding sink) and metrics (an endpoint on `127.0.0.1:0`, scraped once at
+    /// the end) on the server and on the load client.
+    MicroObserved,
+    /// [`Scenario::MicroObserved`] with a gobreaker on the load client and a server rate limit
+    /// that never refuses: every wrapper together.
+    MicroFull,
     /// greeter1 -> greeter2 (`Test`, no sleep) in bare tonic: the chain's baseline.
     ChainTonic,
     /// [`Scenario::ChainTonic`] with a 30 s `grpc-timeout` on both hops, as micro sends a
@@ -58,7 +69,7 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::Tonic,
         Scenario::TonicDeadline,
         Scenario::TonicTower,
@@ -67,6 +78,8 @@ impl Scenario {
         Scenario::MicroP2c,
         Scenario::MicroBreaker,
         Scenario::MicroRatelimit,
+        Scenario::MicroObserved,
+        Scenario::MicroFull,
         Scenario::ChainTonic,
         Scenario::ChainTonicDeadline,
         Scenario::ChainMicro,
@@ -83,6 +96,8 @@ impl Scenario {
             Scenario::MicroP2c => "micro-p2c",
             Scenario::MicroBreaker => "micro-breaker",
             Scenario::MicroRatelimit => "micro-ratelimit",
+            Scenario::MicroObserved => "micro-observed",
+            Scenario::MicroFull => "micro-full",
             Scenario::ChainTonic => "chain-tonic",
             Scenario::ChainTonicDeadline => "chain-tonic-deadline",
             Scenario::ChainMicro => "chain-micro",
@@ -99,7 +114,9 @@ impl Scenario {
             | Scenario::MicroTower
             | Scenario::MicroP2c
             | Scenario::MicroBreaker
-            | Scenario::MicroRatelimit => Scenario::Tonic,
+            | Scenario::MicroRatelimit
+            | Scenario::MicroObserved
+            | Scenario::MicroFull => Scenario::Tonic,
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 Scenario::ChainTonic
             }
@@ -115,6 +132,8 @@ impl Scenario {
                 | Scenario::MicroP2c
                 | Scenario::MicroBreaker
                 | Scenario::MicroRatelimit
+                | Scenario::MicroObserved
+                | Scenario::MicroFull
                 | Scenario::ChainMicro
         )
     }
@@ -129,10 +148,27 @@ impl Scenario {
             Scenario::MicroP2c => "greeter-p2c",
             Scenario::MicroBreaker => "greeter-breaker",
             Scenario::MicroRatelimit => "greeter-ratelimit",
+            Scenario::MicroObserved => "greeter-observed",
+            Scenario::MicroFull => "greeter-full",
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 "greeter1"
             }
         }
+    }
+
+    /// Whether its server and load client trace (to the sink) and meter.
+    pub fn observed(self) -> bool {
+        matches!(self, Scenario::MicroObserved | Scenario::MicroFull)
+    }
+
+    /// Whether its load client has a gobreaker (`wrap_client`).
+    pub fn client_breaker(self) -> bool {
+        matches!(self, Scenario::MicroBreaker | Scenario::MicroFull)
+    }
+
+    /// Whether its server has a rate limit that never refuses (`wrap_handler`).
+    pub fn server_ratelimit(self) -> bool {
+        matches!(self, Scenario::MicroRatelimit | Scenario::MicroFull)
     }
 
     /// Remote hops per call (the chain has two: caller -> greeter1 -> greeter2).

@@ -11,7 +11,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::procstat;
+use crate::{observe::SpanCounts, procstat};
 
 /// How to load a server.
 #[derive(Clone, Debug)]
@@ -66,6 +66,13 @@ pub struct Report {
     pub client_cpu_s: f64,
     /// CPU seconds of the server processes in the window (`None` when no pid was given).
     pub server_cpu_s: Option<f64>,
+    /// The load client's spans over the run, warm-up included (read once its tracer shut
+    /// down), when it traces.
+    #[serde(default)]
+    pub client_spans: Option<SpanCounts>,
+    /// Metric samples in the load client's registry at the end, when it meters.
+    #[serde(default)]
+    pub client_metric_samples: Option<u64>,
 }
 
 impl Report {
@@ -192,6 +199,8 @@ where
         client_cpu_s: (after.client - before.client).as_secs_f64(),
         server_cpu_s: (!config.server_pids.is_empty())
             .then(|| (after.servers - before.servers).as_secs_f64()),
+        client_spans: None,
+        client_metric_samples: None,
     })
 }
 

@@ -39,7 +39,15 @@ enum Command {
         /// Registration renewal interval.
         #[arg(long, value_parser = humantime::parse_duration, default_value = "4s")]
         interval: Duration,
+        /// OTLP gRPC endpoint (`http://127.0.0.1:PORT`, a `bench sink`) the observed
+        /// scenarios' servers export their spans to.
+        #[arg(long)]
+        otlp: Option<String>,
     },
+    /// The observed scenarios' span sink: an OTLP gRPC receiver that accepts and discards,
+    /// counting spans per service. Prints `ready <addr>`; at exit (stdin closed or a signal)
+    /// prints `received <json>`.
+    Sink,
     /// Closed-loop load on one greeter server (`greeter.Greeter/Hello`).
     Load {
         /// Any greeter server's address (plain tonic client over one channel).
@@ -61,6 +69,10 @@ enum Command {
         /// With `--etcd`: a gobreaker on the micro client (`wrap_client`).
         #[arg(long, requires = "etcd")]
         breaker: bool,
+        /// With `--etcd`: traces the micro client (OTLP gRPC to this endpoint, parent-based
+        /// 0.9 sampler) and meters it; the report then holds its span counts.
+        #[arg(long, requires = "etcd")]
+        observe: Option<String>,
         /// With `--target`: send this request timeout (`grpc-timeout`) on every call, as a
         /// micro client always does, to measure what carrying a deadline costs bare tonic.
         #[arg(long = "request-timeout", value_parser = humantime::parse_duration, requires = "target")]
@@ -171,17 +183,35 @@ async fn main() -> anyhow::Result<()> {
             name,
             ttl,
             interval,
+            otlp,
         } => {
             let options = serve::Options {
                 etcd,
                 name,
                 ttl,
                 interval,
+                otlp,
             };
             let started = serve::start(scenario, &options).await?;
+            if let Some(metrics) = started.metrics {
+                println!("{}{metrics}", bench::observe::METRICS_PREFIX);
+            }
             println!("ready {}", started.addr);
             until_stdin_closes_or_signal().await?;
+            let stats = started.span_stats();
             started.stop().await?;
+            // Read after the stop: the tracers have sent their last spans.
+            if !stats.is_empty() {
+                let counts = stats
+                    .iter()
+                    .map(|s| bench::observe::SpanCounts::of(s))
+                    .fold(bench::observe::SpanCounts::default(), |a, b| a + b);
+                println!(
+                    "{}{}",
+                    bench::observe::SPANS_PREFIX,
+                    serde_json::to_string(&counts)?
+                );
+            }
             // The stdin reader is a blocking read the runtime would wait for on a signal:
             // exit now that the servers have stopped.
             std::process::exit(0)
@@ -193,6 +223,7 @@ async fn main() -> anyhow::Result<()> {
             tower,
             selector,
             breaker,
+            observe,
             request_timeout,
             load,
             server_pids,
@@ -210,17 +241,36 @@ async fn main() -> anyhow::Result<()> {
                     tower,
                     selector: selector.unwrap_or_default(),
                     breaker,
+                    observe,
                 },
                 _ => anyhow::bail!("give --target ADDR, or --etcd ADDR --service NAME"),
             };
-            let call = bench::client::connect(&target).await?;
-            let report = load::run(&load.config(server_pids), move || call()).await?;
+            let connected = bench::client::connect(&target).await?;
+            let call = connected.call;
+            let mut report = load::run(&load.config(server_pids), move || call()).await?;
+            if let Some(observed) = connected.observed {
+                let (spans, samples) = observed.finish().await?;
+                report.client_spans = Some(spans);
+                report.client_metric_samples = Some(samples);
+            }
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
                 println!("{report:#?}");
             }
             Ok(())
+        }
+        Command::Sink => {
+            let sink = bench::sink::Sink::start().await?;
+            println!("ready {}", sink.addr());
+            until_stdin_closes_or_signal().await?;
+            let report = sink.stop().await?;
+            println!(
+                "{}{}",
+                bench::sink::RECEIVED_PREFIX,
+                serde_json::to_string(&report)?
+            );
+            std::process::exit(0)
         }
         Command::Compare {
             rounds,

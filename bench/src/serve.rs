@@ -1,10 +1,10 @@
 //! The servers of each scenario: bare tonic, or micro services registered in etcd.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use examples::{Greeter1, Greeter2};
-use micro::registry::Etcd;
+use micro::{registry::Etcd, trace::SpanStats};
 use proto::greeter::{
     FILE_DESCRIPTOR_SET,
     greeter_client::GreeterClient,
@@ -14,7 +14,7 @@ use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 use tonic::transport::{Endpoint, server::TcpIncoming};
 use tower::util::MapRequestLayer;
 
-use crate::Scenario;
+use crate::{Scenario, observe};
 
 /// How a scenario's servers are set up.
 #[derive(Clone, Debug)]
@@ -27,6 +27,8 @@ pub struct Options {
     pub ttl: Duration,
     /// Registration renewal interval.
     pub interval: Duration,
+    /// OTLP gRPC endpoint of the span sink, for the observed scenarios.
+    pub otlp: Option<String>,
 }
 
 impl Default for Options {
@@ -36,6 +38,7 @@ impl Default for Options {
             name: None,
             ttl: Duration::from_secs(5),
             interval: Duration::from_secs(4),
+            otlp: None,
         }
     }
 }
@@ -56,6 +59,8 @@ pub fn timeout_layer() -> tower::timeout::TimeoutLayer {
 pub struct Started {
     /// Address of the entry server (the one the load generator calls).
     pub addr: SocketAddr,
+    /// The metrics endpoint of an observed scenario's server.
+    pub metrics: Option<SocketAddr>,
     servers: Vec<Server>,
 }
 
@@ -63,6 +68,7 @@ impl std::fmt::Debug for Started {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Started")
             .field("addr", &self.addr)
+            .field("metrics", &self.metrics)
             .field("servers", &self.servers.len())
             .finish()
     }
@@ -77,6 +83,18 @@ enum Server {
 }
 
 impl Started {
+    /// The span counters of the servers that trace (shared: read them after [`Started::stop`]
+    /// for the final figures).
+    pub fn span_stats(&self) -> Vec<Arc<SpanStats>> {
+        self.servers
+            .iter()
+            .filter_map(|server| match server {
+                Server::Micro(running) => running.tracer().map(|t| t.stats().clone()),
+                Server::Tonic { .. } => None,
+            })
+            .collect()
+    }
+
     /// Stops every server, the entry server first (micro ones deregister, then drain).
     pub async fn stop(self) -> anyhow::Result<()> {
         for server in self.servers.into_iter().rev() {
@@ -100,6 +118,7 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             let (addr, server) = tonic_server(GreeterServer::new(greeter2()), tower).await?;
             Ok(Started {
                 addr,
+                metrics: None,
                 servers: vec![server],
             })
         }
@@ -119,6 +138,7 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             let (addr1, server1) = tonic_server(GreeterServer::new(greeter1), false).await?;
             Ok(Started {
                 addr: addr1,
+                metrics: None,
                 servers: vec![server2, server1],
             })
         }
@@ -126,7 +146,9 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
         | Scenario::MicroTower
         | Scenario::MicroP2c
         | Scenario::MicroBreaker
-        | Scenario::MicroRatelimit => {
+        | Scenario::MicroRatelimit
+        | Scenario::MicroObserved
+        | Scenario::MicroFull => {
             let name = options
                 .name
                 .clone()
@@ -135,7 +157,15 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             if scenario == Scenario::MicroTower {
                 service = service.wrap_handler(timeout_layer());
             }
-            if scenario == Scenario::MicroRatelimit {
+            if scenario.observed() {
+                let otlp = options.otlp.as_deref().with_context(|| {
+                    format!("{scenario} needs --otlp ENDPOINT (a `bench sink`'s address)")
+                })?;
+                service = service
+                    .tracing(observe::trace_config(otlp, &name))
+                    .metrics_address(observe::METRICS_ADDRESS);
+            }
+            if scenario.server_ratelimit() {
                 // A billion calls per second: far above any load here, so it never refuses.
                 let limit = micro::wrappers::ratelimit::RateLimitLayer::new(1e9, 1_000_000_000)?;
                 service = service.wrap_handler(limit);
@@ -144,8 +174,13 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
                 .handle(GreeterServer::new(greeter2()))
                 .start()
                 .await?;
+            anyhow::ensure!(
+                !scenario.observed() || running.tracer().is_some(),
+                "{scenario}: tracing did not start"
+            );
             Ok(Started {
                 addr: running.local_addr(),
+                metrics: running.metrics_addr(),
                 servers: vec![Server::Micro(Box::new(running))],
             })
         }
@@ -162,6 +197,7 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
                 .await?;
             Ok(Started {
                 addr: greeter1.local_addr(),
+                metrics: None,
                 servers: vec![
                     Server::Micro(Box::new(greeter2)),
                     Server::Micro(Box::new(greeter1)),

@@ -48,6 +48,82 @@ async fn every_scenario_runs_without_errors() {
         assert!(row.server_cpu_ms_per_1k.is_some(), "{}", row.scenario);
         assert!(row.server_peak_rss_kib.is_some(), "{}", row.scenario);
     }
+
+    // The observed scenarios: spans made on both sides, every exported one at the sink, the
+    // drops counted (not asserted zero: that is a benchmark figure), metrics on both sides.
+    let observed: Vec<_> = Scenario::ALL.iter().filter(|s| s.observed()).collect();
+    assert_eq!(observed.len(), 2);
+    let sink = comparison.sink.as_ref().expect("the sink's report");
+    let mut exported_everywhere = 0;
+    for scenario in observed {
+        let row = comparison
+            .rows
+            .iter()
+            .find(|r| r.scenario == scenario.name())
+            .unwrap();
+        let spans = row.spans.as_ref().expect("span counts");
+        let server = spans.server.expect("the server's span counts");
+        assert!(spans.client.ended > 0, "{scenario}: {spans:?}");
+        assert!(server.ended > 0, "{scenario}: {spans:?}");
+        assert_eq!(
+            spans.dropped,
+            Some(spans.client.dropped() + server.dropped()),
+            "{scenario}"
+        );
+        let exported = spans.client.exported + server.exported;
+        assert!(exported > 0, "{scenario}: {spans:?}");
+        // The sink counts a batch before it answers, the exporter after the answer.
+        assert!(
+            spans.sink_received >= Some(exported),
+            "{scenario}: {spans:?}"
+        );
+        exported_everywhere += exported;
+        assert!(
+            spans.server_metric_samples > Some(0),
+            "{scenario}: {spans:?}"
+        );
+        assert!(
+            spans.client_metric_samples > Some(0),
+            "{scenario}: {spans:?}"
+        );
+    }
+    assert!(sink.spans >= exported_everywhere, "{sink:?}");
+    assert!(sink.requests > 0, "{sink:?}");
+    // Only the observed scenarios trace.
+    for row in &comparison.rows {
+        let observed = Scenario::ALL
+            .iter()
+            .any(|s| s.observed() && s.name() == row.scenario);
+        assert_eq!(row.spans.is_some(), observed, "{}", row.scenario);
+    }
+    let table = compare::table(&comparison);
+    assert!(table.contains("| spans dropped |"), "{table}");
+    assert!(
+        table.contains("micro-observed: >= 0.95 x micro calls/s"),
+        "{table}"
+    );
+    assert!(
+        table.contains("micro-full: >= 0.9 x tonic calls/s"),
+        "{table}"
+    );
+    assert!(table.contains("micro-full: no span dropped"), "{table}");
+}
+
+/// An observed scenario without a sink to export to is a clear error, not a panic.
+#[test]
+fn observed_server_without_a_sink_is_a_clear_error() {
+    let output = std::process::Command::new(bin())
+        .args(["serve", "micro-observed", "--etcd", "127.0.0.1:1"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("micro-observed needs --otlp ENDPOINT"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
