@@ -436,10 +436,10 @@ impl Service {
     /// wrappers (or, in node scope, a call wrapper on each node's stack). Each feeds the
     /// health series when metrics are on (limiters `server` and `client`).
     fn apply_resilience(&mut self, flags: &Flags) -> Result<(), Error> {
-        let health = self.observe.health().clone();
         use micro_wrappers::breaker::{BreakerLayer, Scope, Settings, adaptive, hystrix};
         use micro_wrappers::ratelimit::{Key, Mode, RateLimitLayer};
 
+        let health = self.observe.health().clone();
         let limit = |flag: &str, rate: f64, burst: Option<i64>, wait: Option<bool>| {
             // A fractional rate still holds at least one call.
             #[allow(clippy::cast_possible_truncation)]

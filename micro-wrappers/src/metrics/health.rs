@@ -2,7 +2,10 @@
 //! spans. Each part hands out pre-resolved handles (one lookup when a breaker or limiter is
 //! made, none per call).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
 
 use parking_lot::RwLock;
 
@@ -18,6 +21,49 @@ type Labels = Vec<(&'static str, String)>;
 
 /// Reads, at scrape time, how many nodes each known service has.
 type NodesSource = Box<dyn Fn() -> Vec<(String, usize)> + Send + Sync>;
+
+/// The rejection counters, resolved once per breaker and reason: an open breaker refuses
+/// every call, and counting each refusal must not allocate.
+#[derive(Clone, Default)]
+struct Rejections {
+    family: Family<Labels, Counter>,
+    resolved: Arc<RwLock<ByBreaker>>,
+}
+
+/// One counter per [`Rejection`] kind, by breaker name.
+type ByBreaker = HashMap<String, [OnceLock<Counter>; 4], foldhash::fast::RandomState>;
+
+impl std::fmt::Debug for Rejections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rejections")
+            .field("breakers", &self.resolved.read().len())
+            .finish()
+    }
+}
+
+impl Rejections {
+    fn inc(&self, breaker: &str, why: Rejection) {
+        let (slot, reason) = match why {
+            Rejection::Open => (0, "open"),
+            Rejection::TooManyRequests => (1, "too_many_requests"),
+            Rejection::MaxConcurrency => (2, "max_concurrency"),
+            Rejection::Throttled => (3, "throttled"),
+        };
+        let resolve = || {
+            self.family.get_or_create_owned(&vec![
+                ("breaker", breaker.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+        };
+        if let Some(slots) = self.resolved.read().get(breaker) {
+            slots[slot].get_or_init(resolve).inc();
+            return;
+        }
+        self.resolved.write().entry(breaker.to_owned()).or_default()[slot]
+            .get_or_init(resolve)
+            .inc();
+    }
+}
 
 /// The sources of `selector_nodes`, read on every scrape.
 #[derive(Clone, Default)]
@@ -73,7 +119,7 @@ impl prometheus_client::collector::Collector for NodesCollector {
 pub struct Health {
     breaker_state: Family<Labels, Gauge>,
     breaker_transitions: Family<Labels, Counter>,
-    breaker_rejections: Family<Labels, Counter>,
+    breaker_rejections: Rejections,
     limiter_admitted: Family<Labels, Counter>,
     limiter_refused: Family<Labels, Counter>,
     limiter_waited: Family<Labels, Counter>,
@@ -91,16 +137,6 @@ pub fn state_value(state: State) -> i64 {
         State::Closed => 0,
         State::HalfOpen => 1,
         State::Open => 2,
-    }
-}
-
-/// The `reason` label of a breaker's refusal.
-fn rejection_reason(why: Rejection) -> &'static str {
-    match why {
-        Rejection::Open => "open",
-        Rejection::TooManyRequests => "too_many_requests",
-        Rejection::MaxConcurrency => "max_concurrency",
-        Rejection::Throttled => "throttled",
     }
 }
 
@@ -132,7 +168,7 @@ impl Health {
         let health = Health {
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
-            breaker_rejections: Family::default(),
+            breaker_rejections: Rejections::default(),
             limiter_admitted: Family::default(),
             limiter_refused: Family::default(),
             limiter_waited: Family::default(),
@@ -158,7 +194,7 @@ impl Health {
         registry.register(
             name("breaker_rejections"),
             "Calls a breaker refused",
-            h.breaker_rejections.clone(),
+            h.breaker_rejections.family.clone(),
         );
         registry.register(
             name("ratelimit_admitted"),
@@ -255,15 +291,7 @@ impl Health {
                     ])
                     .inc();
             }
-            Event::Rejected(why) => {
-                health
-                    .breaker_rejections
-                    .get_or_create(&vec![
-                        ("breaker", name.to_owned()),
-                        ("reason", rejection_reason(why).to_owned()),
-                    ])
-                    .inc();
-            }
+            Event::Rejected(why) => health.breaker_rejections.inc(name, why),
         }
     }
 

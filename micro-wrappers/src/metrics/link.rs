@@ -109,6 +109,10 @@ mod tests {
         assert!(!text.contains("limiter=\"server\""), "{text}");
 
         breaker("b", open);
+        for _ in 0..3 {
+            breaker("b", Event::Rejected(crate::breaker::Rejection::Open));
+        }
+        breaker("c", Event::Rejected(crate::breaker::Rejection::Throttled));
         limiter("Greeter.Test", LimitEvent::Refused);
         limiter("Greeter.Test", LimitEvent::Admitted);
         limiter("", LimitEvent::Waited(std::time::Duration::from_millis(3)));
@@ -116,6 +120,8 @@ mod tests {
         for line in [
             "micro_breaker_state{breaker=\"b\"} 2",
             "micro_breaker_transitions_total{breaker=\"b\",from=\"closed\",to=\"open\"} 1",
+            "micro_breaker_rejections_total{breaker=\"b\",reason=\"open\"} 3",
+            "micro_breaker_rejections_total{breaker=\"c\",reason=\"throttled\"} 1",
             "micro_ratelimit_refused_total{limiter=\"server\"} 1",
             "micro_ratelimit_admitted_total{limiter=\"server\"} 1",
             "micro_ratelimit_waited_total{limiter=\"server\"} 1",
