@@ -694,6 +694,37 @@ async fn a_flag_breaker_feeds_the_breaker_series() {
     caller.stop().await.unwrap();
 }
 
+/// In node scope each node's breaker is made on its stack: its gauge exists at 0 under
+/// `service/node`.
+#[tokio::test]
+async fn a_flag_node_breaker_has_its_gauge_from_the_start() {
+    let registry = Memory::new();
+    let greeter2 = plain_greeter2(&registry).await;
+    let node = greeter2.node().id.clone();
+    let (caller, mut client) = caller_with_flags(
+        &registry,
+        &[
+            "--client_breaker",
+            "hystrix",
+            "--client_breaker_scope",
+            "node",
+        ],
+    )
+    .await;
+    client.test(Request { name: "x".into() }).await.unwrap();
+    let text = scrape(&caller).await;
+    assert_eq!(
+        sample(
+            &text,
+            &format!("micro_breaker_state{{breaker=\"greeter2/{node}\"}}")
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    caller.stop().await.unwrap();
+    greeter2.stop().await.unwrap();
+}
+
 /// `--server_ratelimit` refusing: the limiter's counters equal what the caller saw; in wait
 /// mode the call that waited is counted as waited.
 #[tokio::test]
