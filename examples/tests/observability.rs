@@ -141,6 +141,15 @@ async fn prometheus_scrapes_both_greeters_and_counts_the_calls() {
             "{service}: {query} != {CALLS}; last answer {last:?}"
         );
     }
+    // The health series too: greeter1's client knows greeter2's one node.
+    let query = "max(micro_selector_nodes{service=\"greeter2\"})";
+    let known = poll(WAIT, || async {
+        let answer = prometheus.query(query).await.ok()?;
+        (scalar(&answer)? == 1.0).then_some(())
+    })
+    .await;
+    let last = prometheus.query(query).await.ok();
+    assert!(known.is_some(), "{query} != 1; last answer {last:?}");
     let up = prometheus.query("sum(up{job=\"micro\"})").await.unwrap();
     assert_eq!(scalar(&up), Some(2.0), "both targets up: {up}");
     let fds = prometheus.query("min(process_open_fds)").await.unwrap();

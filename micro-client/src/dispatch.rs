@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) nodes: Nodes,
     /// Endpoint names of the paths called (`Greeter.Hello`).
     pub(crate) endpoints: EndpointCache,
+    /// Told of each retry decision, if set.
+    pub(crate) on_retry: Option<crate::RetryObserver>,
     /// Retry budgets, one per called service.
     budgets:
         RwLock<std::collections::HashMap<Arc<str>, Arc<TpsBudget>, foldhash::fast::RandomState>>,
@@ -47,6 +49,7 @@ impl Shared {
             selector,
             nodes,
             endpoints: EndpointCache::default(),
+            on_retry: None,
             budgets: RwLock::default(),
         }
     }
@@ -167,8 +170,14 @@ async fn dispatch(shared: Arc<Shared>, request: Request<Body>) -> Result<Respons
         if !retry || !within_budget() {
             if retry {
                 tracing::debug!(service = %info.service, "retry budget spent: not retrying");
+                if let Some(on_retry) = &shared.on_retry {
+                    on_retry(&info.service, crate::RetryEvent::BudgetRefused);
+                }
             }
             return result.map_err(|err| answer(&info, &outcome, err));
+        }
+        if let Some(on_retry) = &shared.on_retry {
+            on_retry(&info.service, crate::RetryEvent::Retried);
         }
         tracing::debug!(service = %info.service, node = %node.info.id, attempt = attempt_no, code = ?outcome.code, "retrying");
         tried.push(node.info.id.clone());

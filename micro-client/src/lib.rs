@@ -30,7 +30,8 @@ use tonic::{Status, body::Body};
 use tower_service::Service;
 
 pub use options::{
-    CallOptions, Options, RetryBudget, RetryPolicy, retry_idempotent, retry_not_sent,
+    CallOptions, Options, RetryBudget, RetryEvent, RetryObserver, RetryPolicy, retry_idempotent,
+    retry_not_sent,
 };
 pub use selector::{Filter, Strategy};
 
@@ -49,6 +50,7 @@ pub struct Builder {
     options: Options,
     client_layers: Vec<Arc<dyn Wrapper>>,
     call_layers: Vec<Arc<dyn Wrapper>>,
+    on_retry: Option<RetryObserver>,
 }
 
 impl Builder {
@@ -92,12 +94,29 @@ impl Builder {
         self
     }
 
+    /// Tells `f` of every retry decision: the called service and whether the attempt is
+    /// retried or the retry budget refused it (e.g. for metrics). Each call adds an observer;
+    /// without one the retry loop pays nothing.
+    #[must_use]
+    pub fn on_retry(mut self, f: impl Fn(&str, RetryEvent) + Send + Sync + 'static) -> Self {
+        self.on_retry = Some(match self.on_retry.take() {
+            None => Arc::new(f),
+            Some(prior) => Arc::new(move |service: &str, event: RetryEvent| {
+                prior(service, event);
+                f(service, event);
+            }),
+        });
+        self
+    }
+
     /// The client, reading services from `cache`. Needs a tokio runtime (it follows the cache's
     /// changes to drop the stacks of nodes that left).
     pub fn build(self, cache: Cache) -> Client {
         let selector = Selector::new(self.options.strategy, self.options.filters.clone());
         let nodes = Nodes::new(self.call_layers, self.options.dial_timeout);
-        let shared = Arc::new(Shared::new(self.options, cache, selector, nodes));
+        let mut shared = Shared::new(self.options, cache, selector, nodes);
+        shared.on_retry = self.on_retry;
+        let shared = Arc::new(shared);
         evict_departed_nodes(&shared.cache, Arc::downgrade(&shared));
         // One path: with no client wrappers the stack is the retry loop alone.
         let client_stack =

@@ -10,6 +10,20 @@ use crate::selector::{Filter, Strategy};
 /// Decides whether a failed attempt is tried again on another node, from how it ended.
 pub type RetryPolicy = Arc<dyn Fn(&Outcome) -> bool + Send + Sync>;
 
+/// A retry decision of the retry loop, told to [`Builder::on_retry`](crate::Builder::on_retry)
+/// observers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetryEvent {
+    /// A failed attempt is tried again (on another node when there is one).
+    Retried,
+    /// The policy would retry, but the called service's retry budget is spent: the failure
+    /// is the answer.
+    BudgetRefused,
+}
+
+/// Told of each [`RetryEvent`], with the called service's name (the hook for metrics).
+pub type RetryObserver = Arc<dyn Fn(&str, RetryEvent) + Send + Sync>;
+
 /// Client options.
 #[derive(Clone)]
 pub struct Options {

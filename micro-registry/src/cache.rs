@@ -8,7 +8,8 @@
 //!   the cache is dropped) watches every service and applies each event: create/update replace
 //!   that node within its version, delete removes it, a version without nodes disappears.
 //! - When the watch is lost the task waits (backoff from 100 ms, doubling up to 5 s), watches
-//!   again and then re-lists every known service, publishing the differences as events.
+//!   again and then re-lists every known service, publishing the differences as events; each
+//!   restart is counted ([`Cache::watch_restarts`]).
 //! - Entries never expire: while the registry is unreachable they are served stale, which is
 //!   what a client wants (go-micro does the same); while the watch is live they are fresh.
 
@@ -63,6 +64,27 @@ struct Inner {
     task: Mutex<Option<oneshot::Sender<()>>>,
     /// `true` while the watch is in place.
     watching: watch::Sender<bool>,
+    /// Watches put in place again after a lost or failed one.
+    restarts: watch::Sender<u64>,
+}
+
+/// A [`Cache`] that may be gone: see [`Cache::downgrade`].
+#[derive(Clone)]
+pub struct WeakCache(Weak<Inner>);
+
+impl WeakCache {
+    /// The cache, if a clone of it is still alive.
+    pub fn upgrade(&self) -> Option<Cache> {
+        self.0.upgrade().map(|inner| Cache { inner })
+    }
+}
+
+impl std::fmt::Debug for WeakCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeakCache")
+            .field("alive", &(self.0.strong_count() > 0))
+            .finish()
+    }
 }
 
 enum Slot {
@@ -83,6 +105,7 @@ impl Cache {
                 events,
                 task: Mutex::new(None),
                 watching: watch::Sender::new(false),
+                restarts: watch::Sender::new(0),
             }),
         }
     }
@@ -118,6 +141,37 @@ impl Cache {
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.start();
         self.inner.events.subscribe()
+    }
+
+    /// Each known service with its number of nodes (all versions), without any I/O.
+    pub fn node_counts(&self) -> Vec<(String, usize)> {
+        self.inner
+            .entries
+            .read()
+            .iter()
+            .filter_map(|(name, slot)| match slot {
+                Slot::Found(services) => {
+                    Some((name.clone(), services.iter().map(|s| s.nodes.len()).sum()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A handle that does not keep the cache (nor its watch) alive.
+    pub fn downgrade(&self) -> WeakCache {
+        WeakCache(Arc::downgrade(&self.inner))
+    }
+
+    /// How many times the watch was put in place again after it was lost or could not be
+    /// started (each is followed by a re-list of the known services).
+    pub fn watch_restarts(&self) -> u64 {
+        *self.inner.restarts.borrow()
+    }
+
+    /// Follows [`Cache::watch_restarts`]: the receiver sees the count change on each restart.
+    pub fn subscribe_watch_restarts(&self) -> watch::Receiver<u64> {
+        self.inner.restarts.subscribe()
     }
 
     /// Starts the watch task once (needs a tokio runtime; without one, the next call retries).
@@ -203,6 +257,9 @@ async fn run(inner: Weak<Inner>, registry: Arc<dyn Registry>, mut stop: oneshot:
             Ok(mut watcher) => {
                 if let Some(inner) = inner.upgrade() {
                     inner.watching.send_replace(true);
+                    if !first {
+                        inner.restarts.send_modify(|n| *n += 1);
+                    }
                 }
                 if !first {
                     // Changes while we were not watching: read every known service again.

@@ -11,7 +11,7 @@ mod etcd;
 mod memory;
 mod model;
 
-pub use cache::Cache;
+pub use cache::{Cache, WeakCache};
 pub use etcd::{Etcd, PREFIX, node_key, service_prefix};
 pub use memory::Memory;
 pub use model::{Endpoint, Metadata, Node, Service, Value};

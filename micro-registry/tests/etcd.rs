@@ -309,6 +309,9 @@ async fn cache_follows_watch_and_serves_stale_while_etcd_is_down() {
     let registry: Arc<dyn Registry> = Arc::new(registry);
     let cache: Cache = common::cache_follows_watch(registry.clone()).await;
 
+    assert_eq!(cache.watch_restarts(), 0, "the first watch is no restart");
+    let mut restarts = cache.subscribe_watch_restarts();
+
     // etcd down: the known service is still served, from memory.
     etcd.stop().await.unwrap();
     for _ in 0..5 {
@@ -341,4 +344,7 @@ async fn cache_follows_watch_and_serves_stale_while_etcd_is_down() {
             .unwrap()
             .contains(&"greeter-late".to_owned())
     );
+    // Seen only through a new watch (or its re-list): the restart was counted and told.
+    assert!(cache.watch_restarts() >= 1);
+    assert!(*restarts.borrow_and_update() >= 1);
 }

@@ -186,10 +186,69 @@ fn layers(c: &mut Criterion) {
     g.bench_function("ratelimit layer (token available)", |b| {
         b.iter(|| hop(&mut limit, &info))
     });
+    // The flags' limiters carry a health observer: not connected (metrics off), connected.
+    let token = || RateLimitLayer::with_quantum(Duration::from_nanos(1), i64::MAX / 4, 1);
+    let link = micro_wrappers::metrics::HealthLink::new();
+    let mut unlinked = link
+        .observe_limiter("bench", token().expect("valid"))
+        .layer(ready_inner());
+    g.bench_function("ratelimit layer + health link, metrics off", |b| {
+        b.iter(|| hop(&mut unlinked, &info))
+    });
+    let metrics = micro_wrappers::metrics::Metrics::new(Default::default());
+    let connected = micro_wrappers::metrics::HealthLink::new();
+    connected.connect(metrics.health());
+    let mut counted = connected
+        .observe_limiter("bench", token().expect("valid"))
+        .layer(ready_inner());
+    g.bench_function("ratelimit layer + health link, metrics on", |b| {
+        b.iter(|| hop(&mut counted, &info))
+    });
+    let mut direct = metrics
+        .health()
+        .observe_limiter("direct", token().expect("valid"))
+        .layer(ready_inner());
+    g.bench_function("ratelimit layer + Health::observe_limiter", |b| {
+        b.iter(|| hop(&mut direct, &info))
+    });
     let mut tower_limit =
         tower::limit::RateLimitLayer::new(u64::MAX, Duration::from_secs(3600)).layer(ready_inner());
     g.bench_function("tower::limit::RateLimit", |b| {
         b.iter(|| hop(&mut tower_limit, &info))
+    });
+    g.finish();
+}
+
+/// The health observers alone, as the layers call them.
+fn health(c: &mut Criterion) {
+    use micro_wrappers::breaker::{Event, Rejection};
+    use micro_wrappers::metrics::{HealthLink, Metrics, MetricsConfig};
+    use micro_wrappers::ratelimit::LimitEvent;
+
+    let metrics = Metrics::new(MetricsConfig::default());
+    let mut g = c.benchmark_group("health");
+    let off = HealthLink::new().limit_observer("bench");
+    g.bench_function("limit observer, link not connected", |b| {
+        b.iter(|| off(black_box("Greeter.Test"), black_box(LimitEvent::Admitted)))
+    });
+    let link = HealthLink::new();
+    link.connect(metrics.health());
+    let on = link.limit_observer("bench");
+    g.bench_function("limit observer, link connected", |b| {
+        b.iter(|| on(black_box("Greeter.Test"), black_box(LimitEvent::Admitted)))
+    });
+    let direct = metrics.health().limit_observer("direct");
+    g.bench_function("limit observer, Health", |b| {
+        b.iter(|| direct(black_box("Greeter.Test"), black_box(LimitEvent::Admitted)))
+    });
+    let breaker = metrics.health().breaker_observer();
+    g.bench_function("breaker observer, rejection", |b| {
+        b.iter(|| {
+            breaker(
+                black_box("greeter2"),
+                black_box(Event::Rejected(Rejection::Open)),
+            )
+        })
     });
     g.finish();
 }
@@ -200,6 +259,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = breakers, buckets, layers
+    targets = breakers, buckets, layers, health
 }
 criterion_main!(benches);

@@ -248,10 +248,28 @@ impl Service {
         self
     }
 
-    /// The metrics registry, once decided (after [`Service::client`] or [`Service::start`]),
-    /// e.g. to attach a breaker's observer: `metrics.health().breaker_observer()`.
+    /// The metrics registry, once decided (after [`Service::client`] or [`Service::start`]).
+    /// To count your own breakers and limiters, built before that, use [`Service::health`].
     pub fn metrics_registry(&self) -> Option<&micro_wrappers::metrics::Metrics> {
         self.observe.metrics()
+    }
+
+    /// The framework health series, usable at any time: breakers and limiters attached to it
+    /// are counted once metrics are on (from [`Service::client`] or [`Service::start`]), and
+    /// cost one check per event when they stay off. The flags' breakers and limiters are
+    /// attached already.
+    ///
+    /// ```
+    /// use micro::wrappers::breaker::{BreakerLayer, Settings};
+    /// use micro::wrappers::ratelimit::RateLimitLayer;
+    /// let service = micro::Service::new().metrics_address("127.0.0.1:0");
+    /// let health = service.health();
+    /// let breaker = health.observe_breaker(BreakerLayer::gobreaker(Settings::new("greeter1")));
+    /// let limit = health.observe_limiter("mine", RateLimitLayer::new(100.0, 10).unwrap());
+    /// let service = service.wrap_client(breaker).wrap_handler(limit);
+    /// ```
+    pub fn health(&self) -> micro_wrappers::metrics::HealthLink {
+        self.observe.health().clone()
     }
 
     /// The tracer, once decided (after [`Service::client`] or [`Service::start`]).
@@ -415,11 +433,13 @@ impl Service {
 
     /// Breakers and rate limits from the flags (micro-rs additions): a server limit as the
     /// innermost handler wrapper, a client limit per called service and a breaker as client
-    /// wrappers (or, in node scope, a call wrapper on each node's stack).
+    /// wrappers (or, in node scope, a call wrapper on each node's stack). Each feeds the
+    /// health series when metrics are on (limiters `server` and `client`).
     fn apply_resilience(&mut self, flags: &Flags) -> Result<(), Error> {
         use micro_wrappers::breaker::{BreakerLayer, Scope, Settings, adaptive, hystrix};
         use micro_wrappers::ratelimit::{Key, Mode, RateLimitLayer};
 
+        let health = self.observe.health().clone();
         let limit = |flag: &str, rate: f64, burst: Option<i64>, wait: Option<bool>| {
             // A fractional rate still holds at least one call.
             #[allow(clippy::cast_possible_truncation)]
@@ -440,7 +460,8 @@ impl Service {
                 flags.server_ratelimit_burst,
                 flags.server_ratelimit_wait,
             )?;
-            self.server.wrap(layer.id("go.micro.server"));
+            self.server
+                .wrap(health.observe_limiter("server", layer.id("go.micro.server")));
         }
         if let Some(rate) = flags.client_ratelimit.filter(|r| *r > 0.0) {
             let layer = limit(
@@ -450,6 +471,7 @@ impl Service {
                 flags.client_ratelimit_wait,
             )?;
             let layer = layer.key(Key::Service).id("go.micro.client");
+            let layer = health.observe_limiter("client", layer);
             self.configure_client("flags", |builder| builder.wrap_client(layer));
         }
         let layer = match flags.client_breaker {
@@ -468,7 +490,7 @@ impl Service {
             Some(crate::BreakerScopeFlag::Endpoint) => Scope::Endpoint,
             Some(crate::BreakerScopeFlag::Node) => Scope::Node,
         };
-        let layer = layer.scope(scope);
+        let layer = health.observe_breaker(layer.scope(scope));
         self.configure_client("flags", |builder| match scope {
             Scope::Node => builder.wrap_call(layer),
             _ => builder.wrap_client(layer),

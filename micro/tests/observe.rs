@@ -581,3 +581,447 @@ async fn wrappers_work_in_a_bare_tonic_app() {
     tracing.shutdown_async().await.unwrap();
     server.abort();
 }
+
+// === the framework health series, read from a real scrape of /metrics ===
+
+/// The body of `running`'s `/metrics`.
+async fn scrape(running: &micro::Running) -> String {
+    let url = format!("http://{}/metrics", running.metrics_addr().unwrap());
+    let (status, text) = http_get(&url).await.unwrap();
+    assert_eq!(status, 200, "{text}");
+    text
+}
+
+/// The value of `series` (its name and labels exactly as exposed), if exposed.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// greeter2 on `registry`, no metrics.
+async fn plain_greeter2(registry: &Memory) -> micro::Running {
+    micro::Service::new()
+        .name("greeter2")
+        .registry(registry.clone())
+        .handle(GreeterServer::new(Greeter2 {
+            test_sleep: Duration::ZERO,
+        }))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// A caller service built from `flags` (metrics on), started so it serves `/metrics`, with a
+/// client to greeter2.
+async fn caller_with_flags(
+    registry: &Memory,
+    flags: &[&str],
+) -> (micro::Running, GreeterClient<micro::Channel>) {
+    let args = ["caller", "--metrics_address", "127.0.0.1:0"]
+        .iter()
+        .chain(flags)
+        .copied();
+    let mut service = micro::Service::new()
+        .name("caller")
+        .registry(registry.clone())
+        .try_init_from(args)
+        .unwrap();
+    let client = GreeterClient::new(service.client().channel("greeter2"));
+    (service.start().await.unwrap(), client)
+}
+
+/// `--client_breaker gobreaker`: the breaker's gauge exists at 0 (closed) once made, and its
+/// opening is on /metrics as state 2, one closed -> open transition and one refusal.
+#[tokio::test]
+async fn a_flag_breaker_feeds_the_breaker_series() {
+    let registry = Memory::new();
+    let greeter2 = plain_greeter2(&registry).await;
+    let (caller, mut client) = caller_with_flags(
+        &registry,
+        &["--client_breaker", "gobreaker", "--client_retries", "0"],
+    )
+    .await;
+    client.test(Request { name: "x".into() }).await.unwrap();
+    let text = scrape(&caller).await;
+    assert_eq!(
+        sample(&text, "micro_breaker_state{breaker=\"greeter2\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "micro_selector_nodes{service=\"greeter2\"}"),
+        Some(1.0),
+        "{text}"
+    );
+
+    // gobreaker's default: more than 5 consecutive failures open it.
+    greeter2.stop().await.unwrap();
+    for _ in 0..6 {
+        let status = client.test(Request { name: "x".into() }).await.unwrap_err();
+        assert!(
+            !status.message().contains("circuit breaker is open"),
+            "{status:?}"
+        );
+    }
+    let status = client.test(Request { name: "x".into() }).await.unwrap_err();
+    assert!(
+        status.message().contains("circuit breaker is open"),
+        "{status:?}"
+    );
+
+    let text = scrape(&caller).await;
+    assert_eq!(
+        sample(&text, "micro_breaker_state{breaker=\"greeter2\"}"),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "micro_breaker_transitions_total{breaker=\"greeter2\",from=\"closed\",to=\"open\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "micro_breaker_rejections_total{breaker=\"greeter2\",reason=\"open\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    caller.stop().await.unwrap();
+}
+
+/// In node scope each node's breaker is made on its stack: its gauge exists at 0 under
+/// `service/node`.
+#[tokio::test]
+async fn a_flag_node_breaker_has_its_gauge_from_the_start() {
+    let registry = Memory::new();
+    let greeter2 = plain_greeter2(&registry).await;
+    let node = greeter2.node().id.clone();
+    let (caller, mut client) = caller_with_flags(
+        &registry,
+        &[
+            "--client_breaker",
+            "hystrix",
+            "--client_breaker_scope",
+            "node",
+        ],
+    )
+    .await;
+    client.test(Request { name: "x".into() }).await.unwrap();
+    let text = scrape(&caller).await;
+    assert_eq!(
+        sample(
+            &text,
+            &format!("micro_breaker_state{{breaker=\"greeter2/{node}\"}}")
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    caller.stop().await.unwrap();
+    greeter2.stop().await.unwrap();
+}
+
+/// `--server_ratelimit` refusing: the limiter's counters equal what the caller saw; in wait
+/// mode the call that waited is counted as waited.
+#[tokio::test]
+async fn a_flag_server_limiter_counts_what_callers_saw() {
+    // Reject mode, a bucket of 3 that does not refill within the test.
+    let running = micro::Service::new()
+        .name("limited")
+        .registry(Memory::new())
+        .try_init_from([
+            "limited",
+            "--metrics_address",
+            "127.0.0.1:0",
+            "--server_ratelimit",
+            "0.001",
+            "--server_ratelimit_burst",
+            "3",
+        ])
+        .unwrap()
+        .handle(GreeterServer::new(Greeter2 {
+            test_sleep: Duration::ZERO,
+        }))
+        .start()
+        .await
+        .unwrap();
+    let mut client = GreeterClient::connect(format!("http://{}", running.local_addr()))
+        .await
+        .unwrap();
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..10 {
+        match client.test(Request { name: "x".into() }).await {
+            Ok(_) => ok += 1,
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (3, 7));
+    let text = scrape(&running).await;
+    let count = |name: &str| sample(&text, &format!("{name}{{limiter=\"server\"}}"));
+    assert_eq!(count("micro_ratelimit_admitted_total"), Some(3.0), "{text}");
+    assert_eq!(count("micro_ratelimit_refused_total"), Some(7.0), "{text}");
+    assert_eq!(count("micro_ratelimit_waited_total"), Some(0.0), "{text}");
+    running.stop().await.unwrap();
+
+    // Wait mode, one token per 2 s: of two calls sent together one goes at once, the other
+    // waits for the next token.
+    let running = micro::Service::new()
+        .name("waiting")
+        .registry(Memory::new())
+        .try_init_from([
+            "waiting",
+            "--metrics_address",
+            "127.0.0.1:0",
+            "--server_ratelimit",
+            "0.5",
+            "--server_ratelimit_burst",
+            "1",
+            "--server_ratelimit_wait",
+            "true",
+        ])
+        .unwrap()
+        .handle(GreeterServer::new(Greeter2 {
+            test_sleep: Duration::ZERO,
+        }))
+        .start()
+        .await
+        .unwrap();
+    let client = GreeterClient::connect(format!("http://{}", running.local_addr()))
+        .await
+        .unwrap();
+    let call = |mut client: GreeterClient<Channel>| async move {
+        let mut request = tonic::Request::new(Request { name: "w".into() });
+        request.set_timeout(Duration::from_secs(20));
+        client.test(request).await
+    };
+    let (a, b) = tokio::join!(call(client.clone()), call(client));
+    a.unwrap();
+    b.unwrap();
+    let text = scrape(&running).await;
+    let count = |name: &str| sample(&text, &format!("{name}{{limiter=\"server\"}}"));
+    assert_eq!(count("micro_ratelimit_admitted_total"), Some(1.0), "{text}");
+    assert_eq!(count("micro_ratelimit_waited_total"), Some(1.0), "{text}");
+    assert_eq!(count("micro_ratelimit_refused_total"), Some(0.0), "{text}");
+    running.stop().await.unwrap();
+}
+
+/// `--client_ratelimit`: the client limiter's refusals are counted as `limiter="client"`.
+#[tokio::test]
+async fn a_flag_client_limiter_counts_what_the_caller_saw() {
+    let registry = Memory::new();
+    let greeter2 = plain_greeter2(&registry).await;
+    let (caller, mut client) = caller_with_flags(
+        &registry,
+        &[
+            "--client_ratelimit",
+            "0.001",
+            "--client_ratelimit_burst",
+            "2",
+        ],
+    )
+    .await;
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..5 {
+        match client.test(Request { name: "x".into() }).await {
+            Ok(_) => ok += 1,
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    assert_eq!((ok, refused), (2, 3));
+    let text = scrape(&caller).await;
+    let count = |name: &str| sample(&text, &format!("{name}{{limiter=\"client\"}}"));
+    assert_eq!(count("micro_ratelimit_admitted_total"), Some(2.0), "{text}");
+    assert_eq!(count("micro_ratelimit_refused_total"), Some(3.0), "{text}");
+    caller.stop().await.unwrap();
+    greeter2.stop().await.unwrap();
+}
+
+/// A node registered but not listening: every attempt is refused before it is sent, so the
+/// client retries it (backoff 0) exactly `retries` times per call; with a budget that holds
+/// nothing, each call's one retry is refused by the budget instead.
+#[tokio::test]
+async fn client_retries_and_budget_refusals_are_counted() {
+    use micro::registry::{Node, RegisterOptions, Registry as _, Service};
+    let registry = Memory::new();
+    let dead = micro_test_support::peers::free_port().unwrap();
+    registry
+        .register(
+            &Service {
+                name: "dead".into(),
+                version: "latest".into(),
+                nodes: vec![Node {
+                    id: "dead-1".into(),
+                    address: format!("127.0.0.1:{dead}"),
+                    ..Node::default()
+                }],
+                ..Service::default()
+            },
+            RegisterOptions::default(),
+        )
+        .await
+        .unwrap();
+    let started = |budget: Option<micro::client::RetryBudget>| {
+        let registry = registry.clone();
+        async move {
+            let mut service = micro::Service::new()
+                .name("caller")
+                .registry(registry)
+                .metrics_address("127.0.0.1:0")
+                .client_options(micro::client::Options {
+                    retries: 3,
+                    backoff: Duration::ZERO,
+                    request_timeout: Duration::from_secs(10),
+                    retry_budget: budget,
+                    ..Default::default()
+                });
+            let client = GreeterClient::new(service.client().channel("dead"));
+            (service.start().await.unwrap(), client)
+        }
+    };
+
+    let (caller, mut client) = started(None).await;
+    for _ in 0..2 {
+        let status = client.test(Request { name: "x".into() }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    let text = scrape(&caller).await;
+    assert_eq!(
+        sample(&text, "micro_client_retries_total{service=\"dead\"}"),
+        Some(6.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "micro_client_retry_budget_refusals_total{service=\"dead\"}"
+        ),
+        None,
+        "{text}"
+    );
+    caller.stop().await.unwrap();
+
+    // No reserve, no share of the calls: tower's TpsBudget refuses every retry.
+    let tiny = micro::client::RetryBudget {
+        ttl: Duration::from_secs(1),
+        min_per_sec: 0,
+        percent: 0.0,
+    };
+    let (caller, mut client) = started(Some(tiny)).await;
+    for _ in 0..4 {
+        let status = client.test(Request { name: "x".into() }).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    }
+    let text = scrape(&caller).await;
+    assert_eq!(
+        sample(
+            &text,
+            "micro_client_retry_budget_refusals_total{service=\"dead\"}"
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "micro_client_retries_total{service=\"dead\"}"),
+        None,
+        "{text}"
+    );
+    caller.stop().await.unwrap();
+}
+
+/// The client's registry watch lost and restarted with etcd: counted on /metrics.
+#[tokio::test]
+async fn registry_watch_restarts_are_counted() {
+    let mut etcd = EtcdServer::start().await.unwrap();
+    let greeter2 = micro::Service::new()
+        .name("greeter2")
+        .registry(Etcd::new([etcd.endpoint()]))
+        .handle(GreeterServer::new(Greeter2 {
+            test_sleep: Duration::ZERO,
+        }))
+        .start()
+        .await
+        .unwrap();
+    let mut caller = micro::Service::new()
+        .name("caller")
+        .registry(Etcd::new([etcd.endpoint()]))
+        .metrics_address("127.0.0.1:0");
+    let mut client = GreeterClient::new(caller.client().channel("greeter2"));
+    let caller = caller.start().await.unwrap();
+    client.test(Request { name: "x".into() }).await.unwrap();
+    let text = scrape(&caller).await;
+    assert_eq!(
+        sample(&text, "micro_registry_watch_restarts_total"),
+        Some(0.0),
+        "{text}"
+    );
+
+    etcd.stop().await.unwrap();
+    // Down long enough for the watch to notice.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    etcd.start_again().await.unwrap();
+    let restarts = poll(WAIT, || async {
+        let text = scrape(&caller).await;
+        sample(&text, "micro_registry_watch_restarts_total").filter(|n| *n >= 1.0)
+    })
+    .await;
+    assert!(restarts.is_some(), "{}", scrape(&caller).await);
+    // Served from the cache throughout, and still served now.
+    client.test(Request { name: "y".into() }).await.unwrap();
+    caller.stop().await.unwrap();
+    greeter2.stop().await.unwrap();
+}
+
+/// A user's own limiter, attached through `Service::health()` before metrics are decided,
+/// keeps its own observer and is counted under its name.
+#[tokio::test]
+async fn a_users_limiter_attaches_through_service_health() {
+    use micro::wrappers::ratelimit::{LimitEvent, RateLimitLayer};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let service = micro::Service::new()
+        .name("mine")
+        .registry(Memory::new())
+        .metrics_address("127.0.0.1:0");
+    let limit = RateLimitLayer::new(0.001, 2)
+        .unwrap()
+        .on_event(move |_, event| sink.lock().unwrap().push(event));
+    let limit = service.health().observe_limiter("mine", limit);
+    let running = service
+        .wrap_handler(limit)
+        .handle(GreeterServer::new(Greeter2 {
+            test_sleep: Duration::ZERO,
+        }))
+        .start()
+        .await
+        .unwrap();
+    let mut client = GreeterClient::connect(format!("http://{}", running.local_addr()))
+        .await
+        .unwrap();
+    let mut refused = 0;
+    for _ in 0..4 {
+        if client.test(Request { name: "x".into() }).await.is_err() {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 2);
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            LimitEvent::Admitted,
+            LimitEvent::Admitted,
+            LimitEvent::Refused,
+            LimitEvent::Refused
+        ]
+    );
+    let text = scrape(&running).await;
+    let count = |name: &str| sample(&text, &format!("{name}{{limiter=\"mine\"}}"));
+    assert_eq!(count("micro_ratelimit_admitted_total"), Some(2.0), "{text}");
+    assert_eq!(count("micro_ratelimit_refused_total"), Some(2.0), "{text}");
+    running.stop().await.unwrap();
+}

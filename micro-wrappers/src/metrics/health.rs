@@ -2,30 +2,131 @@
 //! spans. Each part hands out pre-resolved handles (one lookup when a breaker or limiter is
 //! made, none per call).
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock},
+};
+
+use parking_lot::RwLock;
 
 use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 
-use crate::breaker::{Event, State};
+use crate::breaker::{BreakerLayer, Event, Rejection, State};
+use crate::ratelimit::{LimitEvent, RateLimitLayer};
 
 type Labels = Vec<(&'static str, String)>;
+
+/// Reads, at scrape time, how many nodes each known service has.
+type NodesSource = Box<dyn Fn() -> Vec<(String, usize)> + Send + Sync>;
+
+/// The rejection counters, resolved once per breaker and reason: an open breaker refuses
+/// every call, and counting each refusal must not allocate.
+#[derive(Clone, Default)]
+struct Rejections {
+    family: Family<Labels, Counter>,
+    resolved: Arc<RwLock<ByBreaker>>,
+}
+
+/// One counter per [`Rejection`] kind, by breaker name.
+type ByBreaker = HashMap<String, [OnceLock<Counter>; 4], foldhash::fast::RandomState>;
+
+impl std::fmt::Debug for Rejections {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rejections")
+            .field("breakers", &self.resolved.read().len())
+            .finish()
+    }
+}
+
+impl Rejections {
+    fn inc(&self, breaker: &str, why: Rejection) {
+        let (slot, reason) = match why {
+            Rejection::Open => (0, "open"),
+            Rejection::TooManyRequests => (1, "too_many_requests"),
+            Rejection::MaxConcurrency => (2, "max_concurrency"),
+            Rejection::Throttled => (3, "throttled"),
+        };
+        let resolve = || {
+            self.family.get_or_create_owned(&vec![
+                ("breaker", breaker.to_owned()),
+                ("reason", reason.to_owned()),
+            ])
+        };
+        if let Some(slots) = self.resolved.read().get(breaker) {
+            slots[slot].get_or_init(resolve).inc();
+            return;
+        }
+        self.resolved.write().entry(breaker.to_owned()).or_default()[slot]
+            .get_or_init(resolve)
+            .inc();
+    }
+}
+
+/// The sources of `selector_nodes`, read on every scrape.
+#[derive(Clone, Default)]
+struct NodesSources(Arc<RwLock<Vec<NodesSource>>>);
+
+impl std::fmt::Debug for NodesSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodesSources")
+            .field("sources", &self.0.read().len())
+            .finish()
+    }
+}
+
+/// `<namespace>_selector_nodes{service}`: the sum over the sources, read at scrape time.
+#[derive(Debug)]
+struct NodesCollector {
+    name: String,
+    sources: NodesSources,
+}
+
+impl prometheus_client::collector::Collector for NodesCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::{
+            encoding::EncodeMetric,
+            metrics::{MetricType, gauge::ConstGauge},
+        };
+        let mut known = std::collections::BTreeMap::<String, usize>::new();
+        for source in self.sources.0.read().iter() {
+            for (service, nodes) in source() {
+                *known.entry(service).or_default() += nodes;
+            }
+        }
+        let mut metric = encoder.encode_descriptor(
+            &self.name,
+            "Nodes known per service",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (service, nodes) in known {
+            let labels = [("service", service)];
+            let gauge = ConstGauge::new(i64::try_from(nodes).unwrap_or(i64::MAX));
+            gauge.encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
 
 /// The health series of one process.
 #[derive(Clone, Debug)]
 pub struct Health {
     breaker_state: Family<Labels, Gauge>,
     breaker_transitions: Family<Labels, Counter>,
-    breaker_rejections: Family<Labels, Counter>,
+    breaker_rejections: Rejections,
     limiter_admitted: Family<Labels, Counter>,
     limiter_refused: Family<Labels, Counter>,
     limiter_waited: Family<Labels, Counter>,
     registrations: Family<Labels, Counter>,
     renewal_failures: Family<Labels, Counter>,
     watch_restarts: Counter,
-    nodes: Family<Labels, Gauge>,
+    nodes: NodesSources,
     retries: Family<Labels, Counter>,
     retry_budget_refusals: Family<Labels, Counter>,
 }
@@ -50,19 +151,31 @@ pub struct LimiterSeries {
     pub waited: Counter,
 }
 
+impl LimiterSeries {
+    /// Counts one decision of the limiter.
+    #[inline]
+    pub fn record(&self, event: LimitEvent) {
+        match event {
+            LimitEvent::Admitted => self.admitted.inc(),
+            LimitEvent::Waited(_) => self.waited.inc(),
+            LimitEvent::Refused => self.refused.inc(),
+        };
+    }
+}
+
 impl Health {
     pub(crate) fn register(registry: &mut Registry, namespace: &str) -> Self {
         let health = Health {
             breaker_state: Family::default(),
             breaker_transitions: Family::default(),
-            breaker_rejections: Family::default(),
+            breaker_rejections: Rejections::default(),
             limiter_admitted: Family::default(),
             limiter_refused: Family::default(),
             limiter_waited: Family::default(),
             registrations: Family::default(),
             renewal_failures: Family::default(),
             watch_restarts: Counter::default(),
-            nodes: Family::default(),
+            nodes: NodesSources::default(),
             retries: Family::default(),
             retry_budget_refusals: Family::default(),
         };
@@ -81,7 +194,7 @@ impl Health {
         registry.register(
             name("breaker_rejections"),
             "Calls a breaker refused",
-            h.breaker_rejections.clone(),
+            h.breaker_rejections.family.clone(),
         );
         registry.register(
             name("ratelimit_admitted"),
@@ -113,11 +226,10 @@ impl Health {
             "Registry watches restarted",
             h.watch_restarts.clone(),
         );
-        registry.register(
-            name("selector_nodes"),
-            "Nodes known per service",
-            h.nodes.clone(),
-        );
+        registry.register_collector(Box::new(NodesCollector {
+            name: name("selector_nodes"),
+            sources: h.nodes.clone(),
+        }));
         registry.register(name("client_retries"), "Client retries", h.retries.clone());
         registry.register(
             name("client_retry_budget_refusals"),
@@ -128,10 +240,46 @@ impl Health {
     }
 
     /// An observer for a breaker's `on_event` (gobreaker, hystrix, adaptive): its state gauge,
-    /// transitions and rejections, labelled `breaker`.
+    /// transitions and rejections, labelled `breaker`. [`Health::observe_breaker`] also sets
+    /// each new breaker's gauge.
     pub fn breaker_observer(&self) -> impl Fn(&str, Event) + Send + Sync + 'static {
         let health = self.clone();
-        move |name: &str, event: Event| match event {
+        move |name: &str, event: Event| health.breaker_event(name, event)
+    }
+
+    /// `layer` with its breakers feeding these series: every event, and each new breaker's
+    /// state gauge (closed) as soon as it is made.
+    ///
+    /// ```
+    /// use micro_wrappers::breaker::{BreakerLayer, Settings};
+    /// use micro_wrappers::metrics::{Metrics, MetricsConfig};
+    /// let metrics = Metrics::new(MetricsConfig::default());
+    /// let layer = metrics.health().observe_breaker(BreakerLayer::gobreaker(Settings::new("mine")));
+    /// # let _ = layer;
+    /// ```
+    pub fn observe_breaker(&self, layer: BreakerLayer) -> BreakerLayer {
+        let health = self.clone();
+        layer
+            .on_event(self.breaker_observer())
+            .on_new(move |name, state| health.breaker_state(name, state))
+    }
+
+    /// An observer for a limiter's `on_event`: its admitted, waited and refused counters,
+    /// labelled `limiter="<name>"` (resolved once, not per call).
+    pub fn limit_observer(&self, name: &str) -> impl Fn(&str, LimitEvent) + Send + Sync + 'static {
+        let series = self.limiter(name);
+        move |_endpoint: &str, event: LimitEvent| series.record(event)
+    }
+
+    /// `layer` with its decisions counted as the limiter `name`.
+    pub fn observe_limiter(&self, name: &str, layer: RateLimitLayer) -> RateLimitLayer {
+        layer.on_event(self.limit_observer(name))
+    }
+
+    /// Records one event of the breaker `name`.
+    pub fn breaker_event(&self, name: &str, event: Event) {
+        let health = self;
+        match event {
             Event::StateChange { from, to } => {
                 health.breaker_state(name, to);
                 health
@@ -143,15 +291,7 @@ impl Health {
                     ])
                     .inc();
             }
-            Event::Rejected(why) => {
-                health
-                    .breaker_rejections
-                    .get_or_create(&vec![
-                        ("breaker", name.to_owned()),
-                        ("reason", format!("{why:?}")),
-                    ])
-                    .inc();
-            }
+            Event::Rejected(why) => health.breaker_rejections.inc(name, why),
         }
     }
 
@@ -187,11 +327,10 @@ impl Health {
         self.watch_restarts.inc();
     }
 
-    /// `service` now has `nodes` nodes known.
-    pub fn nodes_known(&self, service: &str, nodes: usize) {
-        self.nodes
-            .get_or_create(&vec![("service", service.to_owned())])
-            .set(i64::try_from(nodes).unwrap_or(i64::MAX));
+    /// Adds a source of `selector_nodes`: read on every scrape, it says how many nodes each
+    /// service it knows has (e.g. a client's registry cache). Sources are summed by service.
+    pub fn nodes_from(&self, source: impl Fn() -> Vec<(String, usize)> + Send + Sync + 'static) {
+        self.nodes.0.write().push(Box::new(source));
     }
 
     /// The client retried a call to `service` (`refused`: the retry budget said no).

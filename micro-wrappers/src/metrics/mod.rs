@@ -20,10 +20,15 @@
 //! `UNIMPLEMENTED` is recorded as `unknown`, and past [`MAX_SERIES`] label sets per series new
 //! ones fold into `other`, so a peer sending random methods cannot grow the registry.
 //! Health checks and reflection calls are not recorded.
+//!
+//! The framework's health series ([`Health`]): breakers (`observe_breaker`), limiters
+//! (`observe_limiter`), registrations, watch restarts, nodes known, client retries and spans;
+//! [`HealthLink`] attaches breakers and limiters built before the metrics exist.
 
 mod health;
 mod labels;
 mod layer;
+mod link;
 mod process;
 mod series;
 mod service;
@@ -36,6 +41,7 @@ use prometheus_client::{collector::Collector, registry::Registry};
 pub use health::{Health, LimiterSeries, SpanCollector, state_value};
 pub use labels::CallLabels;
 pub use layer::MetricsLayer;
+pub use link::HealthLink;
 pub use process::ProcessCollector;
 pub use series::CallSeries;
 pub use service::{Measure, MetricsService, ResponseFuture};

@@ -159,10 +159,18 @@ impl RateLimitLayer {
         self.rebuild()
     }
 
-    /// Told of every decision, with the call's endpoint.
+    /// Told of every decision, with the call's endpoint (`""` without a `CallInfo`): the hook
+    /// for metrics (`metrics.health().observe_limiter(name, layer)`). Each call adds an
+    /// observer; they run in the order added.
     #[must_use]
     pub fn on_event(mut self, f: impl Fn(&str, LimitEvent) + Send + Sync + 'static) -> Self {
-        self.config.observer = Some(Arc::new(f));
+        self.config.observer = Some(match self.config.observer.take() {
+            None => Arc::new(f),
+            Some(prior) => Arc::new(move |endpoint: &str, event: LimitEvent| {
+                prior(endpoint, event);
+                f(endpoint, event);
+            }),
+        });
         self
     }
 

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use micro_registry::Cache;
 use micro_server::Readiness;
 use micro_wrappers::{
-    metrics::{Metrics, MetricsConfig, SpanCollector},
+    metrics::{HealthLink, Metrics, MetricsConfig, SpanCollector},
     trace::{ConfigError, TraceConfig, Tracing},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -27,6 +27,9 @@ pub(crate) struct Observe {
     pub(crate) metrics_config: Option<MetricsConfig>,
     pub(crate) trace_config: Option<TraceConfig>,
     metrics: Option<Metrics>,
+    /// The health series for what is built before metrics are decided (the flags' breakers
+    /// and limiters, the user's): connected when metrics turn out on.
+    health: HealthLink,
     tracing: Option<Tracing>,
     /// Whether the built parts were decided (once: the client may be built before start).
     decided: bool,
@@ -64,9 +67,9 @@ impl Observe {
         }
         self.decided = true;
         if self.metrics_on() {
-            self.metrics = Some(Metrics::new(
-                self.metrics_config.clone().unwrap_or_default(),
-            ));
+            let metrics = Metrics::new(self.metrics_config.clone().unwrap_or_default());
+            self.health.connect(metrics.health());
+            self.metrics = Some(metrics);
         }
         if let Some(config) = self.tracing_config() {
             let resolved = config.resolve(name, |var| std::env::var(var).ok());
@@ -89,10 +92,20 @@ impl Observe {
         Ok(())
     }
 
-    /// Puts the client wrappers outermost: the trace wrapper, then the metrics wrapper.
+    /// The health series, connected once metrics are decided on.
+    pub(crate) fn health(&self) -> &HealthLink {
+        &self.health
+    }
+
+    /// Puts the client wrappers outermost (the trace wrapper, then the metrics wrapper) and
+    /// counts the retry loop's retries and budget refusals.
     pub(crate) fn wrap_client(&self, mut builder: micro_client::Builder) -> micro_client::Builder {
         if let Some(metrics) = &self.metrics {
             builder = builder.wrap_client_outermost(metrics.client());
+            let health = metrics.health().clone();
+            builder = builder.on_retry(move |service, event| {
+                health.retry(service, event == micro_client::RetryEvent::BudgetRefused);
+            });
         }
         if let Some(tracing) = &self.tracing {
             builder = builder.wrap_client_outermost(tracing.client());
@@ -117,29 +130,32 @@ impl Observe {
         }
     }
 
-    /// Follows the client's registry cache: nodes known per service.
+    /// Follows the client's registry cache: nodes known per service (read from the cache at
+    /// each scrape, so a service found by a first lookup counts at once) and watch restarts.
     pub(crate) fn watch_cache(&self, cache: &Cache) {
         let Some(metrics) = &self.metrics else { return };
         let health = metrics.health().clone();
-        let cache = cache.clone();
-        let mut events = cache.subscribe();
+        let weak = cache.downgrade();
+        health.nodes_from(move || {
+            weak.upgrade()
+                .map(|cache| cache.node_counts())
+                .unwrap_or_default()
+        });
+        let mut restarts = cache.subscribe_watch_restarts();
+        let mut counted = 0;
         let stop = self.stop.clone();
         tokio::spawn(async move {
             loop {
-                let event = tokio::select! {
+                let now = *restarts.borrow_and_update();
+                for _ in counted..now {
+                    health.watch_restarted();
+                }
+                counted = now;
+                tokio::select! {
                     _ = stop.cancelled() => return,
-                    event = events.recv() => event,
-                };
-                match event {
-                    Ok(event) => {
-                        let name = &event.service.name;
-                        let nodes = cache
-                            .peek(name)
-                            .map_or(0, |versions| versions.iter().map(|s| s.nodes.len()).sum());
-                        health.nodes_known(name, nodes);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    changed = restarts.changed() => if changed.is_err() {
+                        return; // the cache is gone
+                    },
                 }
             }
         });

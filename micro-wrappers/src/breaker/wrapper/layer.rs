@@ -62,7 +62,11 @@ pub(crate) struct Config {
     pub(crate) clock: SharedClock,
     pub(crate) on_state_change: Option<OnStateChange>,
     pub(crate) on_event: Option<Observer>,
+    pub(crate) on_new: Option<OnNew>,
 }
+
+/// Told of each breaker a layer makes: its name and first state.
+pub(crate) type OnNew = Arc<dyn Fn(&str, State) + Send + Sync>;
 
 /// The breakers of one service, by endpoint ("" for service scope).
 type ByEndpoint = HashMap<Arc<str>, Arc<Circuit>>;
@@ -140,6 +144,7 @@ impl BreakerLayer {
                 clock: Arc::new(SystemClock::new()),
                 on_state_change: None,
                 on_event: None,
+                on_new: None,
             },
             circuits: Arc::new(Circuits::default()),
         }
@@ -241,10 +246,32 @@ impl BreakerLayer {
     }
 
     /// Told of every [`Event`] (state changes and refusals) of every breaker: the hook for
-    /// metrics.
+    /// metrics (`metrics.health().observe_breaker(layer)` sets this and
+    /// [`BreakerLayer::on_new`]). Each call adds an observer; they run in the order added.
     #[must_use]
     pub fn on_event(mut self, f: impl Fn(&str, Event) + Send + Sync + 'static) -> Self {
-        self.config.on_event = Some(Arc::new(f));
+        self.config.on_event = Some(match self.config.on_event.take() {
+            None => Arc::new(f),
+            Some(prior) => Arc::new(move |name: &str, event: Event| {
+                prior(name, event);
+                f(name, event);
+            }),
+        });
+        self
+    }
+
+    /// Told of each breaker this layer makes (at the first call of its service, endpoint or
+    /// node), with its name and first state, so a state gauge exists before any change. Each
+    /// call adds an observer.
+    #[must_use]
+    pub fn on_new(mut self, f: impl Fn(&str, State) + Send + Sync + 'static) -> Self {
+        self.config.on_new = Some(match self.config.on_new.take() {
+            None => Arc::new(f),
+            Some(prior) => Arc::new(move |name: &str, state: State| {
+                prior(name, state);
+                f(name, state);
+            }),
+        });
         self
     }
 

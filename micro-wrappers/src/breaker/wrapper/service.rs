@@ -28,9 +28,20 @@ impl Shared {
             Some((service, "")) => service.to_owned(),
             Some((service, endpoint)) => format!("{service}.{endpoint}"),
         };
-        self.config
-            .algorithm
-            .build(name, self.config.clock.clone(), self.observer.clone())
+        self.build(name)
+    }
+
+    /// A new breaker named `name`, told to the layer's `on_new` observer.
+    fn build(&self, name: String) -> Circuit {
+        let circuit = self.config.algorithm.build(
+            name.clone(),
+            self.config.clock.clone(),
+            self.observer.clone(),
+        );
+        if let Some(on_new) = &self.config.on_new {
+            on_new(&name, circuit.state());
+        }
+        circuit
     }
 }
 
@@ -162,11 +173,7 @@ where
                 let circuit = self.node.get_or_init(|| {
                     let service = info.map_or("", |i| &i.service);
                     let node = info.and_then(|i| i.node.as_ref()).map_or("", |n| &n.id);
-                    Arc::new(shared.config.algorithm.build(
-                        format!("{service}/{node}"),
-                        shared.config.clock.clone(),
-                        shared.observer.clone(),
-                    ))
+                    Arc::new(shared.build(format!("{service}/{node}")))
                 });
                 let guard = match self.ready.take() {
                     Some(guard) => Ok(guard),
