@@ -388,6 +388,13 @@ fn target_args(
         _ if scenario == Scenario::TonicTower => {
             vec!["--target".into(), server.addr.clone(), "--tower".into()]
         }
+        _ if scenario == Scenario::TonicTowerDeadline => vec![
+            "--target".into(),
+            server.addr.clone(),
+            "--tower".into(),
+            "--request-timeout".into(),
+            "30s".into(),
+        ],
         _ => vec!["--target".into(), server.addr.clone()],
     }
 }
@@ -885,7 +892,10 @@ pub fn checks(comparison: &Comparison) -> Vec<Check> {
         };
     paired_target("micro", "tonic-deadline", 0.98, Some(1.05));
     paired_target("micro-tower", "tonic-tower", 0.97, None);
-    paired_target("micro-p2c", "micro", 0.97, None);
+    // The same, against bare tonic also sending the deadline micro always sends.
+    paired_target("micro-tower", "tonic-tower-deadline", 0.97, None);
+    // p2c against random over the same two nodes.
+    paired_target("micro-p2c", "micro-two-nodes", 0.97, None);
     paired_target("micro-breaker", "micro", 0.97, Some(1.05));
     paired_target("micro-ratelimit", "micro", 0.97, Some(1.05));
     // Issue 11's cost of observing: tracing (0.9, OTLP to the sink) and metrics both sides.

@@ -40,12 +40,19 @@ pub enum Scenario {
     /// (`Server::layer`, a `ServiceBuilder` over the channel): what the middleware itself costs
     /// bare tonic.
     TonicTower,
+    /// [`Scenario::TonicTower`] also sending the 30 s `grpc-timeout` of
+    /// [`Scenario::TonicDeadline`]: bare tonic doing the same middleware and deadline work as
+    /// [`Scenario::MicroTower`].
+    TonicTowerDeadline,
     /// A micro server registered in etcd; a micro client through discovery, selector, pool.
     Micro,
     /// [`Scenario::Micro`] with a tower timeout through `wrap_handler` and `wrap_client`.
     MicroTower,
-    /// [`Scenario::Micro`] with the load client's selector on p2c (peak-EWMA) instead of
-    /// random: what the load-aware pick costs.
+    /// [`Scenario::Micro`] with two nodes of the service (two servers in one process), the
+    /// load client's selector random over them: the baseline of [`Scenario::MicroP2c`].
+    MicroTwoNodes,
+    /// [`Scenario::MicroTwoNodes`] with the load client's selector on p2c (peak-EWMA): what
+    /// the load-aware pick of one of two ready nodes costs.
     MicroP2c,
     /// [`Scenario::Micro`] with a gobreaker on the load client (`wrap_client`).
     MicroBreaker,
@@ -69,12 +76,14 @@ pub enum Scenario {
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::Tonic,
         Scenario::TonicDeadline,
         Scenario::TonicTower,
+        Scenario::TonicTowerDeadline,
         Scenario::Micro,
         Scenario::MicroTower,
+        Scenario::MicroTwoNodes,
         Scenario::MicroP2c,
         Scenario::MicroBreaker,
         Scenario::MicroRatelimit,
@@ -91,7 +100,9 @@ impl Scenario {
             Scenario::Tonic => "tonic",
             Scenario::TonicDeadline => "tonic-deadline",
             Scenario::TonicTower => "tonic-tower",
+            Scenario::TonicTowerDeadline => "tonic-tower-deadline",
             Scenario::Micro => "micro",
+            Scenario::MicroTwoNodes => "micro-two-nodes",
             Scenario::MicroTower => "micro-tower",
             Scenario::MicroP2c => "micro-p2c",
             Scenario::MicroBreaker => "micro-breaker",
@@ -110,8 +121,10 @@ impl Scenario {
             Scenario::Tonic
             | Scenario::TonicDeadline
             | Scenario::TonicTower
+            | Scenario::TonicTowerDeadline
             | Scenario::Micro
             | Scenario::MicroTower
+            | Scenario::MicroTwoNodes
             | Scenario::MicroP2c
             | Scenario::MicroBreaker
             | Scenario::MicroRatelimit
@@ -129,6 +142,7 @@ impl Scenario {
             self,
             Scenario::Micro
                 | Scenario::MicroTower
+                | Scenario::MicroTwoNodes
                 | Scenario::MicroP2c
                 | Scenario::MicroBreaker
                 | Scenario::MicroRatelimit
@@ -141,10 +155,13 @@ impl Scenario {
     /// The service the load client calls, for micro scenarios.
     pub fn service(self) -> &'static str {
         match self {
-            Scenario::Tonic | Scenario::TonicDeadline | Scenario::TonicTower | Scenario::Micro => {
-                "greeter"
-            }
+            Scenario::Tonic
+            | Scenario::TonicDeadline
+            | Scenario::TonicTower
+            | Scenario::TonicTowerDeadline
+            | Scenario::Micro => "greeter",
             Scenario::MicroTower => "greeter-tower",
+            Scenario::MicroTwoNodes => "greeter-two-nodes",
             Scenario::MicroP2c => "greeter-p2c",
             Scenario::MicroBreaker => "greeter-breaker",
             Scenario::MicroRatelimit => "greeter-ratelimit",
@@ -169,6 +186,14 @@ impl Scenario {
     /// Whether its server has a rate limit that never refuses (`wrap_handler`).
     pub fn server_ratelimit(self) -> bool {
         matches!(self, Scenario::MicroRatelimit | Scenario::MicroFull)
+    }
+
+    /// How many nodes of the service its server process runs.
+    pub fn nodes(self) -> usize {
+        match self {
+            Scenario::MicroTwoNodes | Scenario::MicroP2c => 2,
+            _ => 1,
+        }
     }
 
     /// Remote hops per call (the chain has two: caller -> greeter1 -> greeter2).

@@ -113,8 +113,14 @@ impl Started {
 /// Starts the servers of `scenario`; micro servers are registered when this returns.
 pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Started> {
     match scenario {
-        Scenario::Tonic | Scenario::TonicDeadline | Scenario::TonicTower => {
-            let tower = scenario == Scenario::TonicTower;
+        Scenario::Tonic
+        | Scenario::TonicDeadline
+        | Scenario::TonicTower
+        | Scenario::TonicTowerDeadline => {
+            let tower = matches!(
+                scenario,
+                Scenario::TonicTower | Scenario::TonicTowerDeadline
+            );
             let (addr, server) = tonic_server(GreeterServer::new(greeter2()), tower).await?;
             Ok(Started {
                 addr,
@@ -144,44 +150,24 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
         }
         Scenario::Micro
         | Scenario::MicroTower
+        | Scenario::MicroTwoNodes
         | Scenario::MicroP2c
         | Scenario::MicroBreaker
         | Scenario::MicroRatelimit
         | Scenario::MicroObserved
         | Scenario::MicroFull => {
-            let name = options
-                .name
-                .clone()
-                .unwrap_or_else(|| scenario.service().to_owned());
-            let mut service = micro_service(&name, options)?;
-            if scenario == Scenario::MicroTower {
-                service = service.wrap_handler(timeout_layer());
+            let mut nodes = Vec::with_capacity(scenario.nodes());
+            for _ in 0..scenario.nodes() {
+                nodes.push(micro_node(scenario, options).await?);
             }
-            if scenario.observed() {
-                let otlp = options.otlp.as_deref().with_context(|| {
-                    format!("{scenario} needs --otlp ENDPOINT (a `bench sink`'s address)")
-                })?;
-                service = service
-                    .tracing(observe::trace_config(otlp, &name))
-                    .metrics_address(observe::METRICS_ADDRESS);
-            }
-            if scenario.server_ratelimit() {
-                // A billion calls per second: far above any load here, so it never refuses.
-                let limit = micro::wrappers::ratelimit::RateLimitLayer::new(1e9, 1_000_000_000)?;
-                service = service.wrap_handler(limit);
-            }
-            let running = service
-                .handle(GreeterServer::new(greeter2()))
-                .start()
-                .await?;
-            anyhow::ensure!(
-                !scenario.observed() || running.tracer().is_some(),
-                "{scenario}: tracing did not start"
-            );
+            let first = nodes.first().context("a scenario has at least one node")?;
             Ok(Started {
-                addr: running.local_addr(),
-                metrics: running.metrics_addr(),
-                servers: vec![Server::Micro(Box::new(running))],
+                addr: first.local_addr(),
+                metrics: first.metrics_addr(),
+                servers: nodes
+                    .into_iter()
+                    .map(|node| Server::Micro(Box::new(node)))
+                    .collect(),
             })
         }
         Scenario::ChainMicro => {
@@ -205,6 +191,40 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             })
         }
     }
+}
+
+/// One started node of a single-hop micro scenario, with the scenario's wrappers.
+async fn micro_node(scenario: Scenario, options: &Options) -> anyhow::Result<micro::Running> {
+    let name = options
+        .name
+        .clone()
+        .unwrap_or_else(|| scenario.service().to_owned());
+    let mut service = micro_service(&name, options)?;
+    if scenario == Scenario::MicroTower {
+        service = service.wrap_handler(timeout_layer());
+    }
+    if scenario.observed() {
+        let otlp = options.otlp.as_deref().with_context(|| {
+            format!("{scenario} needs --otlp ENDPOINT (a `bench sink`'s address)")
+        })?;
+        service = service
+            .tracing(observe::trace_config(otlp, &name))
+            .metrics_address(observe::METRICS_ADDRESS);
+    }
+    if scenario.server_ratelimit() {
+        // A billion calls per second: far above any load here, so it never refuses.
+        let limit = micro::wrappers::ratelimit::RateLimitLayer::new(1e9, 1_000_000_000)?;
+        service = service.wrap_handler(limit);
+    }
+    let running = service
+        .handle(GreeterServer::new(greeter2()))
+        .start()
+        .await?;
+    anyhow::ensure!(
+        !scenario.observed() || running.tracer().is_some(),
+        "{scenario}: tracing did not start"
+    );
+    Ok(running)
 }
 
 /// Sends a 30 s `grpc-timeout` on greeter1's call to greeter2, as a micro client sends the
