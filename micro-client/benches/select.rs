@@ -2,7 +2,8 @@
 //!
 //! Run with `cargo bench -p micro-client --bench select`.
 //! The selector is crate-private, so its source is compiled into this bench. "p2c (loads)"
-//! looks each candidate up by node id and reads its peak-EWMA load, as the dispatch does.
+//! looks both candidates' loads up by node id and reads them, then the chosen node again,
+//! as the dispatch does.
 //!
 //! For instruction counts (steady on a loaded machine), `SELECT_LOOP=<n>` runs each pick `n`
 //! times in `pick_once` instead of criterion:
@@ -38,33 +39,23 @@ fn services(nodes: usize) -> Vec<Service> {
     }]
 }
 
-/// Every node ready, as the dispatch's `Readiness` does it: `ready` looks the node's entry up
-/// by id (as `Nodes::get`) and keeps it among the (at most two) readied; `cost` finds it
-/// again by the node's address and reads its peak-EWMA `Load` (no lock).
+/// Every node ready, as the dispatch's `Readiness` does it: `cost` looks the node's load up
+/// by id (as `Nodes::peek`) and reads it (no lock); `ready` looks the node up again (as
+/// `Nodes::get`).
 struct Loads {
     loads: HashMap<String, Load, foldhash::fast::RandomState>,
-    readied: [Option<(usize, Load)>; 2],
     now: tokio::time::Instant,
 }
 
 impl Candidates for Loads {
     fn ready(&mut self, node: &Node) -> bool {
-        let Some(entry) = self.loads.get(&node.id) else {
-            return false;
-        };
-        let slot = match &mut self.readied {
-            [empty @ None, _] | [_, empty] => empty,
-        };
-        *slot = Some((std::ptr::from_ref(node).addr(), entry.clone()));
-        true
+        self.loads.contains_key(&node.id)
     }
 
     fn cost(&self, node: &Node) -> f64 {
-        self.readied
-            .iter()
-            .flatten()
-            .find(|(n, _)| *n == std::ptr::from_ref(node).addr())
-            .map_or(f64::MAX, |(_, load)| load.cost(self.now))
+        self.loads
+            .get(&node.id)
+            .map_or(0.0, |load| load.cost(self.now))
     }
 }
 
@@ -97,7 +88,6 @@ fn loop_mode(n: u64) {
     for _ in 0..n {
         if with_loads {
             black_box(pick_once(&selector, &services, &mut loads));
-            loads.readied = [None, None];
         } else {
             black_box(pick_once(&selector, &services, &mut AllReady));
         }
@@ -114,7 +104,6 @@ fn loads(services: &[Service]) -> Loads {
                 (node.id.clone(), load)
             })
             .collect(),
-        readied: [None, None],
         now: tokio::time::Instant::now(),
     }
 }
@@ -150,9 +139,7 @@ fn picks(c: &mut Criterion) {
                     &tried,
                     &mut loads,
                 );
-                let picked = black_box(node.map(|n| n.address.len()));
-                loads.readied = [None, None];
-                picked
+                black_box(node.map(|n| n.address.len()))
             })
         });
     }

@@ -357,21 +357,12 @@ impl Candidates for Readiness<'_> {
         }
     }
 
-    /// p2c asks the cost of the nodes it just readied: read their load from the readied
-    /// copies instead of looking the stacks up again.
+    /// p2c asks the cost of both nodes it compares before readying the cheaper: a node
+    /// without a stack yet has no calls, so it costs nothing.
     fn cost(&self, node: &Node) -> f64 {
-        let readied = self
-            .readied
-            .iter()
-            .flatten()
-            .find(|(n, _)| *n == std::ptr::from_ref(node).addr());
-        match readied {
-            Some((_, (stack, _))) => stack.load.cost(self.now),
-            None => self
-                .nodes
-                .peek(node)
-                .map_or(0.0, |stack| stack.load.cost(self.now)),
-        }
+        self.nodes
+            .peek(node)
+            .map_or(0.0, |stack| stack.load.cost(self.now))
     }
 }
 

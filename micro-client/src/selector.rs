@@ -54,7 +54,8 @@ pub(crate) trait Candidates {
     /// and keeping the readied copy): the selector calls it only for a node it would pick,
     /// at most once per node per [`Selector::select_ready`].
     fn ready(&mut self, node: &Node) -> bool;
-    /// The node's load for [`Strategy::P2c`]; lower is better.
+    /// The node's load for [`Strategy::P2c`]; lower is better. Asked before
+    /// [`Candidates::ready`], of both nodes p2c compares.
     fn cost(&self, node: &Node) -> f64;
 }
 
@@ -216,15 +217,21 @@ impl Selector {
                     b if b >= a => b + 1,
                     b => b,
                 };
-                let node_a = pool.get(a).filter(|node| nodes.ready(node));
-                let node_b = pool.get(b).filter(|node| nodes.ready(node));
-                match (node_a, node_b) {
-                    (Some(x), Some(y)) if nodes.cost(y) < nodes.cost(x) => Some(y),
-                    (Some(x), _) => Some(x),
-                    (None, Some(y)) => Some(y),
+                // The cheaper of the two first: only its stack is polled when it is ready,
+                // so no readied copy is made just to be dropped.
+                let (Some(node_a), Some(node_b)) = (pool.get(a), pool.get(b)) else {
+                    return pool.first_ready(rng.random_range(0..n), [n; 2], nodes);
+                };
+                let (first, second) = if nodes.cost(node_b) < nodes.cost(node_a) {
+                    (node_b, node_a)
+                } else {
+                    (node_a, node_b)
+                };
+                [first, second]
+                    .into_iter()
+                    .find(|node| nodes.ready(node))
                     // Neither is ready: any ready node, from a random start.
-                    (None, None) => pool.first_ready(rng.random_range(0..n), [a, b], nodes),
-                }
+                    .or_else(|| pool.first_ready(rng.random_range(0..n), [a, b], nodes))
             }
         }
     }
