@@ -25,8 +25,20 @@ struct Greeters {
 }
 
 /// Starts greeter2 then greeter1 against `etcd`, with their metrics endpoints on free loopback
-/// ports, plus `env`; waits until both are ready.
+/// ports, plus `env`; waits until both are ready. A free port can be taken by another process
+/// before a greeter binds it (the tests and their peers run side by side): a greeter that
+/// exits before it is ready is started again on new ports.
 async fn greeters(etcd: &EtcdServer, env: &[(&str, String)]) -> Greeters {
+    for _ in 0..3 {
+        if let Some(greeters) = try_greeters(etcd, env).await {
+            return greeters;
+        }
+    }
+    panic!("the greeters did not start in three attempts");
+}
+
+/// One attempt of [`greeters`]: `None` when a greeter exited before it was ready.
+async fn try_greeters(etcd: &EtcdServer, env: &[(&str, String)]) -> Option<Greeters> {
     let spawn = |binary: &str, grpc: &str, metrics: &str| {
         let mut command = Command::new(binary);
         command
@@ -54,21 +66,33 @@ async fn greeters(etcd: &EtcdServer, env: &[(&str, String)]) -> Greeters {
         format!("127.0.0.1:{}", port()),
         format!("127.0.0.1:{}", port()),
     ];
-    let greeter2 = spawn(env!("CARGO_BIN_EXE_greeter2"), &grpc2, &metrics[1]);
-    let greeter1 = spawn(env!("CARGO_BIN_EXE_greeter1"), &grpc1, &metrics[0]);
+    let mut greeter2 = spawn(env!("CARGO_BIN_EXE_greeter2"), &grpc2, &metrics[1]);
+    let mut greeter1 = spawn(env!("CARGO_BIN_EXE_greeter1"), &grpc1, &metrics[0]);
     for address in &metrics {
         let url = format!("http://{address}/ready");
-        let ready = poll(WAIT, || async {
-            (http_get(&url).await.ok()?.0 == 200).then_some(())
-        });
-        assert!(ready.await.is_some(), "{url} not ready within {WAIT:?}");
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if http_get(&url).await.is_ok_and(|(status, _)| status == 200) {
+                break;
+            }
+            let exited = |child: &mut Child| child.try_wait().ok().flatten().is_some();
+            if exited(&mut greeter1) || exited(&mut greeter2) {
+                eprintln!("a greeter exited before it was ready (a port taken?): again");
+                return None;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{url} not ready within {WAIT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
-    Greeters {
+    Some(Greeters {
         greeter1,
         greeter2,
         grpc1,
         metrics,
-    }
+    })
 }
 
 async fn call(grpc: &str, n: usize) {
