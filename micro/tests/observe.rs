@@ -725,6 +725,26 @@ async fn a_flag_node_breaker_has_its_gauge_from_the_start() {
     greeter2.stop().await.unwrap();
 }
 
+/// Sends `calls` calls one after the other: how many went through and how many a limiter
+/// refused (ResourceExhausted); any other failure fails the test.
+async fn admitted_and_refused<T>(client: &mut GreeterClient<T>, calls: usize) -> (usize, usize)
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..calls {
+        match client.test(Request { name: "x".into() }).await {
+            Ok(_) => ok += 1,
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
+            Err(status) => panic!("{status:?}"),
+        }
+    }
+    (ok, refused)
+}
+
 /// `--server_ratelimit` refusing: the limiter's counters equal what the caller saw; in wait
 /// mode the call that waited is counted as waited.
 #[tokio::test]
@@ -752,15 +772,7 @@ async fn a_flag_server_limiter_counts_what_callers_saw() {
     let mut client = GreeterClient::connect(format!("http://{}", running.local_addr()))
         .await
         .unwrap();
-    let (mut ok, mut refused) = (0, 0);
-    for _ in 0..10 {
-        match client.test(Request { name: "x".into() }).await {
-            Ok(_) => ok += 1,
-            Err(status) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
-            Err(status) => panic!("{status:?}"),
-        }
-    }
-    assert_eq!((ok, refused), (3, 7));
+    assert_eq!(admitted_and_refused(&mut client, 10).await, (3, 7));
     let text = scrape(&running).await;
     let count = |name: &str| sample(&text, &format!("{name}{{limiter=\"server\"}}"));
     assert_eq!(count("micro_ratelimit_admitted_total"), Some(3.0), "{text}");
@@ -825,15 +837,7 @@ async fn a_flag_client_limiter_counts_what_the_caller_saw() {
         ],
     )
     .await;
-    let (mut ok, mut refused) = (0, 0);
-    for _ in 0..5 {
-        match client.test(Request { name: "x".into() }).await {
-            Ok(_) => ok += 1,
-            Err(status) if status.code() == tonic::Code::ResourceExhausted => refused += 1,
-            Err(status) => panic!("{status:?}"),
-        }
-    }
-    assert_eq!((ok, refused), (2, 3));
+    assert_eq!(admitted_and_refused(&mut client, 5).await, (2, 3));
     let text = scrape(&caller).await;
     let count = |name: &str| sample(&text, &format!("{name}{{limiter=\"client\"}}"));
     assert_eq!(count("micro_ratelimit_admitted_total"), Some(2.0), "{text}");
