@@ -81,12 +81,16 @@ async fn main() -> anyhow::Result<()> {
             }),
         )
         .on_state_change(|name, from, to| println!("  >> breaker {name}: {from} -> {to}"));
-    let mut greeter1 = micro::Service::new()
+    // Prometheus metrics on a free loopback port (the seed serves them on :9000); the breaker
+    // feeds the health series too.
+    let greeter1 = micro::Service::new()
         .name("greeter1")
         .register_ttl(Duration::from_secs(5))
         .register_interval(Duration::from_secs(4))
         .descriptors(FILE_DESCRIPTOR_SET)?
-        .wrap_client(breaker);
+        .metrics_address("127.0.0.1:0");
+    let breaker = greeter1.health().observe_breaker(breaker);
+    let mut greeter1 = greeter1.wrap_client(breaker);
     let client_of_greeter2 = GreeterClient::new(greeter1.client().channel("greeter2"));
     let greeter1 = greeter1
         .handle(GreeterServer::new(Greeter1 {
@@ -173,6 +177,23 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("burst of 10: {admitted} admitted, {refused} refused with 429 \"too many request\"");
     println!("(a 429 is the caller's own error: greeter1's breaker stays closed)");
+
+    if let (Some(address), Some(metrics)) = (greeter1.metrics_addr(), greeter1.metrics()) {
+        println!(
+            "\n== metrics: greeter1 serves http://{address}/metrics (and /health, /ready); some of its series"
+        );
+        let shown = [
+            "micro_request_total{",
+            "micro_client_request_total{",
+            "micro_breaker_state{",
+            "micro_breaker_transitions_total{",
+        ];
+        metrics
+            .encode()
+            .lines()
+            .filter(|line| shown.iter().any(|name| line.starts_with(name)))
+            .for_each(|line| println!("  {line}"));
+    }
 
     greeter1.stop().await?;
     greeter2.stop().await?;
