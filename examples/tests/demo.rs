@@ -2,24 +2,22 @@
 //! exits cleanly and prints the chain's calls, the breaker's round trip, the limiter's
 //! refusals and greeter1's metrics.
 
-use std::{process::Command, time::Duration};
+use std::{process::Stdio, time::Duration};
 
-#[test]
-fn the_demo_shows_the_chain_the_breaker_the_limiter_and_the_metrics() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_demo"))
+use tokio::process::Command;
+
+#[tokio::test]
+async fn the_demo_shows_the_chain_the_breaker_the_limiter_and_the_metrics() {
+    let child = Command::new(env!("CARGO_BIN_EXE_demo"))
         .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
         .spawn()
         .expect("the demo starts");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while child.try_wait().expect("waiting for the demo").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the demo did not finish within 120 s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let output = child.wait_with_output().expect("the demo's output");
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the demo finishes within 120 s")
+        .expect("the demo's output");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{text}");
     for expected in [
