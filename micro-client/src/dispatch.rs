@@ -141,7 +141,9 @@ async fn dispatch(shared: Arc<Shared>, request: Request<Body>) -> Result<Respons
             info.node = Some(node.info.clone());
         }
         let request = Request::from_parts(attempt_parts, body.body());
-        let in_flight = node.load.start(Instant::now());
+        // Only p2c reads the loads: other selectors pay no clock reads for them.
+        let in_flight = (shared.options.strategy == crate::Strategy::P2c)
+            .then(|| node.load.start(Instant::now()));
         let response = copy.call(request);
         node.stack.give(copy);
         let result = response.await;
@@ -150,11 +152,13 @@ async fn dispatch(shared: Arc<Shared>, request: Request<Body>) -> Result<Respons
             Ok(response) => Outcome::from_headers(response.headers()),
             Err(err) => Some(Outcome::from_error(&**err)),
         };
-        let failed = outcome.as_ref().is_some_and(|o| {
-            matches!(o.code, Code::DeadlineExceeded | Code::Unavailable)
-                || o.origin != micro_core::Origin::Answered
-        });
-        in_flight.finish(Instant::now(), failed);
+        if let Some(in_flight) = in_flight {
+            let failed = outcome.as_ref().is_some_and(|o| {
+                matches!(o.code, Code::DeadlineExceeded | Code::Unavailable)
+                    || o.origin != micro_core::Origin::Answered
+            });
+            in_flight.finish(Instant::now(), failed);
+        }
         let Some(outcome) = outcome.filter(|o| !o.is_success()) else {
             return result;
         };
@@ -299,7 +303,6 @@ type Readied = (Arc<NodeStack>, BoxService);
 /// (the selector passes the same references from one pick's services), not by comparing ids.
 struct Readiness<'a> {
     nodes: &'a Nodes,
-    now: Instant,
     readied: [Option<(usize, Readied)>; 2],
     refusal: Option<BoxError>,
     busy: Vec<Readied>,
@@ -309,7 +312,6 @@ impl<'a> Readiness<'a> {
     fn new(nodes: &'a Nodes) -> Self {
         Readiness {
             nodes,
-            now: Instant::now(),
             readied: [None, None],
             refusal: None,
             busy: Vec::new(),
@@ -362,7 +364,7 @@ impl Candidates for Readiness<'_> {
     fn cost(&self, node: &Node) -> f64 {
         self.nodes
             .peek(node)
-            .map_or(0.0, |stack| stack.load.cost(self.now))
+            .map_or(0.0, |stack| stack.load.cost(Instant::now()))
     }
 }
 
