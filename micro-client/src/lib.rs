@@ -16,8 +16,6 @@ mod replay;
 mod selector;
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{Arc, Weak},
     task::{Context, Poll},
 };
@@ -286,7 +284,7 @@ impl Channel {
 impl Service<Request<Body>> for Channel {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
+    type Future = micro_core::PoolCall;
 
     /// Always ready: each call readies its own copy of the client stack, so that a wrapper's
     /// refusal reaches the caller as its status (tonic turns a readiness error into an
@@ -323,8 +321,7 @@ impl Service<Request<Body>> for Channel {
             deadline: Some(deadline),
         };
         request.extensions_mut().insert(info);
-        let stack = self.client_stack.clone();
-        Box::pin(async move { stack.call(request).await })
+        self.client_stack.call(request)
     }
 }
 

@@ -17,7 +17,7 @@ pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of};
 pub use context::{CallContext, Deadline, is_propagated};
 pub use error::{Error, grpc_to_http, http_to_grpc};
 pub use outcome::{Origin, Outcome};
-pub use stack_pool::StackPool;
+pub use stack_pool::{PoolCall, StackPool};
 pub use wrapper::{BoxService, Wrapper, stack};
 
 /// The error type passed between tower layers.

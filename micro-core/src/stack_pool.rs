@@ -5,8 +5,14 @@
 //! layer; a copy is free again as soon as its `call` has returned the response future, so the
 //! pool hands it to the next call instead.
 
-use std::{future::poll_fn, sync::Arc};
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, ready},
+};
 
+use futures::future::BoxFuture;
 use http::{Request, Response};
 use parking_lot::Mutex;
 use tonic::body::Body;
@@ -52,17 +58,83 @@ impl StackPool {
 
     /// Runs one call on a copy: waits until it is ready, calls it, returns it to the pool, then
     /// awaits the response.
-    pub async fn call(&self, request: Request<Body>) -> Result<Response<Body>, BoxError> {
-        let mut copy = self.take();
-        poll_fn(|cx| copy.poll_ready(cx)).await?;
-        let response = copy.call(request);
-        self.give(copy);
-        response.await
+    pub fn call(&self, request: Request<Body>) -> PoolCall {
+        PoolCall {
+            pool: self.clone(),
+            state: State::Readying {
+                copy: self.take(),
+                request,
+            },
+        }
     }
 
     #[cfg(test)]
     fn idle(&self) -> usize {
         self.0.idle.lock().len()
+    }
+}
+
+/// The future of [`StackPool::call`]. Written out rather than `async` so that it holds the
+/// request once: it is part of every call's future on both sides, and a future past glibc's
+/// small-allocation cache (1 KiB) made every server call take malloc's slow path.
+pub struct PoolCall {
+    pool: StackPool,
+    state: State,
+}
+
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the states follow each other in one future; boxing the request would allocate per call"
+)]
+enum State {
+    Readying {
+        copy: BoxService,
+        request: Request<Body>,
+    },
+    Responding(BoxFuture<'static, Result<Response<Body>, BoxError>>),
+    Done,
+}
+
+impl Future for PoolCall {
+    type Output = Result<Response<Body>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        loop {
+            match &mut this.state {
+                State::Readying { copy, .. } => {
+                    if let Err(err) = ready!(copy.poll_ready(cx)) {
+                        this.state = State::Done;
+                        return Poll::Ready(Err(err));
+                    }
+                    let State::Readying { mut copy, request } =
+                        std::mem::replace(&mut this.state, State::Done)
+                    else {
+                        unreachable!("matched as Readying above")
+                    };
+                    let response = copy.call(request);
+                    this.pool.give(copy);
+                    this.state = State::Responding(response);
+                }
+                State::Responding(response) => {
+                    let output = ready!(response.as_mut().poll(cx));
+                    this.state = State::Done;
+                    return Poll::Ready(output);
+                }
+                State::Done => panic!("PoolCall polled after it completed"),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for PoolCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self.state {
+            State::Readying { .. } => "readying",
+            State::Responding(_) => "responding",
+            State::Done => "done",
+        };
+        f.debug_struct("PoolCall").field("state", &state).finish()
     }
 }
 
