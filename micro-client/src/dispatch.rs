@@ -152,7 +152,7 @@ fn dispatch(
                 let mut attempt_parts = if last {
                     std::mem::replace(&mut parts, Request::new(()).into_parts().0)
                 } else {
-                    copy_parts(&parts)
+                    copy_parts(&parts, shared.nodes.are_wrapped())
                 };
                 // The call wrappers see the CallInfo, now naming the node.
                 if let Some(info) = attempt_parts.extensions.get_mut::<CallInfo>() {
@@ -440,14 +440,18 @@ async fn look_up(
     }
 }
 
-/// A copy of the request head for one attempt (the call wrappers read its extensions).
-fn copy_parts(parts: &http::request::Parts) -> http::request::Parts {
+/// A copy of the request head for one attempt. The extensions are copied only for call
+/// wrappers to read: below them the node's channel reads none, and copying them costs an
+/// allocation per extension.
+fn copy_parts(parts: &http::request::Parts, with_extensions: bool) -> http::request::Parts {
     let (mut copy, ()) = Request::new(()).into_parts();
     copy.method = parts.method.clone();
     copy.uri = parts.uri.clone();
     copy.version = parts.version;
     copy.headers = parts.headers.clone();
-    copy.extensions = parts.extensions.clone();
+    if with_extensions {
+        copy.extensions = parts.extensions.clone();
+    }
     copy
 }
 

@@ -56,13 +56,14 @@ impl Nodes {
             .connect_timeout(self.dial_timeout)
             .tcp_nodelay(true)
             .connect_lazy();
-        let channel = BoxCloneSyncService::new(channel.map_err(BoxError::from));
+        // Boxed once: `BoxService` is this type (a second box would cost an allocation per call).
+        let channel: BoxService = BoxCloneSyncService::new(channel.map_err(BoxError::from));
         let built = Arc::new(NodeStack {
             info: NodeInfo {
                 id: node.id.as_str().into(),
                 address: node.address.as_str().into(),
             },
-            stack: StackPool::new(stack(BoxService::new(channel), &self.layers)),
+            stack: StackPool::new(stack(channel, &self.layers)),
             load: Load::new(DEFAULT_RTT, DEFAULT_DECAY),
         });
         let mut stacks = self.stacks.write();
@@ -73,6 +74,11 @@ impl Nodes {
             *entry = built;
         }
         Ok(entry.clone())
+    }
+
+    /// Whether the nodes' stacks have call wrappers (which read a request's extensions).
+    pub(crate) fn are_wrapped(&self) -> bool {
+        !self.layers.is_empty()
     }
 
     /// The stack of `node` if it was built.
