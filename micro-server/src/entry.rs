@@ -14,8 +14,8 @@ use http::{Request, Response, Uri};
 use micro_core::{
     BoxError, CallContext, CallInfo, Deadline, NodeInfo, PoolCall, StackPool, timeout,
 };
-use pin_project_lite::pin_project;
 use parking_lot::RwLock;
+use pin_project_lite::pin_project;
 use tokio::{task::futures::TaskLocalFuture, time::Sleep};
 use tonic::{body::Body, service::Routes};
 use tower::{ServiceExt, util::Oneshot};
