@@ -130,7 +130,9 @@ impl Outcome {
 
     /// The outcome in response headers or trailers, if they carry a `grpc-status`.
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let value = headers.get("grpc-status")?;
+        // A `&str` name would be parsed on every lookup.
+        static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+        let value = headers.get(&GRPC_STATUS)?;
         // The common case, a success, reads one byte and allocates nothing.
         if value.as_bytes() == b"0" {
             return Some(Outcome::SUCCESS);
