@@ -237,20 +237,28 @@ async fn pick(
     deadline: Deadline,
 ) -> Result<Readied, BoxError> {
     match pick_now(shared, info, services, call, tried)? {
-        Ok(readied) => Ok(readied),
+        Picked::Ready(readied) => Ok(readied),
         // Boxed: only busy nodes make a call wait here.
-        Err(busy) => Box::pin(wait_for_ready(shared, info, busy, deadline)).await,
+        Picked::Busy(busy) => Box::pin(wait_for_ready(shared, info, busy, deadline)).await,
     }
 }
 
-/// [`pick`] without waiting: the readied node, or the busy ones.
+/// What [`pick_now`] found.
+enum Picked {
+    /// A ready node and its readied copy.
+    Ready(Readied),
+    /// No node ready now, these only busy.
+    Busy(Vec<Readied>),
+}
+
+/// [`pick`] without waiting.
 fn pick_now(
     shared: &Shared,
     info: &CallInfo,
     services: &[micro_registry::Service],
     call: &CallOptions,
     tried: &[Arc<str>],
-) -> Result<Result<Readied, Vec<Readied>>, BoxError> {
+) -> Result<Picked, BoxError> {
     let mut candidates = Readiness::new(&shared.nodes);
     let node = shared.selector.select_ready(
         &info.service,
@@ -260,10 +268,10 @@ fn pick_now(
         &mut candidates,
     );
     if let Some(chosen) = node.and_then(|node| candidates.take_readied(node)) {
-        return Ok(Ok(chosen));
+        return Ok(Picked::Ready(chosen));
     }
     if !candidates.busy.is_empty() {
-        return Ok(Err(std::mem::take(&mut candidates.busy)));
+        return Ok(Picked::Busy(std::mem::take(&mut candidates.busy)));
     }
     if let Some(refusal) = candidates.refusal.take() {
         return Err(refusal);
@@ -339,34 +347,35 @@ async fn first_ready(busy: Vec<Readied>) -> Result<Readied, BoxError> {
 type Readied = (Arc<NodeStack>, BoxService);
 
 /// What the selector asks of each node it would pick: polls the node's stack once, keeping
-/// the readied copies (p2c readies up to two), the first refusal and the busy copies.
-/// A readied copy is found again by the address of the `Node` the selector asked about
-/// (the selector passes the same references from one pick's services), not by comparing ids.
+/// the readied copy (the selector stops at the first ready node), the first refusal and the
+/// busy copies. The readied copy is found again by the address of the `Node` the selector
+/// asked about (it passes the same references from one pick's services), not by comparing ids.
 struct Readiness<'a> {
     nodes: &'a Nodes,
-    readied: [Option<(usize, Readied)>; 2],
+    readied: Option<(usize, Readied)>,
     refusal: Option<BoxError>,
     busy: Vec<Readied>,
+    /// The time p2c's costs are read at: once per pick, and only when p2c asks.
+    now: std::cell::OnceCell<Instant>,
 }
 
 impl<'a> Readiness<'a> {
     fn new(nodes: &'a Nodes) -> Self {
         Readiness {
             nodes,
-            readied: [None, None],
+            readied: None,
             refusal: None,
             busy: Vec::new(),
+            now: std::cell::OnceCell::new(),
         }
     }
 
-    /// The copy readied for `node`; the others are dropped with `self`, releasing whatever
+    /// The copy readied for `node`; the busy ones are dropped with `self`, releasing whatever
     /// they reserved.
     fn take_readied(&mut self, node: &Node) -> Option<Readied> {
-        let slot = self.readied.iter_mut().find(|slot| {
-            slot.as_ref()
-                .is_some_and(|(n, _)| *n == std::ptr::from_ref(node).addr())
-        })?;
-        slot.take().map(|(_, readied)| readied)
+        self.readied
+            .take_if(|(n, _)| *n == std::ptr::from_ref(node).addr())
+            .map(|(_, readied)| readied)
     }
 }
 
@@ -383,10 +392,7 @@ impl Candidates for Readiness<'_> {
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         match copy.poll_ready(&mut cx) {
             Poll::Ready(Ok(())) => {
-                let slot = match &mut self.readied {
-                    [empty @ None, _] | [_, empty] => empty,
-                };
-                *slot = Some((std::ptr::from_ref(node).addr(), (stack, copy)));
+                self.readied = Some((std::ptr::from_ref(node).addr(), (stack, copy)));
                 true
             }
             Poll::Ready(Err(err)) => {
@@ -403,9 +409,9 @@ impl Candidates for Readiness<'_> {
     /// p2c asks the cost of both nodes it compares before readying the cheaper: a node
     /// without a stack yet has no calls, so it costs nothing.
     fn cost(&self, node: &Node) -> f64 {
-        self.nodes
-            .peek(node)
-            .map_or(0.0, |stack| stack.load.cost(Instant::now()))
+        self.nodes.peek(node).map_or(0.0, |stack| {
+            stack.load.cost(*self.now.get_or_init(Instant::now))
+        })
     }
 }
 

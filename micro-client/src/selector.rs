@@ -219,9 +219,7 @@ impl Selector {
                 };
                 // The cheaper of the two first: only its stack is polled when it is ready,
                 // so no readied copy is made just to be dropped.
-                let (Some(node_a), Some(node_b)) = (pool.get(a), pool.get(b)) else {
-                    return pool.first_ready(rng.random_range(0..n), [n; 2], nodes);
-                };
+                let (node_a, node_b) = (pool.get(a)?, pool.get(b)?);
                 let (first, second) = if nodes.cost(node_b) < nodes.cost(node_a) {
                     (node_b, node_a)
                 } else {

@@ -76,7 +76,8 @@ impl StackPool {
 
 /// The future of [`StackPool::call`]. Written out rather than `async` so that it holds the
 /// request once: it is part of every call's future on both sides, and a future past glibc's
-/// small-allocation cache (1 KiB) made every server call take malloc's slow path.
+/// small-allocation cache (1 KiB) made every server call take malloc's slow path. Not tower's
+/// `Oneshot`, which drops the service once called: this gives the copy back to the pool.
 pub struct PoolCall {
     pool: StackPool,
     state: State,

@@ -5,6 +5,7 @@
 use std::{
     collections::{HashMap, HashSet},
     future::Future,
+    future::Ready,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
@@ -111,8 +112,7 @@ struct UserRoute {
     rewrite: Option<Uri>,
 }
 
-/// The user services behind the handler wrappers (with none, just tonic's routes), copies
-/// reused from request to request. Whatever the wrappers fail with leaves as a status with
+/// The handler stack's answer: whatever the wrappers fail with leaves as a status with
 /// go-micro's JSON, never as a reset stream.
 fn handled(result: Result<Response<Body>, BoxError>) -> Result<Response<Body>, BoxError> {
     result.or_else(|err| {
@@ -130,7 +130,7 @@ pin_project! {
     pub(crate) enum EntryFuture {
         User { #[pin] call: TaskLocalFuture<CallContext, Within> },
         Builtin { #[pin] call: Oneshot<Routes, Request<Body>> },
-        Unknown { answer: Option<Response<Body>> },
+        Unknown { answer: Ready<Result<Response<Body>, BoxError>> },
     }
 }
 
@@ -142,10 +142,7 @@ impl Future for EntryFuture {
             EntryProjection::User { call } => call.poll(cx),
             // tonic's routes never fail.
             EntryProjection::Builtin { call } => call.poll(cx).map_err(|never| match never {}),
-            EntryProjection::Unknown { answer } => match answer.take() {
-                Some(answer) => Poll::Ready(Ok(answer)),
-                None => panic!("EntryFuture polled after it completed"),
-            },
+            EntryProjection::Unknown { answer } => Pin::new(answer).poll(cx),
         }
     }
 }
@@ -203,7 +200,7 @@ impl Service<Request<Body>> for Entry {
                     format!("unknown service {}", req.uri().path()),
                 );
                 EntryFuture::Unknown {
-                    answer: Some(err.to_status().into_http()),
+                    answer: std::future::ready(Ok(err.to_status().into_http())),
                 }
             }
             Route::User(route) => {
