@@ -97,13 +97,7 @@ impl Builder {
     /// without one the retry loop pays nothing.
     #[must_use]
     pub fn on_retry(mut self, f: impl Fn(&str, RetryEvent) + Send + Sync + 'static) -> Self {
-        self.on_retry = Some(match self.on_retry.take() {
-            None => Arc::new(f),
-            Some(prior) => Arc::new(move |service: &str, event: RetryEvent| {
-                prior(service, event);
-                f(service, event);
-            }),
-        });
+        self.on_retry = Some(micro_core::add_observer(self.on_retry.take(), f));
         self
     }
 

@@ -22,7 +22,7 @@ pub enum RetryEvent {
 }
 
 /// Told of each [`RetryEvent`], with the called service's name (the hook for metrics).
-pub type RetryObserver = Arc<dyn Fn(&str, RetryEvent) + Send + Sync>;
+pub type RetryObserver = micro_core::Observer<RetryEvent>;
 
 /// Client options.
 #[derive(Clone)]

@@ -8,6 +8,7 @@
 mod call;
 mod context;
 mod error;
+mod observer;
 pub mod outcome;
 mod stack_pool;
 pub mod timeout;
@@ -16,6 +17,7 @@ mod wrapper;
 pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of};
 pub use context::{CallContext, Deadline, is_propagated};
 pub use error::{Error, grpc_to_http, http_to_grpc};
+pub use observer::{Observer, add_observer};
 pub use outcome::{Origin, Outcome};
 pub use stack_pool::{PoolCall, StackPool};
 pub use wrapper::{BoxService, Wrapper, stack};

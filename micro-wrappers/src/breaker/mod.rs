@@ -8,7 +8,6 @@
 //! optional [`Observer`], so metrics can be attached without touching the algorithms.
 
 use std::fmt;
-use std::sync::Arc;
 
 pub mod adaptive;
 pub mod gobreaker;
@@ -80,4 +79,4 @@ pub enum Event {
 ///
 /// It runs on the caller's thread after the breaker's lock is released, so it may call back
 /// into the breaker; events of concurrent callers may arrive in either order.
-pub type Observer = Arc<dyn Fn(&str, Event) + Send + Sync>;
+pub type Observer = micro_core::Observer<Event>;

@@ -53,7 +53,7 @@ pub enum LimitEvent {
 }
 
 /// An observer of a limiter's decisions (the hook for metrics).
-pub type LimitObserver = Arc<dyn Fn(&str, LimitEvent) + Send + Sync>;
+pub type LimitObserver = micro_core::Observer<LimitEvent>;
 
 #[derive(Clone)]
 pub(crate) struct Config {
@@ -164,13 +164,7 @@ impl RateLimitLayer {
     /// observer; they run in the order added.
     #[must_use]
     pub fn on_event(mut self, f: impl Fn(&str, LimitEvent) + Send + Sync + 'static) -> Self {
-        self.config.observer = Some(match self.config.observer.take() {
-            None => Arc::new(f),
-            Some(prior) => Arc::new(move |endpoint: &str, event: LimitEvent| {
-                prior(endpoint, event);
-                f(endpoint, event);
-            }),
-        });
+        self.config.observer = Some(micro_core::add_observer(self.config.observer.take(), f));
         self
     }
 

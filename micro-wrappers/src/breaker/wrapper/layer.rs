@@ -66,7 +66,7 @@ pub(crate) struct Config {
 }
 
 /// Told of each breaker a layer makes: its name and first state.
-pub(crate) type OnNew = Arc<dyn Fn(&str, State) + Send + Sync>;
+pub(crate) type OnNew = micro_core::Observer<State>;
 
 /// The breakers of one service, by endpoint ("" for service scope).
 type ByEndpoint = HashMap<Arc<str>, Arc<Circuit>>;
@@ -250,13 +250,7 @@ impl BreakerLayer {
     /// [`BreakerLayer::on_new`]). Each call adds an observer; they run in the order added.
     #[must_use]
     pub fn on_event(mut self, f: impl Fn(&str, Event) + Send + Sync + 'static) -> Self {
-        self.config.on_event = Some(match self.config.on_event.take() {
-            None => Arc::new(f),
-            Some(prior) => Arc::new(move |name: &str, event: Event| {
-                prior(name, event);
-                f(name, event);
-            }),
-        });
+        self.config.on_event = Some(micro_core::add_observer(self.config.on_event.take(), f));
         self
     }
 
@@ -265,13 +259,7 @@ impl BreakerLayer {
     /// call adds an observer.
     #[must_use]
     pub fn on_new(mut self, f: impl Fn(&str, State) + Send + Sync + 'static) -> Self {
-        self.config.on_new = Some(match self.config.on_new.take() {
-            None => Arc::new(f),
-            Some(prior) => Arc::new(move |name: &str, state: State| {
-                prior(name, state);
-                f(name, state);
-            }),
-        });
+        self.config.on_new = Some(micro_core::add_observer(self.config.on_new.take(), f));
         self
     }
 
