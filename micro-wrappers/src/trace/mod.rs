@@ -29,6 +29,7 @@ mod export;
 mod future;
 mod jaeger;
 mod layer;
+mod metadata;
 mod service;
 mod zipkin;
 

@@ -14,11 +14,14 @@ use opentelemetry::{
     propagation::TextMapPropagator,
     trace::{SpanKind, Status, TraceContextExt, Tracer},
 };
-use opentelemetry_http::{HeaderExtractor, HeaderInjector};
 use tonic::Code;
 use tower_service::Service;
 
-use super::{Side, SpanNames, Tracing, future::ResponseFuture};
+use super::{
+    Side, SpanNames, Tracing,
+    future::ResponseFuture,
+    metadata::{MetadataExtractor, MetadataInjector},
+};
 
 /// The traced service: see [`TraceLayer`](super::TraceLayer).
 #[derive(Clone, Debug)]
@@ -87,7 +90,7 @@ where
             Side::Server => self
                 .tracing
                 .propagator()
-                .extract_with_context(&Context::new(), &HeaderExtractor(request.headers())),
+                .extract_with_context(&Context::new(), &MetadataExtractor(request.headers())),
             // The server span of the call being handled, if this task is handling one.
             Side::Client => Context::current(),
         };
@@ -96,7 +99,7 @@ where
         if self.side == Side::Client {
             self.tracing
                 .propagator()
-                .inject_context(&cx, &mut HeaderInjector(request.headers_mut()));
+                .inject_context(&cx, &mut MetadataInjector(request.headers_mut()));
         }
         let future = {
             // Current while the inner service builds its future too.
