@@ -11,9 +11,10 @@ use http::{
 };
 use opentelemetry::propagation::{Extractor, Injector};
 
-/// The prebuilt name of `key` if it is one of the keys of a propagation format micro-rs
-/// speaks (W3C trace context and baggage, B3 single and multi, Jaeger), built at compile time.
-fn known(key: &str) -> Option<HeaderName> {
+/// A key of a propagation format micro-rs speaks (W3C trace context and baggage, B3 single
+/// and multi, Jaeger): its name, built at compile time, and whether its value changes from
+/// call to call (it names the trace or the calling span).
+fn known(key: &str) -> Option<(HeaderName, bool)> {
     const fn name(key: &'static str) -> HeaderName {
         HeaderName::from_static(key)
     }
@@ -28,16 +29,16 @@ fn known(key: &str) -> Option<HeaderName> {
     const B3_FLAGS: HeaderName = name("x-b3-flags");
     const UBER_TRACE_ID: HeaderName = name("uber-trace-id");
     Some(match key {
-        "traceparent" => TRACEPARENT,
-        "tracestate" => TRACESTATE,
-        "baggage" => BAGGAGE,
-        "b3" => B3,
-        "x-b3-traceid" => B3_TRACE_ID,
-        "x-b3-spanid" => B3_SPAN_ID,
-        "x-b3-parentspanid" => B3_PARENT_SPAN_ID,
-        "x-b3-sampled" => B3_SAMPLED,
-        "x-b3-flags" => B3_FLAGS,
-        "uber-trace-id" => UBER_TRACE_ID,
+        "traceparent" => (TRACEPARENT, true),
+        "tracestate" => (TRACESTATE, false),
+        "baggage" => (BAGGAGE, false),
+        "b3" => (B3, true),
+        "x-b3-traceid" => (B3_TRACE_ID, true),
+        "x-b3-spanid" => (B3_SPAN_ID, true),
+        "x-b3-parentspanid" => (B3_PARENT_SPAN_ID, true),
+        "x-b3-sampled" => (B3_SAMPLED, false),
+        "x-b3-flags" => (B3_FLAGS, false),
+        "uber-trace-id" => (UBER_TRACE_ID, true),
         _ => return None,
     })
 }
@@ -49,7 +50,7 @@ impl Extractor for MetadataExtractor<'_> {
     /// The value of `key`, if present and ASCII.
     fn get(&self, key: &str) -> Option<&str> {
         let value = match known(key) {
-            Some(name) => self.0.get(name),
+            Some((name, _)) => self.0.get(name),
             None => self.0.get(key),
         };
         value.and_then(|value| value.to_str().ok())
@@ -61,7 +62,7 @@ impl Extractor for MetadataExtractor<'_> {
 
     fn get_all(&self, key: &str) -> Option<Vec<&str>> {
         let values: Vec<&str> = match known(key) {
-            Some(name) => self.0.get_all(name).iter().filter_map(as_str).collect(),
+            Some((name, _)) => self.0.get_all(name).iter().filter_map(as_str).collect(),
             None => self.0.get_all(key).iter().filter_map(as_str).collect(),
         };
         (!values.is_empty()).then_some(values)
@@ -74,15 +75,23 @@ fn as_str(value: &HeaderValue) -> Option<&str> {
 
 /// Writes a propagator's keys into a call's metadata. A key or value that is not valid in a
 /// header is skipped (the call goes out without it), as opentelemetry-http does.
+///
+/// A value that changes from call to call is marked never to be indexed by HTTP/2's header compression:
+/// indexed, each call's span id would take a place in the connection's header table, which
+/// holds about 40 such values, and push out the headers every call repeats (path, content
+/// type, deadline), which would then go out uncompressed again.
 pub(crate) struct MetadataInjector<'a>(pub(crate) &'a mut HeaderMap);
 
 impl Injector for MetadataInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
-        let Ok(value) = HeaderValue::try_from(value) else {
+        let Ok(mut value) = HeaderValue::try_from(value) else {
             return;
         };
         let name = match known(key) {
-            Some(name) => name,
+            Some((name, per_call)) => {
+                value.set_sensitive(per_call);
+                name
+            }
             None => match HeaderName::from_bytes(key.as_bytes()) {
                 Ok(name) => name,
                 Err(_) => return,
@@ -131,5 +140,7 @@ mod tests {
         assert_eq!(headers.len(), 2);
         assert_eq!(headers["traceparent"], "00-ab-cd-01");
         assert_eq!(headers["uberctx-user"], "ana");
+        assert!(headers["traceparent"].is_sensitive(), "new on every call");
+        assert!(!headers["uberctx-user"].is_sensitive());
     }
 }
