@@ -67,22 +67,20 @@ pub fn parse_grpc_timeout(value: &[u8]) -> Option<Duration> {
 pub fn format_grpc_timeout_rounded(timeout: Duration) -> HeaderValue {
     thread_local! {
         /// The last value formatted on this thread: calls with the same budget reuse it.
-        static LAST: std::cell::RefCell<Option<(u128, HeaderValue)>> =
+        static LAST: std::cell::RefCell<Option<(u64, HeaderValue)>> =
             const { std::cell::RefCell::new(None) };
     }
-    let nanos = timeout.as_nanos();
-    let mut scale = 1u128;
-    while nanos / scale >= 1000 {
-        scale *= 10;
-    }
+    // u64 nanoseconds last 584 years; one division by a power of ten (u128 would divide in
+    // software, once per digit).
+    let nanos = u64::try_from(timeout.as_nanos()).unwrap_or(u64::MAX);
+    let scale = 10u64.pow(nanos.checked_ilog10().unwrap_or(0).saturating_sub(2));
     let rounded = nanos / scale * scale;
     LAST.with(|last| {
         let mut last = last.borrow_mut();
         match &*last {
             Some((key, value)) if *key == rounded => value.clone(),
             _ => {
-                let nanos = u64::try_from(rounded).unwrap_or(u64::MAX);
-                let value = format_grpc_timeout(Duration::from_nanos(nanos));
+                let value = format_grpc_timeout(Duration::from_nanos(rounded));
                 *last = Some((rounded, value.clone()));
                 value
             }
