@@ -170,30 +170,21 @@ fn assert_chain(spans: &[(String, Span)]) {
     assert_eq!(server1.name, "greeter.Greeter/Hello");
     assert_eq!(client1.name, "greeter.Greeter/Test");
     assert_eq!(server2.name, "greeter.Greeter/Test");
-    assert_eq!(
-        attribute(server1, "rpc.system"),
-        Some(&Value::StringValue("grpc".into()))
-    );
-    assert_eq!(
-        attribute(server1, "rpc.service"),
-        Some(&Value::StringValue("greeter.Greeter".into()))
-    );
-    assert_eq!(
-        attribute(server1, "rpc.method"),
-        Some(&Value::StringValue("Hello".into()))
-    );
-    assert_eq!(
-        attribute(server1, "micro.endpoint"),
-        Some(&Value::StringValue("Greeter.Hello".into()))
-    );
-    assert_eq!(
-        attribute(client1, "micro.service"),
-        Some(&Value::StringValue("greeter2".into()))
-    );
-    assert_eq!(
-        attribute(server2, "micro.service"),
-        Some(&Value::StringValue("greeter2".into()))
-    );
+    for (span, key, want) in [
+        (server1, "rpc.system", "grpc"),
+        (server1, "rpc.service", "greeter.Greeter"),
+        (server1, "rpc.method", "Hello"),
+        (server1, "micro.endpoint", "Greeter.Hello"),
+        (client1, "micro.service", "greeter2"),
+        (server2, "micro.service", "greeter2"),
+    ] {
+        assert_eq!(
+            attribute(span, key),
+            Some(&Value::StringValue(want.into())),
+            "{key} of {}",
+            span.name
+        );
+    }
     assert!(attribute(server2, "micro.node").is_some());
     assert_eq!(
         attribute(server2, "rpc.grpc.status_code"),

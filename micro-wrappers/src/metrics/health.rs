@@ -243,8 +243,7 @@ impl Health {
     /// transitions and rejections, labelled `breaker`. [`Health::observe_breaker`] also sets
     /// each new breaker's gauge.
     pub fn breaker_observer(&self) -> impl Fn(&str, Event) + Send + Sync + 'static {
-        let health = self.clone();
-        move |name: &str, event: Event| health.breaker_event(name, event)
+        super::link::breaker_observer(self.clone())
     }
 
     /// `layer` with its breakers feeding these series: every event, and each new breaker's
@@ -258,17 +257,13 @@ impl Health {
     /// # let _ = layer;
     /// ```
     pub fn observe_breaker(&self, layer: BreakerLayer) -> BreakerLayer {
-        let health = self.clone();
-        layer
-            .on_event(self.breaker_observer())
-            .on_new(move |name, state| health.breaker_state(name, state))
+        super::link::observe_breaker(self, layer)
     }
 
     /// An observer for a limiter's `on_event`: its admitted, waited and refused counters,
     /// labelled `limiter="<name>"` (resolved once, not per call).
     pub fn limit_observer(&self, name: &str) -> impl Fn(&str, LimitEvent) + Send + Sync + 'static {
-        let series = self.limiter(name);
-        move |_endpoint: &str, event: LimitEvent| series.record(event)
+        super::link::limit_observer(self.clone(), name)
     }
 
     /// `layer` with its decisions counted as the limiter `name`.

@@ -40,46 +40,85 @@ impl HealthLink {
         self.0.get()
     }
 
-    /// An observer for a breaker's `on_event`, as [`Health::breaker_observer`], counting once
-    /// connected.
+    /// An observer for a breaker's `on_event`, counting once connected: see
+    /// [`Health::breaker_observer`].
     pub fn breaker_observer(&self) -> impl Fn(&str, Event) + Send + Sync + 'static {
-        let link = self.clone();
-        move |name: &str, event: Event| {
-            if let Some(health) = link.health() {
-                health.breaker_event(name, event);
-            }
-        }
+        breaker_observer(self.clone())
     }
 
-    /// `layer` feeding the breaker series once connected, as [`Health::observe_breaker`]
-    /// (each breaker made while connected gets its state gauge at once).
+    /// `layer` with its breakers feeding the series once connected: see
+    /// [`Health::observe_breaker`].
     pub fn observe_breaker(&self, layer: BreakerLayer) -> BreakerLayer {
-        let link = self.clone();
-        layer
-            .on_event(self.breaker_observer())
-            .on_new(move |name: &str, state: State| {
-                if let Some(health) = link.health() {
-                    health.breaker_state(name, state);
-                }
-            })
+        observe_breaker(self, layer)
     }
 
-    /// An observer for a limiter's `on_event`, as [`Health::limit_observer`]: the counters of
-    /// `name` are resolved at the first decision after connecting, then bumped directly.
+    /// An observer for a limiter's `on_event`, counting once connected: see
+    /// [`Health::limit_observer`].
     pub fn limit_observer(&self, name: &str) -> impl Fn(&str, LimitEvent) + Send + Sync + 'static {
-        let link = self.clone();
-        let name = name.to_owned();
-        let series: OnceLock<LimiterSeries> = OnceLock::new();
-        move |_endpoint: &str, event: LimitEvent| {
-            if let Some(health) = link.health() {
-                series.get_or_init(|| health.limiter(&name)).record(event);
-            }
-        }
+        limit_observer(self.clone(), name)
     }
 
     /// `layer` with its decisions counted as the limiter `name` once connected.
     pub fn observe_limiter(&self, name: &str, layer: RateLimitLayer) -> RateLimitLayer {
         layer.on_event(self.limit_observer(name))
+    }
+}
+
+/// Where an observer finds the health series: [`Health`] itself, or a [`HealthLink`] once it
+/// is connected. The observers of both are these, written once.
+pub(super) trait HealthSource: Clone + Send + Sync + 'static {
+    /// The series, if there are any yet.
+    fn health(&self) -> Option<&Health>;
+}
+
+impl HealthSource for Health {
+    fn health(&self) -> Option<&Health> {
+        Some(self)
+    }
+}
+
+impl HealthSource for HealthLink {
+    fn health(&self) -> Option<&Health> {
+        self.0.get()
+    }
+}
+
+pub(super) fn breaker_observer(
+    source: impl HealthSource,
+) -> impl Fn(&str, Event) + Send + Sync + 'static {
+    move |name: &str, event: Event| {
+        if let Some(health) = source.health() {
+            health.breaker_event(name, event);
+        }
+    }
+}
+
+pub(super) fn observe_breaker(source: &impl HealthSource, layer: BreakerLayer) -> BreakerLayer {
+    let on_new = source.clone();
+    layer
+        .on_event(breaker_observer(source.clone()))
+        .on_new(move |name: &str, state: State| {
+            if let Some(health) = on_new.health() {
+                health.breaker_state(name, state);
+            }
+        })
+}
+
+/// The limiter's series are resolved once: now if the series exist, else at the first event
+/// after they do.
+pub(super) fn limit_observer(
+    source: impl HealthSource,
+    name: &str,
+) -> impl Fn(&str, LimitEvent) + Send + Sync + 'static {
+    let name = name.to_owned();
+    let series: OnceLock<LimiterSeries> = OnceLock::new();
+    if let Some(health) = source.health() {
+        let _ = series.set(health.limiter(&name));
+    }
+    move |_endpoint: &str, event: LimitEvent| {
+        if let Some(health) = source.health() {
+            series.get_or_init(|| health.limiter(&name)).record(event);
+        }
     }
 }
 
