@@ -144,8 +144,9 @@ fn dispatch(
             set_timeout_header(&mut parts.headers, left);
             // The last attempt takes the request itself; the others send a copy.
             let last = attempt_no >= retries || !body.is_replayable();
-            // Only p2c reads the loads: other selectors pay no clock reads for them.
-            let in_flight = (shared.options.strategy == crate::Strategy::P2c)
+            let in_flight = shared
+                .selector
+                .reads_loads()
                 .then(|| node.load.start(Instant::now()));
             // In a block, so the attempt's head is not kept in the future while it is awaited.
             let response = {

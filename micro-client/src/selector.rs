@@ -126,6 +126,12 @@ impl Selector {
         }
     }
 
+    /// Whether the strategy reads the nodes' loads (p2c): only then do calls record them,
+    /// and the other strategies pay no clock reads for loads nobody reads.
+    pub(crate) fn reads_loads(&self) -> bool {
+        self.strategy == Strategy::P2c
+    }
+
     /// A node of `services` that passes the filters (the client's and the call's), preferring
     /// nodes not yet `tried`; `None` when no node passes. Every node counts as ready, at the
     /// same cost ([`AllReady`]).
