@@ -446,9 +446,8 @@ impl TraceService for Collector {
 
 /// An OTLP/gRPC receiver on a free loopback port; stops when dropped.
 pub struct OtlpGrpcReceiver {
-    address: SocketAddr,
+    listening: Listening,
     received: Received,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl OtlpGrpcReceiver {
@@ -466,15 +465,14 @@ impl OtlpGrpcReceiver {
                 .await;
         });
         Ok(OtlpGrpcReceiver {
-            address,
+            listening: Listening { address, task },
             received,
-            task,
         })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        self.listening.endpoint()
     }
 
     /// What it received.
@@ -483,17 +481,10 @@ impl OtlpGrpcReceiver {
     }
 }
 
-impl Drop for OtlpGrpcReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// An OTLP/HTTP (protobuf) receiver on a free loopback port: `POST /v1/traces`.
 pub struct OtlpHttpReceiver {
-    address: SocketAddr,
+    listening: Listening,
     received: Received,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl OtlpHttpReceiver {
@@ -548,15 +539,14 @@ impl OtlpHttpReceiver {
             }
         });
         Ok(OtlpHttpReceiver {
-            address,
+            listening: Listening { address, task },
             received,
-            task,
         })
     }
 
     /// `http://127.0.0.1:PORT` (the exporter appends `/v1/traces`).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.address)
+        self.listening.endpoint()
     }
 
     /// What it received.
@@ -565,17 +555,8 @@ impl OtlpHttpReceiver {
     }
 }
 
-impl Drop for OtlpHttpReceiver {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// A port that accepts connections and never answers (a hung receiver).
-pub struct Silent {
-    address: SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
+pub struct Silent(Listening);
 
 impl Silent {
     /// Starts it.
@@ -588,16 +569,28 @@ impl Silent {
                 held.push(stream);
             }
         });
-        Ok(Silent { address, task })
+        Ok(Silent(Listening { address, task }))
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
+        self.0.endpoint()
+    }
+}
+
+/// A server task on a loopback port, stopped when dropped.
+struct Listening {
+    address: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listening {
+    fn endpoint(&self) -> String {
         format!("http://{}", self.address)
     }
 }
 
-impl Drop for Silent {
+impl Drop for Listening {
     fn drop(&mut self) {
         self.task.abort();
     }
