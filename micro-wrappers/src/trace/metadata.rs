@@ -76,10 +76,10 @@ fn as_str(value: &HeaderValue) -> Option<&str> {
 /// Writes a propagator's keys into a call's metadata. A key or value that is not valid in a
 /// header is skipped (the call goes out without it), as opentelemetry-http does.
 ///
-/// A value that changes from call to call is marked never to be indexed by HTTP/2's header compression:
-/// indexed, each call's span id would take a place in the connection's header table, which
-/// holds about 40 such values, and push out the headers every call repeats (path, content
-/// type, deadline), which would then go out uncompressed again.
+/// A value that changes from call to call is marked never to be indexed by HTTP/2's header
+/// compression (HPACK): indexed, each call's span id would take a place in the connection's
+/// 4 KiB header table, which holds about 40 such values, and push out the headers every call
+/// repeats (path, content type, deadline), which would then go out uncompressed again.
 pub(crate) struct MetadataInjector<'a>(pub(crate) &'a mut HeaderMap);
 
 impl Injector for MetadataInjector<'_> {
