@@ -468,10 +468,7 @@ fn copy_parts(parts: &http::request::Parts, with_extensions: bool) -> http::requ
 /// call, defeating header compression.
 fn set_timeout_header(headers: &mut http::HeaderMap, left: std::time::Duration) {
     let left = micro_core::timeout::format_grpc_timeout_rounded(left);
-    // A `&str` name would be parsed and copied into a new allocation on every call.
-    static NAME: http::HeaderName =
-        http::HeaderName::from_static(micro_core::timeout::GRPC_TIMEOUT);
-    headers.insert(NAME.clone(), left);
+    headers.insert(micro_core::timeout::GRPC_TIMEOUT_NAME.clone(), left);
 }
 
 fn source_chain<'a>(

@@ -6,6 +6,9 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// gRPC's standard timeout header.
 pub const GRPC_TIMEOUT: &str = "grpc-timeout";
+/// [`GRPC_TIMEOUT`] as a header name, for lookups and inserts on every call (a `&str` name is
+/// parsed, and copied on insert, each time).
+pub static GRPC_TIMEOUT_NAME: HeaderName = HeaderName::from_static(GRPC_TIMEOUT);
 /// go-micro's timeout header: nanoseconds as a decimal string.
 pub const MICRO_TIMEOUT: &str = "timeout";
 
@@ -17,8 +20,7 @@ pub fn from_headers(headers: &HeaderMap) -> Option<Duration> {
 
 /// `grpc-timeout`, if present and well formed.
 pub fn grpc_from_headers(headers: &HeaderMap) -> Option<Duration> {
-    static NAME: HeaderName = HeaderName::from_static(GRPC_TIMEOUT);
-    parse_grpc_timeout(headers.get(&NAME)?.as_bytes())
+    parse_grpc_timeout(headers.get(&GRPC_TIMEOUT_NAME)?.as_bytes())
 }
 
 /// go-micro's `timeout` (nanoseconds), if present and well formed.

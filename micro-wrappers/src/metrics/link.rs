@@ -79,7 +79,7 @@ impl HealthSource for Health {
 
 impl HealthSource for HealthLink {
     fn health(&self) -> Option<&Health> {
-        self.0.get()
+        HealthLink::health(self)
     }
 }
 
