@@ -4,7 +4,11 @@
 //! is read while its frames are ready: if it ends, it is kept and replayed on every attempt;
 //! if it would wait, it is a stream, sent once, and the call is not retried.
 
-use std::{collections::VecDeque, future::poll_fn, pin::Pin, task::Poll};
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    task::{Context, Poll},
+};
 
 use bytes::{Bytes, BytesMut};
 use futures::TryStreamExt;
@@ -22,23 +26,22 @@ pub(crate) enum Replay {
 }
 
 impl Replay {
-    /// Reads `body` while frames are ready.
-    pub(crate) async fn read(mut body: Body) -> Result<Replay, BoxError> {
+    /// Reads `body` while frames are ready. Never waits, so it needs no waker of its own: a
+    /// body that would wait is polled again, with the transport's waker, once it is sent.
+    pub(crate) fn read(mut body: Body) -> Result<Replay, BoxError> {
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         // A unary body is one data frame: kept outside the queue, it needs no allocation.
         let mut first = None;
         let mut rest = VecDeque::new();
-        let ended = poll_fn(|cx| {
-            loop {
-                match Pin::new(&mut body).poll_frame(cx) {
-                    Poll::Ready(Some(Ok(frame))) if first.is_none() => first = Some(frame),
-                    Poll::Ready(Some(Ok(frame))) => rest.push_back(frame),
-                    Poll::Ready(Some(Err(err))) => return Poll::Ready(Err(BoxError::from(err))),
-                    Poll::Ready(None) => return Poll::Ready(Ok(true)),
-                    Poll::Pending => return Poll::Ready(Ok(false)),
-                }
+        let ended = loop {
+            match Pin::new(&mut body).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) if first.is_none() => first = Some(frame),
+                Poll::Ready(Some(Ok(frame))) => rest.push_back(frame),
+                Poll::Ready(Some(Err(err))) => return Err(BoxError::from(err)),
+                Poll::Ready(None) => break true,
+                Poll::Pending => break false,
             }
-        })
-        .await?;
+        };
         let mut frames = rest;
         if let Some(first) = first {
             frames.push_front(first);
@@ -112,9 +115,7 @@ mod tests {
 
     #[tokio::test]
     async fn complete_body_replays() {
-        let mut replay = Replay::read(Body::new(Full::new(Bytes::from_static(b"abc"))))
-            .await
-            .unwrap();
+        let mut replay = Replay::read(Body::new(Full::new(Bytes::from_static(b"abc")))).unwrap();
         assert!(replay.is_replayable());
         for _ in 0..2 {
             let bytes = replay.body().collect().await.unwrap().to_bytes();
@@ -127,15 +128,13 @@ mod tests {
         let frames = futures::stream::iter(
             [&b"ab"[..], b"c"].map(|d| Ok::<_, tonic::Status>(Frame::data(Bytes::from_static(d)))),
         );
-        let mut replay = Replay::read(Body::new(StreamBody::new(frames)))
-            .await
-            .unwrap();
+        let mut replay = Replay::read(Body::new(StreamBody::new(frames))).unwrap();
         assert!(replay.is_replayable());
         let body = replay.body();
         // An exact size would make hyper add a `content-length` header to every call.
         assert_eq!(body.size_hint().exact(), None);
         assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"abc");
-        let empty = Replay::read(Body::empty()).await.unwrap().body();
+        let empty = Replay::read(Body::empty()).unwrap().body();
         assert!(empty.is_end_stream());
     }
 
@@ -146,9 +145,7 @@ mod tests {
             .await
             .unwrap();
         let stream = tokio_stream_from(rx);
-        let mut replay = Replay::read(Body::new(StreamBody::new(stream)))
-            .await
-            .unwrap();
+        let mut replay = Replay::read(Body::new(StreamBody::new(stream))).unwrap();
         assert!(!replay.is_replayable());
         let body = replay.body();
         tx.send(Ok(Frame::data(Bytes::from_static(b"second"))))
