@@ -20,7 +20,6 @@ use std::{
     task::{Context, Poll},
 };
 
-use futures::future::BoxFuture;
 use http::{Request, Response, uri::PathAndQuery};
 pub use micro_core::BoxService;
 use micro_core::{BoxError, CallContext, CallInfo, Deadline, StackPool, Wrapper, stack};
@@ -182,7 +181,6 @@ impl Client {
             service: service.into(),
             client_stack: self.client_stack.clone(),
             shared: self.shared.clone(),
-            readied: None,
         }
     }
 
@@ -254,26 +252,12 @@ fn go_micro_path(service: &str, endpoint: &str) -> Result<PathAndQuery, Status> 
 
 /// A channel to one service, found through the registry; what tonic-generated clients run
 /// over. Cheap to clone.
+#[derive(Clone)]
 pub struct Channel {
     service: Arc<str>,
     /// Copies of the client wrappers over the retry loop.
     client_stack: StackPool,
     shared: Arc<Shared>,
-    /// What `poll_ready` readied for the next `call`: a copy of the client stack, or the
-    /// refusal of one of its wrappers.
-    readied: Option<Result<BoxService, BoxError>>,
-}
-
-/// A clone has nothing readied: a readied copy may hold a reservation of its wrappers.
-impl Clone for Channel {
-    fn clone(&self) -> Self {
-        Channel {
-            service: self.service.clone(),
-            client_stack: self.client_stack.clone(),
-            shared: self.shared.clone(),
-            readied: None,
-        }
-    }
 }
 
 impl std::fmt::Debug for Channel {
@@ -294,39 +278,16 @@ impl Channel {
 impl Service<Request<Body>> for Channel {
     type Response = Response<Body>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+    type Future = micro_core::PoolCall;
 
-    /// Readies a copy of the client stack for the next call. A wrapper's refusal is not
-    /// returned here but kept as that call's answer, so that it reaches the caller as its
-    /// status (tonic turns a readiness error into an `Unknown` "not ready" instead).
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        let copy = match &mut self.readied {
-            Some(Ok(copy)) => copy,
-            Some(Err(_)) => return Poll::Ready(Ok(())),
-            None => self
-                .readied
-                .insert(Ok(self.client_stack.take()))
-                .as_mut()
-                .unwrap_or_else(|_| unreachable!("inserted as Ok")),
-        };
-        if let Err(refusal) = std::task::ready!(copy.poll_ready(cx)) {
-            self.readied = Some(Err(refusal));
-        }
+    /// Always ready: each call readies its own copy of the client stack, so that a wrapper's
+    /// refusal reaches the caller as its status (tonic turns a readiness error into an
+    /// `Unknown` "not ready" instead).
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, mut request: Request<Body>) -> Self::Future {
-        let mut copy = match self.readied.take() {
-            Some(Ok(copy)) => copy,
-            Some(Err(refusal)) => return Box::pin(std::future::ready(Err(refusal))),
-            None => {
-                let err = micro_core::Error::internal(
-                    CLIENT_ID,
-                    "Channel called before poll_ready said it was ready",
-                );
-                return Box::pin(std::future::ready(Err(err.to_status().into())));
-            }
-        };
         // The deadline: the call's timeout, or the handled call's deadline if that is sooner.
         let timeout = request
             .extensions()
@@ -354,9 +315,7 @@ impl Service<Request<Body>> for Channel {
             deadline: Some(deadline),
         };
         request.extensions_mut().insert(info);
-        let response = copy.call(request);
-        self.client_stack.give(copy);
-        response
+        self.client_stack.call(request)
     }
 }
 

@@ -68,6 +68,12 @@ impl CallContext {
         CURRENT.scope(self, future)
     }
 
+    /// Runs `f` with this context as the current one: for what runs before the future does
+    /// (the wrappers' `call`).
+    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
+        CURRENT.sync_scope(self, f)
+    }
+
     /// A copy of the context of the call being handled by this task, if any.
     pub fn current() -> Option<CallContext> {
         CURRENT.try_with(Clone::clone).ok()

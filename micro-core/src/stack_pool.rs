@@ -56,16 +56,28 @@ impl StackPool {
         }
     }
 
-    /// Runs one call on a copy: waits until it is ready, calls it, returns it to the pool, then
-    /// awaits the response.
+    /// Runs one call on a copy, returned to the pool once called. A copy that is ready now
+    /// (the common case) is called here, so the future holds only the response's; one that
+    /// would wait keeps the request, boxed, until it is ready.
     pub fn call(&self, request: Request<Body>) -> PoolCall {
-        PoolCall {
-            pool: self.clone(),
-            state: State::Readying {
-                copy: self.take(),
+        let mut copy = self.take();
+        // Asked without a waker: one that is not ready is asked again, with the task's waker,
+        // when the call is polled.
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        let state = match copy.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => {
+                let response = copy.call(request);
+                self.give(copy);
+                State::Responding(response)
+            }
+            Poll::Ready(Err(refusal)) => State::Refused(refusal),
+            Poll::Pending => State::Readying(Box::new(Readying {
+                pool: self.clone(),
+                copy,
                 request,
-            },
-        }
+            })),
+        };
+        PoolCall { state }
     }
 
     #[cfg(test)]
@@ -74,26 +86,27 @@ impl StackPool {
     }
 }
 
-/// The future of [`StackPool::call`]. Written out rather than `async` so that it holds the
-/// request once: it is part of every call's future on both sides, and a future past glibc's
-/// small-allocation cache (1 KiB) made every server call take malloc's slow path. Not tower's
+/// The future of [`StackPool::call`]: small, because it is part of every call's future on
+/// both sides (a future past glibc's small-allocation cache, 1 KiB, made every server call
+/// take malloc's slow path, and each byte of it is memory touched per call). Not tower's
 /// `Oneshot`, which drops the service once called: this gives the copy back to the pool.
 pub struct PoolCall {
-    pool: StackPool,
     state: State,
 }
 
-#[expect(
-    clippy::large_enum_variant,
-    reason = "the states follow each other in one future; boxing the request would allocate per call"
-)]
 enum State {
-    Readying {
-        copy: BoxService,
-        request: Request<Body>,
-    },
+    /// The copy was not ready when called: it and the request, until it is.
+    Readying(Box<Readying>),
     Responding(BoxFuture<'static, Result<Response<Body>, BoxError>>),
+    /// A wrapper of the copy refused the call.
+    Refused(BoxError),
     Done,
+}
+
+struct Readying {
+    pool: StackPool,
+    copy: BoxService,
+    request: Request<Body>,
 }
 
 impl Future for PoolCall {
@@ -103,24 +116,35 @@ impl Future for PoolCall {
         let this = self.get_mut();
         loop {
             match &mut this.state {
-                State::Readying { copy, .. } => {
-                    if let Err(err) = ready!(copy.poll_ready(cx)) {
+                State::Readying(readying) => {
+                    if let Err(err) = ready!(readying.copy.poll_ready(cx)) {
                         this.state = State::Done;
                         return Poll::Ready(Err(err));
                     }
-                    let State::Readying { mut copy, request } =
-                        std::mem::replace(&mut this.state, State::Done)
+                    let State::Readying(readying) = std::mem::replace(&mut this.state, State::Done)
                     else {
                         unreachable!("matched as Readying above")
                     };
+                    let Readying {
+                        pool,
+                        mut copy,
+                        request,
+                    } = *readying;
                     let response = copy.call(request);
-                    this.pool.give(copy);
+                    pool.give(copy);
                     this.state = State::Responding(response);
                 }
                 State::Responding(response) => {
                     let output = ready!(response.as_mut().poll(cx));
                     this.state = State::Done;
                     return Poll::Ready(output);
+                }
+                State::Refused(_) => {
+                    let State::Refused(refusal) = std::mem::replace(&mut this.state, State::Done)
+                    else {
+                        unreachable!("matched as Refused above")
+                    };
+                    return Poll::Ready(Err(refusal));
                 }
                 State::Done => panic!("PoolCall polled after it completed"),
             }
@@ -131,8 +155,9 @@ impl Future for PoolCall {
 impl std::fmt::Debug for PoolCall {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {
-            State::Readying { .. } => "readying",
+            State::Readying(_) => "readying",
             State::Responding(_) => "responding",
+            State::Refused(_) => "refused",
             State::Done => "done",
         };
         f.debug_struct("PoolCall").field("state", &state).finish()
@@ -189,6 +214,63 @@ mod tests {
         }
         assert_eq!(copies.load(Ordering::Relaxed), 1);
         assert_eq!(pool.idle(), 1);
+    }
+
+    /// A stack that is not ready when called is called once it is, with the request it was
+    /// given; a refusal is the call's answer.
+    #[tokio::test]
+    async fn a_busy_copy_is_called_once_ready_and_a_refusal_is_the_answer() {
+        let copies = Arc::new(AtomicUsize::new(0));
+        let limited = tower::ServiceBuilder::new()
+            .concurrency_limit(1)
+            .service(Counted(copies.clone()));
+        let pool = StackPool::new(BoxService::new(limited));
+        // A copy readied and held keeps the only permit: the next call must wait for it.
+        let mut held = pool.take();
+        std::future::poll_fn(|cx| held.poll_ready(cx))
+            .await
+            .unwrap();
+        let mut call = pool.call(Request::new(Body::empty()));
+        assert!(format!("{call:?}").contains("readying"));
+        let waker = futures::task::noop_waker_ref();
+        assert!(
+            Pin::new(&mut call)
+                .poll(&mut Context::from_waker(waker))
+                .is_pending()
+        );
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(5), call)
+            .await
+            .expect("the call went ahead once the permit was free")
+            .unwrap();
+
+        let refusing = tower::service_fn(|_: Request<Body>| async {
+            Ok::<_, BoxError>(Response::new(Body::empty()))
+        });
+        let refusing = tower::ServiceBuilder::new()
+            .layer(tower::layer::layer_fn(Refusing))
+            .service(refusing);
+        let pool = StackPool::new(BoxService::new(refusing));
+        let err = pool.call(Request::new(Body::empty())).await.unwrap_err();
+        assert_eq!(err.to_string(), "refused");
+    }
+
+    /// Refuses every call in `poll_ready`, as an open breaker does.
+    #[derive(Clone)]
+    struct Refusing<S>(S);
+
+    impl<S: Service<Request<Body>>> Service<Request<Body>> for Refusing<S> {
+        type Response = S::Response;
+        type Error = BoxError;
+        type Future = std::future::Ready<Result<S::Response, BoxError>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Err("refused".into()))
+        }
+
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            unreachable!("refused in poll_ready")
+        }
     }
 
     #[tokio::test]

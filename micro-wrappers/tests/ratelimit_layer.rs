@@ -137,7 +137,10 @@ async fn refill_is_k_fill_intervals_times_the_quantum() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wait_mode_spreads_calls_at_the_rate_and_refuses_short_deadlines() {
     let backend = Backend::default();
-    // 20 per second, capacity 2: 10 calls need at least (10 - 2) / 20 = 400 ms.
+    // 20 per second, capacity 2: 10 calls need (10 - 2) / 20 = 400 ms, less up to one tick
+    // (50 ms): as juju's, the bucket fills on a grid of ticks from its start, so the first
+    // token after the two in the bucket comes at the next tick, not a whole tick after the
+    // first call.
     let layer = RateLimitLayer::new(20.0, 2).unwrap().mode(Mode::Wait);
     let addr = serve(layer, backend.clone()).await;
     let client = client(addr).await;
@@ -158,7 +161,7 @@ async fn wait_mode_spreads_calls_at_the_rate_and_refuses_short_deadlines() {
         call.await.unwrap().unwrap();
     }
     let took = started.elapsed();
-    assert!(took >= Duration::from_millis(400), "took {took:?}");
+    assert!(took >= Duration::from_millis(350), "took {took:?}");
 
     // Empty the bucket, then ask with a deadline shorter than the wait: 429 at once, no 408.
     let layer = RateLimitLayer::with_quantum(Duration::from_secs(10), 1, 1)
