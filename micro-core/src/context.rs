@@ -6,7 +6,7 @@
 
 use std::{future::Future, time::Duration};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 use tokio::{task::futures::TaskLocalFuture, time::Instant};
 
 /// The point in time by which a call must be answered. A handler reads it from the request's
@@ -49,12 +49,11 @@ impl CallContext {
 
     /// The context of an incoming request whose deadline the caller already read.
     pub fn with_deadline(deadline: Option<Deadline>, headers: &HeaderMap) -> Self {
-        let propagated = |(name, _): &(&HeaderName, &HeaderValue)| is_propagated(name.as_str());
         // Most calls carry no metadata: build no map for them.
-        let metadata = if headers.iter().any(|h| propagated(&h)) {
+        let metadata = if headers.keys().any(is_propagated) {
             headers
                 .iter()
-                .filter(propagated)
+                .filter(|(name, _)| is_propagated(name))
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect()
         } else {
@@ -90,31 +89,67 @@ impl CallContext {
 /// metadata), rather than a transport or protocol header of this hop. go-micro's gRPC client
 /// sends `timeout` and `x-content-type` with every call and its server deletes both before
 /// the handler sees the metadata; so does micro-rs.
-pub fn is_propagated(name: &str) -> bool {
-    !(name.starts_with(':')
-        || name.starts_with("grpc-")
+pub fn is_propagated(name: &HeaderName) -> bool {
+    use http::header::{
+        ACCEPT_ENCODING, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, TE, USER_AGENT,
+    };
+    // The standard names are compared as names: reading one as a string reads a table, for
+    // every header of every call.
+    let transport = [
+        CONTENT_TYPE,
+        TE,
+        USER_AGENT,
+        CONTENT_LENGTH,
+        HOST,
+        ACCEPT_ENCODING,
+        CONNECTION,
+    ];
+    if transport.iter().any(|standard| standard == name) {
+        return false;
+    }
+    let name = name.as_str();
+    // (A `HeaderName` is never an HTTP/2 pseudo-header: those are not in a `HeaderMap`.)
+    !(name.starts_with("grpc-")
         || matches!(
             name,
-            "content-type"
-                | "content-length"
-                | "te"
-                | "user-agent"
-                | "host"
-                | "accept-encoding"
-                | "connection"
-                | "timeout"
-                | "x-content-type"
-                | "traceparent"
-                | "tracestate"
-                | "b3"
-                | "uber-trace-id"
+            "timeout" | "x-content-type" | "traceparent" | "tracestate" | "b3" | "uber-trace-id"
         )
         || name.starts_with("x-b3-"))
 }
 
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
+
+    #[test]
+    fn transport_and_trace_headers_are_not_propagated() {
+        let not = [
+            "content-type",
+            "te",
+            "user-agent",
+            "content-length",
+            "host",
+            "accept-encoding",
+            "connection",
+            "grpc-timeout",
+            "grpc-accept-encoding",
+            "timeout",
+            "x-content-type",
+            "traceparent",
+            "tracestate",
+            "b3",
+            "uber-trace-id",
+            "x-b3-traceid",
+        ];
+        for name in not {
+            assert!(!is_propagated(&HeaderName::from_static(name)), "{name}");
+        }
+        for name in ["x-user", "authorization", "micro-from-service", "baggage"] {
+            assert!(is_propagated(&HeaderName::from_static(name)), "{name}");
+        }
+    }
 
     #[tokio::test]
     async fn context_is_visible_inside_the_scope_only() {
