@@ -103,6 +103,8 @@ enum State {
     Done,
 }
 
+/// What a call whose copy was not ready keeps until it is: the copy goes back to `pool` once
+/// called.
 struct Readying {
     pool: StackPool,
     copy: BoxService,
