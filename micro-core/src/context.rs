@@ -95,7 +95,7 @@ pub fn is_propagated(name: &HeaderName) -> bool {
     };
     // The standard names are compared as names: reading one as a string reads a table, for
     // every header of every call.
-    let transport = [
+    static TRANSPORT: [HeaderName; 7] = [
         CONTENT_TYPE,
         TE,
         USER_AGENT,
@@ -104,7 +104,7 @@ pub fn is_propagated(name: &HeaderName) -> bool {
         ACCEPT_ENCODING,
         CONNECTION,
     ];
-    if transport.iter().any(|standard| standard == name) {
+    if TRANSPORT.contains(name) {
         return false;
     }
     let name = name.as_str();
