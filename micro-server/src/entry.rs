@@ -18,6 +18,8 @@ use parking_lot::RwLock;
 use pin_project_lite::pin_project;
 use tokio::{task::futures::TaskLocalFuture, time::Sleep};
 use tonic::{body::Body, service::Routes};
+
+use crate::hosted::Responding;
 use tower::ServiceExt;
 use tower_service::Service;
 
@@ -123,6 +125,13 @@ fn handled(result: Result<Response<Body>, BoxError>) -> Result<Response<Body>, B
 
 const SERVER_ID: &str = "go.micro.server";
 
+/// go-micro's answer to a path no hosted service serves.
+pub(crate) fn unknown_service(path: &str) -> Response<Body> {
+    micro_core::Error::not_implemented(SERVER_ID, format!("unknown service {path}"))
+        .to_status()
+        .into_http()
+}
+
 pin_project! {
     /// The entry's response, held in the transport's own per-request future (not boxed).
     #[project = EntryProjection]
@@ -130,7 +139,7 @@ pin_project! {
         User { #[pin] call: TaskLocalFuture<CallContext, Within> },
         /// Built-in services and unknown paths: boxed, being rare, so that every user call's
         /// future is only as large as its own.
-        Other { call: Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>> },
+        Other { call: Responding },
     }
 }
 
@@ -198,15 +207,9 @@ impl Service<Request<Body>> for Entry {
                     }),
                 }
             }
-            Route::Unknown => {
-                let err = micro_core::Error::not_implemented(
-                    SERVER_ID,
-                    format!("unknown service {}", req.uri().path()),
-                );
-                EntryFuture::Other {
-                    call: Box::pin(std::future::ready(Ok(err.to_status().into_http()))),
-                }
-            }
+            Route::Unknown => EntryFuture::Other {
+                call: Box::pin(std::future::ready(Ok(unknown_service(req.uri().path())))),
+            },
             Route::User(route) => {
                 if let Some(uri) = route.rewrite {
                     *req.uri_mut() = uri;

@@ -12,26 +12,27 @@ mod address;
 mod endpoints;
 mod entry;
 mod health;
+mod hosted;
 mod readiness;
 mod registrar;
 
-use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use http::{Request, Response};
 use micro_core::{NodeInfo, Wrapper};
 use micro_registry::{Metadata, Node, Registry, Service as Registration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::{body::Body, server::NamedService, service::Routes, transport::server::TcpIncoming};
-use tower::{ServiceExt, util::BoxCloneSyncService};
-use tower_service::Service;
+use tonic::{service::Routes, transport::server::TcpIncoming};
+use tower::util::BoxCloneSyncService;
 
+pub use hosted::Hostable;
 pub use readiness::Readiness;
 
 use crate::{
     endpoints::Descriptors,
     entry::{Entry, PathMap},
     health::Health,
+    hosted::Hosted,
 };
 
 /// A handler stack as handler wrappers see it, type-erased.
@@ -102,8 +103,7 @@ impl Default for Options {
 /// A server being assembled: services, descriptors and handler wrappers.
 pub struct Server {
     options: Options,
-    routes: Routes,
-    names: Vec<&'static str>,
+    hosted: Hosted,
     descriptors: Descriptors,
     encoded_descriptors: Vec<Vec<u8>>,
     layers: Vec<Arc<dyn Wrapper>>,
@@ -115,8 +115,7 @@ impl Server {
     pub fn new(options: Options) -> Self {
         Server {
             options,
-            routes: Routes::default(),
-            names: Vec::new(),
+            hosted: Hosted::default(),
             descriptors: Descriptors::default(),
             encoded_descriptors: Vec::new(),
             layers: Vec::new(),
@@ -141,18 +140,8 @@ impl Server {
     }
 
     /// Hosts a tonic-generated service (`GreeterServer::new(handler)`).
-    pub fn add_service<S>(&mut self, service: S) -> &mut Self
-    where
-        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
-        self.names.push(S::NAME);
-        self.routes = std::mem::take(&mut self.routes).add_service(service);
+    pub fn add_service(&mut self, service: impl Hostable) -> &mut Self {
+        self.hosted.add(service);
         self
     }
 
@@ -183,8 +172,7 @@ impl Server {
     pub async fn start(self, registry: Arc<dyn Registry>) -> Result<Running, Error> {
         let Server {
             options,
-            routes,
-            names,
+            hosted,
             descriptors,
             encoded_descriptors,
             layers,
@@ -201,6 +189,7 @@ impl Server {
             source,
         })?;
         let address = address::advertised(local_addr, options.advertise.as_deref()).await;
+        let names = hosted.names();
         let registration = registration(&options, &names, &descriptors, &address, registry.name());
         let node = NodeInfo {
             id: registration.nodes[0].id.as_str().into(),
@@ -235,9 +224,11 @@ impl Server {
             builtin = builtin.add_service(v1).add_service(v1alpha);
         }
 
-        // One path: with no wrappers the stack is tonic's routes alone.
-        let handlers =
-            micro_core::StackPool::new(micro_core::stack(boxed(routes.prepare()), &layers));
+        // One path: with no wrappers the stack is the hosted services alone.
+        let handlers = micro_core::StackPool::new(micro_core::stack(
+            BoxCloneSyncService::new(hosted),
+            &layers,
+        ));
         let entry = Entry::new(
             handlers,
             builtin.prepare(),
@@ -293,13 +284,6 @@ impl Server {
             stopped: false,
         })
     }
-}
-
-fn boxed(routes: Routes) -> HandlerService {
-    BoxCloneSyncService::new(ServiceExt::<Request<Body>>::map_err(
-        routes,
-        |never| match never {},
-    ))
 }
 
 /// The registration of this node: one service with one node, as go-micro writes it.

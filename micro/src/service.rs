@@ -1,19 +1,15 @@
 //! The `Service` builder and its lifecycle.
 
 use std::{
-    convert::Infallible,
     future::Future,
     sync::{Arc, OnceLock},
     time::Duration,
 };
 
-use http::{Request, Response};
 use micro_client::Client;
 use micro_core::Wrapper;
 use micro_registry::{Cache, Memory, Registry};
 use micro_server::Server;
-use tonic::{body::Body, server::NamedService};
-use tower_service::Service as TowerService;
 
 use crate::{BoxError, Flags, registry_from_flags};
 
@@ -534,16 +530,7 @@ impl Service {
     }
 
     /// Hosts a tonic-generated service (`GreeterServer::new(handler)`).
-    pub fn handle<S>(mut self, service: S) -> Self
-    where
-        S: TowerService<Request<Body>, Response = Response<Body>, Error = Infallible>
-            + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn handle(mut self, service: impl micro_server::Hostable) -> Self {
         self.server.add_service(service);
         self
     }

@@ -576,3 +576,88 @@ async fn a_streaming_call_is_classified_by_its_trailers_once_on_both_sides() {
     assert!(on_server[2].is_cancelled(), "{:?}", on_server[2]);
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn services_hosted_together_share_the_handler_stack_and_each_gets_its_calls() {
+    let registry = Memory::new();
+    let through_stack = Arc::new(AtomicUsize::new(0));
+    let counted = through_stack.clone();
+    // Counts what passes the handler wrappers; sends a call marked `x-rewrite` to a path no
+    // hosted service serves, as a wrapper may.
+    let wrapper = tower::util::MapRequestLayer::new(move |mut request: HttpRequest<Body>| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        if request.headers().contains_key("x-rewrite") {
+            *request.uri_mut() = http::Uri::from_static("/nobody.Nobody/Hello");
+        }
+        request
+    });
+    let handler = Counting {
+        sleep: Duration::ZERO,
+        calls: Arc::new(AtomicUsize::new(0)),
+    };
+    let server = micro::Service::new()
+        .name("multi")
+        .registry(registry.clone())
+        .wrap_handler(wrapper)
+        .handle(GreeterServer::new(handler))
+        .handle(ticker::server())
+        .start()
+        .await
+        .unwrap();
+
+    // Plain tonic clients of both services, over one connection.
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", server.local_addr()))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let reply = GreeterClient::new(channel.clone())
+        .hello(Request { name: "a".into() })
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().msg, "hello a");
+    let mut ticks = TickerClient::new(channel.clone())
+        .ticks(TicksRequest {
+            count: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ticks.message().await.unwrap().map(|t| t.n), Some(0));
+    assert_eq!(ticks.message().await.unwrap().map(|t| t.n), Some(1));
+    assert!(ticks.message().await.unwrap().is_none());
+
+    // go-micro's path form reaches the right service; a method the service lacks is its own
+    // Unimplemented.
+    let client = micro::Service::new().registry(registry.clone()).client();
+    let reply: Response = client
+        .call("multi", "Greeter.Hello", Request { name: "b".into() })
+        .await
+        .unwrap();
+    assert_eq!(reply.msg, "hello b");
+    let status = client
+        .call::<_, Response>("multi", "Ticker.Nope", Request::default())
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // A wrapper's rewrite to a path nothing hosts: go-micro's answer, not a reset stream.
+    let mut marked = tonic::Request::new(Request::default());
+    marked
+        .metadata_mut()
+        .insert("x-rewrite", "1".parse().unwrap());
+    let status = GreeterClient::new(channel).hello(marked).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+    let err = micro_error(&status);
+    assert_eq!(
+        (err.id.as_str(), err.code),
+        ("go.micro.server", 501),
+        "{err:?}"
+    );
+    assert!(err.detail.contains("/nobody.Nobody/Hello"), "{err:?}");
+
+    assert_eq!(through_stack.load(Ordering::SeqCst), 5);
+    server.stop().await.unwrap();
+}
