@@ -162,17 +162,21 @@ fn dispatch(
                 }
                 // Set on the request head before it is copied, so the copy is sized for it.
                 set_timeout_header(&mut parts.headers, left);
-                // The last attempt takes the request itself; the others send a copy.
+                // Every attempt sends the head it has, and all but the last keep a copy for
+                // the next: the head sent, with the extensions the caller set, is then
+                // dropped while still in cache by the transport, and the copy kept is only
+                // as large as a retry needs.
                 let last = attempt_no >= retries || !body.is_replayable();
                 let in_flight = shared
                     .selector
                     .reads_loads()
                     .then(|| node.load.start(Instant::now()));
-                let mut attempt_parts = if last {
-                    std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+                let kept = if last {
+                    Request::new(()).into_parts().0
                 } else {
                     copy_parts(&parts, shared.nodes.are_wrapped())
                 };
+                let mut attempt_parts = std::mem::replace(&mut parts, kept);
                 // The call wrappers see the CallInfo, now naming the node.
                 if let Some(info) = attempt_parts.extensions.get_mut::<CallInfo>() {
                     info.node = Some(node.info.clone());
@@ -452,7 +456,7 @@ async fn look_up(
     }
 }
 
-/// A copy of the request head for one attempt. The extensions are copied only for call
+/// A copy of the request head for the next attempt. The extensions are copied only for call
 /// wrappers to read: below them the node's channel reads none, and copying them costs an
 /// allocation per extension.
 fn copy_parts(parts: &http::request::Parts, with_extensions: bool) -> http::request::Parts {
