@@ -18,10 +18,10 @@ use parking_lot::RwLock;
 use pin_project_lite::pin_project;
 use tokio::{task::futures::TaskLocalFuture, time::Sleep};
 use tonic::{body::Body, service::Routes};
-
-use crate::hosted::Responding;
 use tower::ServiceExt;
 use tower_service::Service;
+
+use crate::hosted::Responding;
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
