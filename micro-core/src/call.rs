@@ -55,14 +55,18 @@ impl CallInfo {
 /// `/any.pkg.Greeter/Hello` -> `Greeter.Hello`; a path that is not of that form is kept
 /// without its leading `/`.
 pub fn endpoint_of(path: &str) -> String {
-    let trimmed = path.trim_start_matches('/');
-    match trimmed.split_once('/') {
+    match split_grpc_path(path) {
         Some((service, method)) => {
             let short = service.rsplit('.').next().unwrap_or(service);
             format!("{short}.{method}")
         }
-        None => trimmed.to_owned(),
+        None => path.trim_start_matches('/').to_owned(),
     }
+}
+
+/// A gRPC path's service and method: `/any.pkg.Greeter/Hello` -> (`any.pkg.Greeter`, `Hello`).
+pub fn split_grpc_path(path: &str) -> Option<(&str, &str)> {
+    path.trim_start_matches('/').split_once('/')
 }
 
 /// Remembers the endpoint of each gRPC path, so the hot path does not format

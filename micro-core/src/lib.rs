@@ -14,7 +14,7 @@ mod stack_pool;
 pub mod timeout;
 mod wrapper;
 
-pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of};
+pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of, split_grpc_path};
 pub use context::{CallContext, Deadline, is_propagated};
 pub use error::{Error, grpc_to_http, http_to_grpc};
 pub use observer::{Observer, add_observer};

@@ -17,11 +17,11 @@ use micro_core::{
 use parking_lot::RwLock;
 use pin_project_lite::pin_project;
 use tokio::{task::futures::TaskLocalFuture, time::Sleep};
-use tonic::{body::Body, service::Routes};
+use tonic::body::Body;
 use tower::ServiceExt;
 use tower_service::Service;
 
-use crate::hosted::Responding;
+use crate::hosted::{Hosted, Responding};
 
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
@@ -69,7 +69,7 @@ impl PathMap {
     }
 
     fn resolve(&self, path: &str) -> Route {
-        let Some((service, method)) = path.trim_start_matches('/').split_once('/') else {
+        let Some((service, method)) = micro_core::split_grpc_path(path) else {
             return Route::Unknown;
         };
         let user = |rewrite| {
@@ -161,7 +161,7 @@ pub(crate) struct Entry(Arc<EntryInner>);
 
 struct EntryInner {
     handlers: StackPool,
-    builtin: Routes,
+    builtin: Hosted,
     paths: PathMap,
     service: Arc<str>,
     node: NodeInfo,
@@ -170,7 +170,7 @@ struct EntryInner {
 impl Entry {
     pub(crate) fn new(
         handlers: StackPool,
-        builtin: Routes,
+        builtin: Hosted,
         paths: PathMap,
         service: Arc<str>,
         node: NodeInfo,
@@ -198,15 +198,9 @@ impl Service<Request<Body>> for Entry {
     fn call(&mut self, mut req: Request<Body>) -> EntryFuture {
         let entry = &*self.0;
         match entry.paths.route(req.uri().path()) {
-            Route::Builtin => {
-                let routes = entry.builtin.clone();
-                EntryFuture::Other {
-                    // tonic's routes never fail.
-                    call: Box::pin(async move {
-                        routes.oneshot(req).await.map_err(|never| match never {})
-                    }),
-                }
-            }
+            Route::Builtin => EntryFuture::Other {
+                call: Box::pin(entry.builtin.clone().oneshot(req)),
+            },
             Route::Unknown => EntryFuture::Other {
                 call: Box::pin(std::future::ready(Ok(unknown_service(req.uri().path())))),
             },

@@ -1,4 +1,4 @@
-//! The user services a server hosts: the innermost service of its handler stack.
+//! The services a server hosts, and which of them a call goes to.
 
 use std::{
     convert::Infallible,
@@ -39,12 +39,13 @@ impl<S> Hostable for S where
 /// A hosted service's response.
 pub(crate) type Responding = Pin<Box<dyn Future<Output = Result<Response<Body>, BoxError>> + Send>>;
 
-/// The hosted services, each call sent to the one its path names.
+/// Hosted services, each call sent to the one its path names: the user services (the
+/// innermost service of the handler stack) and, apart, the built-in ones (health, reflection).
 ///
 /// This is what tonic's `Routes` does with an axum router, without the router: the entry has
 /// already resolved the path, so the choice is one comparison per service, and the bodies are
-/// not converted to axum's and back (which boxed each body twice more per call). tower's
-/// `Steer` would fit, but it is `Sync` only for requests that are, and a request's body is not.
+/// not converted to axum's and back. tower's `Steer` would fit, but it is `Sync` only for
+/// requests that are, and a request's body is not.
 #[derive(Clone, Default)]
 pub(crate) struct Hosted {
     services: Vec<(&'static str, HandlerService)>,
@@ -86,10 +87,7 @@ impl Service<Request<Body>> for Hosted {
 
     fn call(&mut self, request: Request<Body>) -> Responding {
         let path = request.uri().path();
-        let wanted = path
-            .trim_start_matches('/')
-            .split_once('/')
-            .map_or("", |(service, _)| service);
+        let wanted = micro_core::split_grpc_path(path).map_or("", |(service, _)| service);
         match self.services.iter_mut().find(|(name, _)| *name == wanted) {
             Some((_, service)) => service.call(request),
             // The entry sends only hosted paths here; a wrapper may have rewritten one.

@@ -22,7 +22,7 @@ use micro_core::{NodeInfo, Wrapper};
 use micro_registry::{Metadata, Node, Registry, Service as Registration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::{service::Routes, transport::server::TcpIncoming};
+use tonic::transport::server::TcpIncoming;
 use tower::util::BoxCloneSyncService;
 
 pub use hosted::Hostable;
@@ -200,10 +200,8 @@ impl Server {
         let health = Health::new(reporter, names.iter().map(|n| (*n).to_owned()).collect());
         health.not_serving().await;
 
-        let mut paths = PathMap::default();
-        names.iter().for_each(|name| paths.add_user(name));
-        let mut builtin = Routes::new(health_service);
-        paths.add_builtin("grpc.health.v1.Health");
+        let mut builtin = Hosted::default();
+        builtin.add(health_service);
         if !encoded_descriptors.is_empty() {
             let reflection = || {
                 encoded_descriptors.iter().fold(
@@ -219,10 +217,15 @@ impl Server {
             let v1alpha = reflection()
                 .build_v1alpha()
                 .map_err(|e| Error::Reflection(e.to_string()))?;
-            paths.add_builtin("grpc.reflection.v1.ServerReflection");
-            paths.add_builtin("grpc.reflection.v1alpha.ServerReflection");
-            builtin = builtin.add_service(v1).add_service(v1alpha);
+            builtin.add(v1);
+            builtin.add(v1alpha);
         }
+        let mut paths = PathMap::default();
+        names.iter().for_each(|name| paths.add_user(name));
+        builtin
+            .names()
+            .iter()
+            .for_each(|name| paths.add_builtin(name));
 
         // One path: with no wrappers the stack is the hosted services alone.
         let handlers = micro_core::StackPool::new(micro_core::stack(
@@ -231,7 +234,7 @@ impl Server {
         ));
         let entry = Entry::new(
             handlers,
-            builtin.prepare(),
+            builtin,
             paths,
             options.name.as_str().into(),
             node.clone(),
