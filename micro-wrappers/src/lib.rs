@@ -9,8 +9,10 @@
 //! * [`breaker::adaptive`]: the Google SRE book's client-side throttling, as go-zero;
 //! * [`ratelimit::bucket`]: juju/ratelimit's token bucket, as one lock-free compare-and-swap.
 //!
-//! Every type reads time from a [`clock::Clock`]: [`clock::SystemClock`] in production,
-//! [`clock::ManualClock`] in tests, so no rule needs a real sleep to be tested.
+//! Each of these reads time from a [`clock::Clock`]: [`clock::SystemClock`] in production,
+//! [`clock::ManualClock`] in tests, so no rule needs a real sleep to be tested. The
+//! observation wrappers ([`metrics`], [`trace`]) take no `Clock`: they read their own time (a
+//! call's duration, a span's timestamps).
 
 pub mod breaker;
 pub mod clock;
