@@ -82,13 +82,13 @@ async fn two_services_in_one_process_export_only_their_own_spans() {
             .await
             .unwrap();
     }
-    let alphas = poll(WAIT, || async {
+    poll(WAIT, || async {
         let spans = to_alpha.received().spans();
         (spans.len() >= 6).then_some(spans)
     })
     .await
     .expect("alpha's six spans");
-    let betas = poll(WAIT, || async {
+    poll(WAIT, || async {
         let spans = to_beta.received().spans();
         (spans.len() >= 3).then_some(spans)
     })
