@@ -4,9 +4,7 @@
 use micro_wrappers::trace::SamplerConfig;
 use opentelemetry::{
     Context,
-    trace::{
-        SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState,
-    },
+    trace::{SpanContext, SpanId, SpanKind, TraceContextExt, TraceFlags, TraceId, TraceState},
 };
 use opentelemetry_sdk::trace::{Sampler, SamplingDecision, ShouldSample};
 use rand::Rng;
@@ -56,7 +54,10 @@ fn decisions_equal_opentelemetry_sdk_for_10000_random_trace_ids() {
             );
         }
     }
-    assert!((8_800..9_200).contains(&sampled), "{sampled} of 10000 at 0.9");
+    assert!(
+        (8_800..9_200).contains(&sampled),
+        "{sampled} of 10000 at 0.9"
+    );
 }
 
 #[test]
@@ -67,7 +68,11 @@ fn other_ratios_and_the_edges_agree_too() {
         let theirs = Sampler::TraceIdRatioBased(ratio);
         let edges = [0, 1, u128::from(u64::MAX), u128::MAX, 1 << 64];
         for id in edges.into_iter().chain((0..2_000).map(|_| rng.random())) {
-            assert_eq!(ours.sample(id, None), oracle(&theirs, id, None), "{ratio} {id:032x}");
+            assert_eq!(
+                ours.sample(id, None),
+                oracle(&theirs, id, None),
+                "{ratio} {id:032x}"
+            );
         }
     }
 }

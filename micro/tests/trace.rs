@@ -99,9 +99,16 @@ async fn two_services_in_one_process_export_only_their_own_spans() {
     let (alphas, betas) = (to_alpha.received().spans(), to_beta.received().spans());
     assert_eq!(alphas.len(), 6, "{alphas:#?}");
     assert_eq!(betas.len(), 3, "{betas:#?}");
-    assert!(alphas.iter().all(|(service, _)| service == "alpha"), "{alphas:#?}");
-    assert!(betas.iter().all(|(service, _)| service == "beta"), "{betas:#?}");
-    let kinds = |spans: &[(String, opentelemetry_proto::tonic::trace::v1::Span)], kind: SpanKind| {
+    assert!(
+        alphas.iter().all(|(service, _)| service == "alpha"),
+        "{alphas:#?}"
+    );
+    assert!(
+        betas.iter().all(|(service, _)| service == "beta"),
+        "{betas:#?}"
+    );
+    let kinds = |spans: &[(String, opentelemetry_proto::tonic::trace::v1::Span)],
+                 kind: SpanKind| {
         spans.iter().filter(|(_, s)| s.kind == kind as i32).count()
     };
     assert_eq!(kinds(&alphas, SpanKind::Server), 3);
@@ -127,7 +134,10 @@ struct Spanning {
 
 #[tonic::async_trait]
 impl Greeter for Spanning {
-    async fn hello(&self, request: tonic::Request<Request>) -> Result<tonic::Response<Response>, Status> {
+    async fn hello(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
         let name = request.into_inner().name;
         let mut greeter2 = self.greeter2.clone();
         let first = greeter2
@@ -211,14 +221,21 @@ async fn a_handlers_own_spans_are_children_of_the_server_span_in_zipkin() {
         assert_eq!(found.len(), 1, "one {what} in {trace:#?}");
         found[0].clone()
     };
-    let service = |s: &Value| s["localEndpoint"]["serviceName"].as_str().map(str::to_owned);
+    let service = |s: &Value| {
+        s["localEndpoint"]["serviceName"]
+            .as_str()
+            .map(str::to_owned)
+    };
     let server1 = one(
         &|s| service(s).as_deref() == Some("users-greeter1") && s["kind"] == "SERVER",
         "greeter1 server span",
     );
     for user in ["user.tracing", "user.fastrace"] {
         let span = one(&|s| s["name"] == user, user);
-        assert_eq!(span["parentId"], server1["id"], "{user} under the server span");
+        assert_eq!(
+            span["parentId"], server1["id"],
+            "{user} under the server span"
+        );
         assert_eq!(service(&span).as_deref(), Some("users-greeter1"));
         let client = one(
             &|s| s["kind"] == "CLIENT" && s["parentId"] == span["id"],

@@ -351,20 +351,18 @@ impl TraceConfig {
             Some(d) => d,
             None => millis("OTEL_EXPORTER_OTLP_TIMEOUT")?.unwrap_or(Duration::from_secs(10)),
         };
-        let count = |name: &'static str, set: Option<usize>, default: usize| {
-            match set {
-                Some(n) => Ok(n.max(1)),
-                None => var(name)
-                    .map(|v| {
-                        v.trim()
-                            .parse::<usize>()
-                            .ok()
-                            .filter(|n| *n > 0)
-                            .ok_or_else(|| invalid(name, &v, "want a positive count"))
-                    })
-                    .transpose()
-                    .map(|n| n.unwrap_or(default)),
-            }
+        let count = |name: &'static str, set: Option<usize>, default: usize| match set {
+            Some(n) => Ok(n.max(1)),
+            None => var(name)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| invalid(name, &v, "want a positive count"))
+                })
+                .transpose()
+                .map(|n| n.unwrap_or(default)),
         };
         let max_queue = count("OTEL_BSP_MAX_QUEUE_SIZE", self.max_queue, 2048)?;
         let max_batch = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", self.max_batch, 512)?;

@@ -75,6 +75,9 @@ pub(crate) trait Export: Send {
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String>;
 }
 
+/// Builds an exporter on the export thread (its clients belong there).
+pub(crate) type Maker = Box<dyn FnOnce() -> Result<Box<dyn Export>, String> + Send>;
+
 /// An installed tracer: what the trace wrappers use. Cheap to clone. Not a global: each
 /// service (or bare tonic app) holds its own, with its own exporters.
 #[derive(Clone, Debug)]
@@ -118,8 +121,7 @@ impl Tracing {
     pub fn install(config: Resolved) -> Result<Self, ConfigError> {
         let stats = Arc::new(SpanStats::default());
         // Settings are checked here; the clients are built on the export thread.
-        let mut makers: Vec<Box<dyn FnOnce() -> Result<Box<dyn Export>, String> + Send>> =
-            Vec::new();
+        let mut makers: Vec<Maker> = Vec::new();
         for exporter in &config.exporters {
             match exporter {
                 Exporter::Otlp => makers.push(otlp::maker(&config)?),
@@ -156,7 +158,9 @@ impl Tracing {
         };
         {
             let mut interval = INTERVAL.lock();
-            let want = config.batch_delay.clamp(Duration::from_millis(10), Duration::from_secs(1));
+            let want = config
+                .batch_delay
+                .clamp(Duration::from_millis(10), Duration::from_secs(1));
             if interval.is_none_or(|set| want < set) {
                 *interval = Some(want);
                 fastrace::set_reporter(Router::default(), Config::default().report_interval(want));
@@ -271,21 +275,27 @@ impl Queue {
     /// Takes what fits; counts the rest as dropped. Wakes the thread at a full batch.
     fn push(&self, spans: &mut Vec<SpanRecord>) {
         let n = spans.len() as u64;
-        self.stats.ended.fetch_add(n * self.exporters, Ordering::Relaxed);
+        self.stats
+            .ended
+            .fetch_add(n * self.exporters, Ordering::Relaxed);
         if self.exporters == 0 {
             spans.clear();
             return;
         }
         let mut state = self.state.lock();
         if state.stop {
-            self.stats.dropped.fetch_add(n * self.exporters, Ordering::Relaxed);
+            self.stats
+                .dropped
+                .fetch_add(n * self.exporters, Ordering::Relaxed);
             spans.clear();
             return;
         }
         let room = self.max.saturating_sub(state.spans.len());
         if spans.len() > room {
             let lost = (spans.len() - room) as u64;
-            self.stats.dropped.fetch_add(lost * self.exporters, Ordering::Relaxed);
+            self.stats
+                .dropped
+                .fetch_add(lost * self.exporters, Ordering::Relaxed);
             spans.truncate(room);
         }
         state.spans.append(spans);
@@ -336,12 +346,7 @@ impl Queue {
 
 /// The export thread: a batch every `delay`, or at once when `batch` spans wait or a flush is
 /// asked; the last spans at the stop.
-fn run(
-    queue: &Queue,
-    makers: Vec<Box<dyn FnOnce() -> Result<Box<dyn Export>, String> + Send>>,
-    delay: Duration,
-    batch: usize,
-) {
+fn run(queue: &Queue, makers: Vec<Maker>, delay: Duration, batch: usize) {
     let mut exporters: Vec<Result<Box<dyn Export>, String>> =
         makers.into_iter().map(|make| make()).collect();
     let mut taken: Vec<SpanRecord> = Vec::new();

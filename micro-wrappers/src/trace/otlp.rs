@@ -15,7 +15,7 @@ use prost::Message as _;
 use super::{
     Side,
     config::{ConfigError, OtlpProtocol, Resolved},
-    export::Export,
+    export::{Export, Maker},
     service::{CODE_KEY, ENDPOINT_KEY, ERROR_KEY, Endpoint, endpoint_of},
 };
 
@@ -136,8 +136,6 @@ fn request(service_name: &str, spans: &[SpanRecord]) -> ExportTraceServiceReques
     }
 }
 
-type Maker = Box<dyn FnOnce() -> Result<Box<dyn Export>, String> + Send>;
-
 /// Checks the settings now; builds the client on the export thread.
 pub(crate) fn maker(config: &Resolved) -> Result<Maker, ConfigError> {
     let err = |reason: String| ConfigError::Exporter {
@@ -213,7 +211,10 @@ impl Export for Grpc {
         match answer {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(status)) => Err(format!("{}: {status}", self.endpoint)),
-            Err(_) => Err(format!("{}: no answer in {:?}", self.endpoint, self.timeout)),
+            Err(_) => Err(format!(
+                "{}: no answer in {:?}",
+                self.endpoint, self.timeout
+            )),
         }
     }
 }

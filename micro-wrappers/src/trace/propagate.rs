@@ -40,7 +40,11 @@ pub(crate) fn extract(headers: &HeaderMap, formats: &[Propagation]) -> Option<Re
             Propagation::TraceContext => w3c(headers),
             Propagation::Baggage => None,
             Propagation::B3 => b3_single(headers),
-            Propagation::B3Multi if formats.contains(&Propagation::B3) && b3_single(headers).is_some() => None,
+            Propagation::B3Multi
+                if formats.contains(&Propagation::B3) && b3_single(headers).is_some() =>
+            {
+                None
+            }
             Propagation::B3Multi => b3_multi(headers),
             Propagation::Jaeger => jaeger(headers),
         };
@@ -157,7 +161,10 @@ fn w3c(headers: &HeaderMap) -> Option<Remote> {
     }
     let (trace_id, span_id) = ids(hex(&v[3..35], true), hex(&v[36..52], true))?;
     let flags = hex(&v[53..55], true)?;
-    let state = headers.get(TRACESTATE).filter(|s| valid_state(s.as_bytes())).cloned();
+    let state = headers
+        .get(TRACESTATE)
+        .filter(|s| valid_state(s.as_bytes()))
+        .cloned();
     Some(Remote {
         trace_id,
         span_id,
@@ -253,8 +260,7 @@ fn jaeger(headers: &HeaderMap) -> Option<Remote> {
     while i < v.len() {
         let sep = if v[i] == b':' {
             1
-        } else if v[i] == b'%' && v.len() >= i + 3 && v[i + 1] == b'3' && v[i + 2] | 0x20 == b'a'
-        {
+        } else if v[i] == b'%' && v.len() >= i + 3 && v[i + 1] == b'3' && v[i + 2] | 0x20 == b'a' {
             3
         } else {
             i += 1;
@@ -350,12 +356,22 @@ mod tests {
             )],
         )
         .unwrap();
-        assert_eq!((w3c.trace_id, w3c.span_id, w3c.sampled), (TRACE, SPAN, Some(true)));
-        let b3 = one(Propagation::B3, &[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7")]).unwrap();
+        assert_eq!(
+            (w3c.trace_id, w3c.span_id, w3c.sampled),
+            (TRACE, SPAN, Some(true))
+        );
+        let b3 = one(
+            Propagation::B3,
+            &[("b3", "a3ce929d0e0e4736-00f067aa0ba902b7")],
+        )
+        .unwrap();
         assert_eq!((b3.trace_id, b3.sampled), (0xa3ce929d0e0e4736, None));
         let b3 = one(
             Propagation::B3,
-            &[("b3", "4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-d-0000000000000001")],
+            &[(
+                "b3",
+                "4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-d-0000000000000001",
+            )],
         )
         .unwrap();
         assert_eq!((b3.trace_id, b3.sampled), (TRACE, Some(true)));
@@ -369,8 +385,15 @@ mod tests {
         )
         .unwrap();
         assert_eq!(multi.sampled, Some(true));
-        let jaeger = one(Propagation::Jaeger, &[("uber-trace-id", "abc%3A1f%3A0%3A2")]).unwrap();
-        assert_eq!((jaeger.trace_id, jaeger.span_id, jaeger.sampled), (0xabc, 0x1f, Some(true)));
+        let jaeger = one(
+            Propagation::Jaeger,
+            &[("uber-trace-id", "abc%3A1f%3A0%3A2")],
+        )
+        .unwrap();
+        assert_eq!(
+            (jaeger.trace_id, jaeger.span_id, jaeger.sampled),
+            (0xabc, 0x1f, Some(true))
+        );
         // B3 single wins over multi; a later format over an earlier one.
         let both = headers(&[
             ("b3", "4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1"),
@@ -399,9 +422,18 @@ mod tests {
             "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         ] {
-            assert!(one(Propagation::TraceContext, &[("traceparent", bad)]).is_none(), "{bad}");
+            assert!(
+                one(Propagation::TraceContext, &[("traceparent", bad)]).is_none(),
+                "{bad}"
+            );
         }
-        for bad in ["", "0", "not-a-b3-header", "abc-def-1", "4bf92f3577b34da6-00f067aa0ba902b7-x"] {
+        for bad in [
+            "",
+            "0",
+            "not-a-b3-header",
+            "abc-def-1",
+            "4bf92f3577b34da6-00f067aa0ba902b7-x",
+        ] {
             assert!(one(Propagation::B3, &[("b3", bad)]).is_none(), "{bad}");
         }
         for bad in [
@@ -416,12 +448,18 @@ mod tests {
             "4bf92f3577b34da6a3ce929d0e0e47361:1:0:1",
             "1:2:0:100",
         ] {
-            assert!(one(Propagation::Jaeger, &[("uber-trace-id", bad)]).is_none(), "{bad}");
+            assert!(
+                one(Propagation::Jaeger, &[("uber-trace-id", bad)]).is_none(),
+                "{bad}"
+            );
         }
         let state = one(
             Propagation::TraceContext,
             &[
-                ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+                (
+                    "traceparent",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                ),
                 ("tracestate", "%%%"),
             ],
         )

@@ -40,7 +40,10 @@ mod tests {
         assert!(s.sample(u128::MAX, Some(true)));
         assert!(!s.sample(0, Some(false)));
         assert!(s.sample(0, None), "the lowest ids are sampled");
-        assert!(!s.sample(u128::from(u64::MAX), None), "the highest are not at 0.9");
+        assert!(
+            !s.sample(u128::from(u64::MAX), None),
+            "the highest are not at 0.9"
+        );
         assert!(SamplerConfig::Ratio(1.0).sample(u128::MAX, Some(false)));
         assert!(!SamplerConfig::Ratio(0.0).sample(0, Some(true)));
     }

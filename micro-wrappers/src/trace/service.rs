@@ -144,14 +144,26 @@ impl<S> Trace<S> {
                 let state = carried
                     .filter(|c| c.trace_id == local.trace_id.0)
                     .and_then(|c| c.state);
-                (local.trace_id.0, local.span_id.0, Some(local.sampled), state)
+                (
+                    local.trace_id.0,
+                    local.span_id.0,
+                    Some(local.sampled),
+                    state,
+                )
             }
             (None, Some(c)) => (c.trace_id, c.span_id, Some(c.sampled), c.state),
             (None, None) => (new_trace_id(), 0, None, None),
         };
         let sampled = inner.sampler.sample(trace_id, parent_sampled);
         let under_local = in_stack && local.is_some_and(|l| l.sampled);
-        self.open(trace_id, parent_id, sampled, state, Some(under_local), request)
+        self.open(
+            trace_id,
+            parent_id,
+            sampled,
+            state,
+            Some(under_local),
+            request,
+        )
     }
 
     /// Starts the span when sampled: as a child of the local parent when there is one
@@ -413,8 +425,8 @@ pub(crate) fn new_endpoint(
     side: Side,
     route: usize,
 ) -> &'static Endpoint {
-    let (grpc_service, method) = micro_core::split_grpc_path(path)
-        .unwrap_or_else(|| (path.trim_start_matches('/'), ""));
+    let (grpc_service, method) =
+        micro_core::split_grpc_path(path).unwrap_or_else(|| (path.trim_start_matches('/'), ""));
     let name = match (names, info) {
         (SpanNames::OpenCensus, Some((service, endpoint))) => {
             format!("rpc/{}/{service}/{endpoint}", side.as_str())

@@ -12,11 +12,9 @@ use fastrace::collector::SpanRecord;
 use super::{
     Side,
     config::{ConfigError, Resolved},
-    export::Export,
+    export::{Export, Maker},
     otlp::{tags, view},
 };
-
-type Maker = Box<dyn FnOnce() -> Result<Box<dyn Export>, String> + Send>;
 
 /// Checks the settings now; builds the client on the export thread.
 pub(crate) fn maker(config: &Resolved) -> Result<Maker, ConfigError> {
@@ -131,7 +129,11 @@ impl Export for Zipkin {
             .send()
             .map_err(|e| format!("zipkin {}: {e}", self.endpoint))?;
         if !response.status().is_success() {
-            return Err(format!("zipkin {}: HTTP {}", self.endpoint, response.status()));
+            return Err(format!(
+                "zipkin {}: HTTP {}",
+                self.endpoint,
+                response.status()
+            ));
         }
         Ok(())
     }
