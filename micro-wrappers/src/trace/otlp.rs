@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use fastrace::collector::SpanRecord;
 use opentelemetry_proto::tonic::{
-    collector::trace::v1::{ExportTraceServiceRequest, trace_service_client::TraceServiceClient},
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span, status},
+    trace::v1::{Span, Status, span, status},
 };
 use prost::Message as _;
 
@@ -58,15 +57,133 @@ fn text(key: &str, value: &str) -> KeyValue {
     }
 }
 
-/// One span in OTLP's model.
-pub(crate) fn to_proto(record: &SpanRecord) -> Span {
-    let view = view(record);
-    let mut attributes = Vec::with_capacity(record.properties.len() + 6);
-    if let Some(endpoint) = view.endpoint {
-        attributes.extend(endpoint.attributes.iter().map(|(k, v)| text(k, v)));
+/// Encodes batches as `ExportTraceServiceRequest` bytes, its memory kept from batch to batch:
+/// the resource and scope are encoded once, each endpoint's attributes once (with the
+/// official types), and each span through one `Span` value refilled in place, so that a span
+/// costs few allocations however many attributes it has.
+pub(crate) struct Encoder {
+    /// `resource` (field 1 of `ResourceSpans`), encoded.
+    resource: Vec<u8>,
+    /// `scope` (field 1 of `ScopeSpans`), encoded.
+    scope: Vec<u8>,
+    /// The endpoints' attributes (field 9 of `Span`), encoded, by endpoint.
+    attributes: Vec<Option<Vec<u8>>>,
+    span: Span,
+    one: Vec<u8>,
+    spans: Vec<u8>,
+    /// The request of the last batch.
+    pub(crate) out: Vec<u8>,
+}
+
+fn header(out: &mut Vec<u8>, tag: u32, len: usize) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(len as u64, out);
+}
+
+impl Encoder {
+    pub(crate) fn new(service_name: &str) -> Self {
+        let mut resource = Vec::new();
+        prost::encoding::message::encode(
+            1,
+            &Resource {
+                attributes: vec![text("service.name", service_name)],
+                ..Default::default()
+            },
+            &mut resource,
+        );
+        let mut scope = Vec::new();
+        prost::encoding::message::encode(
+            1,
+            &InstrumentationScope {
+                name: "micro-rs".into(),
+                ..Default::default()
+            },
+            &mut scope,
+        );
+        Encoder {
+            resource,
+            scope,
+            attributes: Vec::new(),
+            span: Span::default(),
+            one: Vec::new(),
+            spans: Vec::new(),
+            out: Vec::new(),
+        }
     }
+
+    /// The endpoint's attributes, encoded once.
+    fn attributes<'a>(
+        cache: &'a mut Vec<Option<Vec<u8>>>,
+        endpoint: &'static Endpoint,
+    ) -> &'a [u8] {
+        let index = endpoint.index();
+        if cache.len() <= index {
+            cache.resize(index + 1, None);
+        }
+        cache[index].get_or_insert_with(|| {
+            let mut out = Vec::new();
+            for (key, value) in &endpoint.attributes {
+                prost::encoding::message::encode(9, &text(key, value), &mut out);
+            }
+            out
+        })
+    }
+
+    /// Encodes `spans` into [`Encoder::out`].
+    pub(crate) fn encode(&mut self, spans: &[SpanRecord]) {
+        self.spans.clear();
+        for record in spans {
+            fill(&mut self.span, record);
+            self.one.clear();
+            // `encode` cannot fail on a Vec (it grows).
+            let _ = self.span.encode(&mut self.one);
+            if let Some(endpoint) = view(record).endpoint {
+                let attributes = Self::attributes(&mut self.attributes, endpoint);
+                self.one.extend_from_slice(attributes);
+            }
+            header(&mut self.spans, 2, self.one.len());
+            self.spans.extend_from_slice(&self.one);
+        }
+        let scope_spans = self.scope.len() + self.spans.len();
+        let mut scope_header = Vec::with_capacity(8);
+        header(&mut scope_header, 2, scope_spans);
+        let resource_spans = self.resource.len() + scope_header.len() + scope_spans;
+        self.out.clear();
+        header(&mut self.out, 1, resource_spans);
+        self.out.extend_from_slice(&self.resource);
+        self.out.extend_from_slice(&scope_header);
+        self.out.extend_from_slice(&self.scope);
+        self.out.extend_from_slice(&self.spans);
+    }
+}
+
+/// Refills `span` with `record`, reusing its buffers; the endpoint's attributes are added
+/// encoded by the caller.
+fn fill(span: &mut Span, record: &SpanRecord) {
+    let view = view(record);
+    span.trace_id.clear();
+    span.trace_id
+        .extend_from_slice(&record.trace_id.0.to_be_bytes());
+    span.span_id.clear();
+    span.span_id
+        .extend_from_slice(&record.span_id.0.to_be_bytes());
+    span.parent_span_id.clear();
+    if record.parent_id.0 != 0 {
+        span.parent_span_id
+            .extend_from_slice(&record.parent_id.0.to_be_bytes());
+    }
+    span.name.clear();
+    span.name.push_str(&record.name);
+    span.kind = match view.endpoint.map(|e| e.side) {
+        Some(Side::Server) => span::SpanKind::Server,
+        Some(Side::Client) => span::SpanKind::Client,
+        None => span::SpanKind::Internal,
+    } as i32;
+    span.start_time_unix_nano = record.begin_time_unix_ns;
+    span.end_time_unix_nano = record.begin_time_unix_ns + record.duration_ns;
+    span.attributes.clear();
     for (key, value) in tags(record) {
-        attributes.push(match (key, value.parse::<i64>()) {
+        span.attributes.push(match (key, value.parse::<i64>()) {
             (CODE_KEY, Ok(code)) => KeyValue {
                 key: key.to_owned(),
                 value: Some(AnyValue {
@@ -77,62 +194,67 @@ pub(crate) fn to_proto(record: &SpanRecord) -> Span {
             _ => text(key, value),
         });
     }
-    let kind = match view.endpoint.map(|e| e.side) {
-        Some(Side::Server) => span::SpanKind::Server,
-        Some(Side::Client) => span::SpanKind::Client,
-        None => span::SpanKind::Internal,
-    };
-    let parent = record.parent_id.0;
-    Span {
-        trace_id: record.trace_id.0.to_be_bytes().to_vec(),
-        span_id: record.span_id.0.to_be_bytes().to_vec(),
-        parent_span_id: if parent == 0 {
-            Vec::new()
-        } else {
-            parent.to_be_bytes().to_vec()
-        },
-        name: record.name.to_string(),
-        kind: kind as i32,
-        start_time_unix_nano: record.begin_time_unix_ns,
-        end_time_unix_nano: record.begin_time_unix_ns + record.duration_ns,
-        attributes,
-        events: record
-            .events
-            .iter()
-            .map(|e| span::Event {
-                time_unix_nano: e.timestamp_unix_ns,
-                name: e.name.to_string(),
-                attributes: e.properties.iter().map(|(k, v)| text(k, v)).collect(),
-                dropped_attributes_count: 0,
-            })
-            .collect(),
-        status: view.error.map(|message| Status {
-            message: message.to_owned(),
-            code: status::StatusCode::Error as i32,
-        }),
-        flags: 0x100 | 1,
-        ..Default::default()
+    span.events.clear();
+    span.events
+        .extend(record.events.iter().map(|e| span::Event {
+            time_unix_nano: e.timestamp_unix_ns,
+            name: e.name.to_string(),
+            attributes: e.properties.iter().map(|(k, v)| text(k, v)).collect(),
+            dropped_attributes_count: 0,
+        }));
+    span.status = view.error.map(|message| Status {
+        message: message.to_owned(),
+        code: status::StatusCode::Error as i32,
+    });
+    span.flags = 0x100 | 1;
+}
+
+/// Sends encoded `ExportTraceServiceRequest` bytes as they are (tonic's codec for a message
+/// already encoded); reads the answer only as a success.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = bytes::Bytes;
+    type Decode = ();
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
     }
 }
 
-/// The request of a batch, under the service's name.
-fn request(service_name: &str, spans: &[SpanRecord]) -> ExportTraceServiceRequest {
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![text("service.name", service_name)],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                scope: Some(InstrumentationScope {
-                    name: "micro-rs".into(),
-                    ..Default::default()
-                }),
-                spans: spans.iter().map(to_proto).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
+impl tonic::codec::Encoder for Raw {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        use bytes::Buf as _;
+        src.advance(src.remaining());
+        Ok(Some(()))
     }
 }
 
@@ -158,13 +280,13 @@ pub(crate) fn maker(config: &Resolved) -> Result<Maker, ConfigError> {
                     .map_err(|e| e.to_string())?;
                 let client = {
                     let _entered = runtime.enter();
-                    TraceServiceClient::new(channel.connect_lazy())
+                    tonic::client::Grpc::new(channel.connect_lazy())
                 };
                 Ok(Box::new(Grpc {
                     runtime,
                     client,
                     timeout,
-                    service,
+                    encoder: Encoder::new(&service),
                     endpoint,
                 }) as Box<dyn Export>)
             }))
@@ -181,8 +303,7 @@ pub(crate) fn maker(config: &Resolved) -> Result<Maker, ConfigError> {
                 Ok(Box::new(Http {
                     client,
                     endpoint,
-                    service,
-                    buffer: Vec::new(),
+                    encoder: Encoder::new(&service),
                 }) as Box<dyn Export>)
             }))
         }
@@ -191,11 +312,14 @@ pub(crate) fn maker(config: &Resolved) -> Result<Maker, ConfigError> {
 
 struct Grpc {
     runtime: tokio::runtime::Runtime,
-    client: TraceServiceClient<tonic::transport::Channel>,
+    client: tonic::client::Grpc<tonic::transport::Channel>,
     timeout: Duration,
-    service: String,
+    encoder: Encoder,
     endpoint: String,
 }
+
+/// The OTLP trace service's method.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 
 impl Export for Grpc {
     fn name(&self) -> &'static str {
@@ -203,14 +327,23 @@ impl Export for Grpc {
     }
 
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
-        let request = request(&self.service, spans);
+        self.encoder.encode(spans);
+        let body = bytes::Bytes::copy_from_slice(&self.encoder.out);
         let client = &mut self.client;
-        let answer = self
+        let call = async {
+            client.ready().await.map_err(|e| e.to_string())?;
+            let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+            client
+                .unary(tonic::Request::new(body), path, Raw)
+                .await
+                .map_err(|status| status.to_string())
+        };
+        match self
             .runtime
-            .block_on(async { tokio::time::timeout(self.timeout, client.export(request)).await });
-        match answer {
+            .block_on(async { tokio::time::timeout(self.timeout, call).await })
+        {
             Ok(Ok(_)) => Ok(()),
-            Ok(Err(status)) => Err(format!("{}: {status}", self.endpoint)),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.endpoint)),
             Err(_) => Err(format!(
                 "{}: no answer in {:?}",
                 self.endpoint, self.timeout
@@ -222,9 +355,7 @@ impl Export for Grpc {
 struct Http {
     client: reqwest::blocking::Client,
     endpoint: String,
-    service: String,
-    /// The encoded batch, its memory kept from batch to batch.
-    buffer: Vec<u8>,
+    encoder: Encoder,
 }
 
 impl Export for Http {
@@ -233,20 +364,94 @@ impl Export for Http {
     }
 
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
-        self.buffer.clear();
-        request(&self.service, spans)
-            .encode(&mut self.buffer)
-            .map_err(|e| e.to_string())?;
+        self.encoder.encode(spans);
         let response = self
             .client
             .post(&self.endpoint)
             .header("content-type", "application/x-protobuf")
-            .body(self.buffer.clone())
+            .body(self.encoder.out.clone())
             .send()
             .map_err(|e| format!("{}: {e}", self.endpoint))?;
         if !response.status().is_success() {
             return Err(format!("{}: HTTP {}", self.endpoint, response.status()));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fastrace::collector::{SpanId, TraceId};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+
+    use super::*;
+
+    /// What the encoder writes is what the official types read, endpoint attributes included.
+    #[test]
+    fn batches_decode_with_the_official_types() {
+        let endpoint = super::super::service::new_endpoint(
+            "/greeter.Greeter/Test",
+            Some(("greeter2", "Greeter.Test")),
+            Some("node-1"),
+            super::super::SpanNames::OpenTelemetry,
+            Side::Server,
+            usize::MAX,
+        );
+        let ours = SpanRecord {
+            trace_id: TraceId(7),
+            span_id: SpanId(8),
+            parent_id: SpanId(9),
+            begin_time_unix_ns: 1_000,
+            duration_ns: 500,
+            name: endpoint.name.into(),
+            properties: vec![
+                (ENDPOINT_KEY.into(), endpoint.key().into()),
+                (CODE_KEY.into(), "14".into()),
+                (ERROR_KEY.into(), "down".into()),
+            ],
+            ..Default::default()
+        };
+        let users = SpanRecord {
+            span_id: SpanId(10),
+            parent_id: SpanId(8),
+            name: "user".into(),
+            properties: vec![("k".into(), "v".into())],
+            ..ours.clone()
+        };
+        let mut encoder = Encoder::new("svc");
+        for _ in 0..2 {
+            encoder.encode(&[ours.clone(), users.clone()]);
+            let request = ExportTraceServiceRequest::decode(&encoder.out[..]).unwrap();
+            let resource = &request.resource_spans[0];
+            assert_eq!(
+                resource.resource.as_ref().unwrap().attributes[0],
+                text("service.name", "svc")
+            );
+            let spans = &resource.scope_spans[0].spans;
+            assert_eq!(spans.len(), 2);
+            let (a, b) = (&spans[0], &spans[1]);
+            assert_eq!(a.name, "greeter.Greeter/Test");
+            assert_eq!(a.kind, span::SpanKind::Server as i32);
+            assert_eq!(a.trace_id, 7u128.to_be_bytes());
+            assert_eq!(a.parent_span_id, 9u64.to_be_bytes());
+            assert_eq!(a.end_time_unix_nano, 1_500);
+            assert_eq!(a.status.as_ref().unwrap().message, "down");
+            let keys: Vec<&str> = a.attributes.iter().map(|kv| kv.key.as_str()).collect();
+            for key in [
+                "rpc.system",
+                "rpc.service",
+                "rpc.method",
+                "micro.service",
+                "micro.endpoint",
+                "micro.node",
+                "rpc.grpc.status_code",
+            ] {
+                assert!(keys.contains(&key), "{key} in {keys:?}");
+            }
+            assert_eq!(b.kind, span::SpanKind::Internal as i32);
+            assert_eq!(b.attributes, [text("k", "v")]);
+            assert!(b.status.is_none());
+        }
     }
 }

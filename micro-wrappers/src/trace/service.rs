@@ -335,6 +335,20 @@ pub(crate) struct Endpoint {
     pub(crate) attributes: Vec<(&'static str, String)>,
     /// Its index in [`ENDPOINTS`], as text: the value of [`ENDPOINT_KEY`].
     key: String,
+    index: usize,
+}
+
+impl Endpoint {
+    /// Its index in [`ENDPOINTS`].
+    pub(crate) fn index(&self) -> usize {
+        self.index
+    }
+
+    /// The value of [`ENDPOINT_KEY`] that names it.
+    #[cfg(test)]
+    pub(crate) fn key(&'static self) -> &'static str {
+        &self.key
+    }
 }
 
 /// Every endpoint of every `Tracing`, by [`Endpoint::key`]: read by the exporters.
@@ -458,6 +472,7 @@ pub(crate) fn new_endpoint(
         route,
         attributes,
         key: all.len().to_string(),
+        index: all.len(),
     }));
     all.push(endpoint);
     endpoint
