@@ -30,7 +30,7 @@ tokio::task_local! {
     static CURRENT: CallContext;
 }
 
-/// Deadline and metadata of the call being handled.
+/// Deadline, metadata and trace position of the call being handled.
 #[derive(Clone, Debug, Default)]
 pub struct CallContext {
     /// When the incoming call must be answered by.
@@ -38,6 +38,24 @@ pub struct CallContext {
     /// The incoming call's metadata that outgoing calls carry on (transport and gRPC
     /// protocol headers excluded).
     pub metadata: HeaderMap,
+    /// The call's server span, set by the trace wrapper: the parent of the calls its handler
+    /// makes when the handler opened no span of its own (and the only parent an unsampled
+    /// call has, so that its calls carry its trace and its decision on).
+    pub trace: Option<TraceParent>,
+}
+
+/// A span as its children see it: the ids they inherit and the sampling decision they follow.
+/// Plain data, so that nothing outside the trace wrapper names the tracing library.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TraceParent {
+    /// The trace id (never 0 for a real span).
+    pub trace_id: u128,
+    /// The span id (never 0 for a real span).
+    pub span_id: u64,
+    /// Whether the trace is sampled (recorded and exported).
+    pub sampled: bool,
+    /// W3C `tracestate` received with the trace, passed on unchanged.
+    pub state: Option<http::HeaderValue>,
 }
 
 impl CallContext {
@@ -59,7 +77,11 @@ impl CallContext {
         } else {
             HeaderMap::new()
         };
-        CallContext { deadline, metadata }
+        CallContext {
+            deadline,
+            metadata,
+            trace: None,
+        }
     }
 
     /// Runs `future` with this context as the current one.

@@ -15,7 +15,7 @@ pub mod timeout;
 mod wrapper;
 
 pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of, split_grpc_path};
-pub use context::{CallContext, Deadline, is_propagated};
+pub use context::{CallContext, Deadline, TraceParent, is_propagated};
 pub use error::{Error, grpc_to_http, http_to_grpc};
 pub use observer::{Observer, add_observer};
 pub use outcome::{Origin, Outcome};

@@ -59,7 +59,8 @@ pub mod wrappers {
     pub use micro_wrappers::*;
 }
 
-/// Tracing: OpenTelemetry spans, propagation and export (see [`Service::tracing`]).
+/// Tracing: client and server spans (recorded with fastrace), propagation (W3C, B3, Jaeger)
+/// and export (OTLP, Zipkin) (see [`Service::tracing`]).
 pub mod trace {
     pub use micro_wrappers::trace::*;
 }

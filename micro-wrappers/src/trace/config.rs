@@ -3,14 +3,6 @@
 
 use std::time::Duration;
 
-use opentelemetry::propagation::{TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry_sdk::{
-    propagation::{BaggagePropagator, TraceContextPropagator},
-    trace::Sampler,
-};
-
-use super::jaeger::JaegerPropagator;
-
 /// A bad tracing setting: names the variable and the value.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -137,16 +129,6 @@ impl SamplerConfig {
             }
         })
     }
-
-    /// The SDK's sampler.
-    pub fn to_sampler(&self) -> Sampler {
-        match self {
-            SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
-            SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
-            SamplerConfig::Ratio(r) => Sampler::TraceIdRatioBased(*r),
-            SamplerConfig::ParentBased(inner) => Sampler::ParentBased(Box::new(inner.to_sampler())),
-        }
-    }
 }
 
 /// Tracing settings. Every field left `None` is read from its `OTEL_*` variable, then
@@ -184,6 +166,11 @@ pub struct TraceConfig {
     pub batch_delay: Option<Duration>,
     /// How long one export may take (`OTEL_EXPORTER_OTLP_TIMEOUT` for OTLP); default 10 s.
     pub export_timeout: Option<Duration>,
+    /// Spans held for export at most (`OTEL_BSP_MAX_QUEUE_SIZE`); default 2048. Spans that
+    /// find the queue full are dropped and counted.
+    pub max_queue: Option<usize>,
+    /// Spans sent in one request at most (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`); default 512.
+    pub max_batch: Option<usize>,
 }
 
 /// Settings with every value decided.
@@ -209,6 +196,10 @@ pub struct Resolved {
     pub batch_delay: Duration,
     /// Export timeout.
     pub export_timeout: Duration,
+    /// Queue bound, in spans.
+    pub max_queue: usize,
+    /// Batch bound, in spans.
+    pub max_batch: usize,
 }
 
 macro_rules! setter {
@@ -244,6 +235,12 @@ impl TraceConfig {
     setter!(
         /// Sets the export timeout.
         export_timeout: Duration => export_timeout);
+    setter!(
+        /// Sets the export queue's bound, in spans.
+        max_queue: usize => max_queue);
+    setter!(
+        /// Sets the largest batch, in spans.
+        max_batch: usize => max_batch);
 
     /// Sets the exporters.
     #[must_use]
@@ -354,6 +351,21 @@ impl TraceConfig {
             Some(d) => d,
             None => millis("OTEL_EXPORTER_OTLP_TIMEOUT")?.unwrap_or(Duration::from_secs(10)),
         };
+        let count = |name: &'static str, set: Option<usize>, default: usize| match set {
+            Some(n) => Ok(n.max(1)),
+            None => var(name)
+                .map(|v| {
+                    v.trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| invalid(name, &v, "want a positive count"))
+                })
+                .transpose()
+                .map(|n| n.unwrap_or(default)),
+        };
+        let max_queue = count("OTEL_BSP_MAX_QUEUE_SIZE", self.max_queue, 2048)?;
+        let max_batch = count("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", self.max_batch, 512)?;
         Ok(Resolved {
             service_name: self
                 .service_name
@@ -368,6 +380,8 @@ impl TraceConfig {
             span_names: self.span_names,
             batch_delay,
             export_timeout,
+            max_queue,
+            max_batch: max_batch.min(max_queue),
         })
     }
 }
@@ -421,28 +435,6 @@ pub fn parse_propagators(value: &str) -> Result<Vec<Propagation>, ConfigError> {
     Ok(out)
 }
 
-/// The composite propagator of these formats: injects all, extracts any (a later format
-/// overrides an earlier one that also matched).
-// B3 comes from `opentelemetry-zipkin`, deprecated with its exporter (see `zipkin.rs`): the
-// propagator is the upstream one and works; only it is used from that crate.
-#[allow(deprecated)]
-pub fn propagator(formats: &[Propagation]) -> TextMapCompositePropagator {
-    use opentelemetry_zipkin::{B3Encoding, Propagator as B3};
-    let list = formats
-        .iter()
-        .map(|p| -> Box<dyn TextMapPropagator + Send + Sync> {
-            match p {
-                Propagation::TraceContext => Box::new(TraceContextPropagator::new()),
-                Propagation::Baggage => Box::new(BaggagePropagator::new()),
-                Propagation::B3 => Box::new(B3::with_encoding(B3Encoding::SingleHeader)),
-                Propagation::B3Multi => Box::new(B3::with_encoding(B3Encoding::MultipleHeader)),
-                Propagation::Jaeger => Box::new(JaegerPropagator::new()),
-            }
-        })
-        .collect();
-    TextMapCompositePropagator::new(list)
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -470,15 +462,12 @@ mod tests {
             r.sampler,
             SamplerConfig::ParentBased(Box::new(SamplerConfig::Ratio(0.9)))
         );
-        assert!(matches!(
-            r.sampler.to_sampler(),
-            Sampler::ParentBased(inner) if format!("{inner:?}").contains("0.9")
-        ));
         assert_eq!(
             r.propagators,
             [Propagation::TraceContext, Propagation::Baggage]
         );
         assert_eq!(r.batch_delay, Duration::from_secs(1));
+        assert_eq!((r.max_queue, r.max_batch), (2048, 512));
     }
 
     #[test]
@@ -561,6 +550,7 @@ mod tests {
             ("OTEL_TRACES_SAMPLER", "sometimes"),
             ("OTEL_PROPAGATORS", "xray"),
             ("OTEL_BSP_SCHEDULE_DELAY", "1s"),
+            ("OTEL_BSP_MAX_QUEUE_SIZE", "0"),
         ] {
             let err = TraceConfig::default()
                 .resolve("s", env(&[(name, value)]))

@@ -1,32 +1,31 @@
-//! The tracer: a tracer provider with one batch processor per exporter (OTLP over gRPC or
-//! HTTP, Zipkin v2), the sampler and the propagator, and counters of what left and what was
-//! lost.
-//!
-//! Batches are exported from the SDK's own thread: a call only hands its ended span to a
-//! bounded queue (never waits). A receiver that is down or never answers costs the spans of
-//! the batches that failed (counted in [`SpanStats`]); when the queue is full the SDK drops
-//! the newest spans (the difference `ended - exported - dropped`).
+//! Export off the call path. fastrace's collector thread hands the ended spans (in batches)
+//! to one process-wide reporter, [`Router`], which sends each span to the [`Tracing`] that
+//! made it: a span names its endpoint, and the endpoint its `Tracing`; a span the handler
+//! opened has no endpoint and goes where its nearest ancestor in the batch goes. Each
+//! `Tracing` holds a bounded queue and an export thread of its own: a full queue drops the
+//! span (counted), a receiver that is down or hung costs that thread's batches (counted),
+//! never a call.
 
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
-use opentelemetry::{propagation::TextMapCompositePropagator, trace::TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig as _};
-use opentelemetry_sdk::{
-    Resource,
-    error::OTelSdkResult,
-    trace::{
-        BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, Span, SpanData,
-        SpanExporter, SpanProcessor,
-    },
-};
+use fastrace::collector::{Config, Reporter, SpanRecord};
+use parking_lot::{Condvar, Mutex, RwLock};
 
-use super::config::{ConfigError, Exporter, OtlpProtocol, Resolved, SpanNames, propagator};
+use super::{
+    Side,
+    config::{ConfigError, Exporter, Propagation, Resolved, SamplerConfig, SpanNames},
+    otlp, service,
+    service::{ENDPOINT_KEY, Endpoint, Endpoints},
+    zipkin,
+};
 
 /// What the exporters did with the sampled spans.
 #[derive(Debug, Default)]
@@ -37,7 +36,7 @@ pub struct SpanStats {
 }
 
 impl SpanStats {
-    /// Sampled spans that ended (handed to the exporters' queues, once per exporter).
+    /// Sampled spans that ended (handed to the export queue, once per exporter).
     pub fn ended(&self) -> u64 {
         self.ended.load(Ordering::Relaxed)
     }
@@ -47,160 +46,143 @@ impl SpanStats {
         self.exported.load(Ordering::Relaxed)
     }
 
-    /// Spans lost because their batch failed to export (receiver down, timed out, refused).
+    /// Spans lost: the queue was full, or their batch failed to export (receiver down,
+    /// timed out, refused).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
 
-/// An exporter that counts what it exported and what it lost.
-#[derive(Debug)]
-struct Counted<E> {
-    name: &'static str,
-    inner: E,
-    stats: Arc<SpanStats>,
+/// Why spans did not leave.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// An exporter's last batch failed.
+    #[error("{exporter} export failed: {reason}")]
+    Failed {
+        /// `otlp` or `zipkin`.
+        exporter: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The export thread did not finish in time (a receiver that never answers).
+    #[error("spans not exported within {0:?}")]
+    Timeout(Duration),
 }
 
-impl<E: SpanExporter> SpanExporter for Counted<E> {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let n = batch.len() as u64;
-        let result = self.inner.export(batch).await;
-        match &result {
-            Ok(()) => self.stats.exported.fetch_add(n, Ordering::Relaxed),
-            Err(err) => {
-                tracing::debug!(exporter = self.name, spans = n, %err, "span export failed");
-                self.stats.dropped.fetch_add(n, Ordering::Relaxed)
-            }
-        };
-        result
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource)
-    }
+/// An exporter: sends a batch, says why not.
+pub(crate) trait Export: Send {
+    fn name(&self) -> &'static str;
+    fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String>;
 }
 
-/// Counts the sampled spans that end, in front of a processor.
-#[derive(Debug)]
-struct Counting<P> {
-    inner: P,
-    stats: Arc<SpanStats>,
-}
-
-impl<P: SpanProcessor> SpanProcessor for Counting<P> {
-    fn on_start(&self, span: &mut Span, cx: &opentelemetry::Context) {
-        self.inner.on_start(span, cx)
-    }
-
-    fn on_end(&self, span: SpanData) {
-        self.stats.ended.fetch_add(1, Ordering::Relaxed);
-        self.inner.on_end(span)
-    }
-
-    fn force_flush(&self) -> OTelSdkResult {
-        self.inner.force_flush()
-    }
-
-    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
-        self.inner.shutdown_with_timeout(timeout)
-    }
-
-    fn set_resource(&mut self, resource: &Resource) {
-        self.inner.set_resource(resource)
-    }
-}
+/// Builds an exporter on the export thread (its clients belong there).
+pub(crate) type Maker = Box<dyn FnOnce() -> Result<Box<dyn Export>, String> + Send>;
 
 /// An installed tracer: what the trace wrappers use. Cheap to clone. Not a global: each
-/// service (or bare tonic app) holds its own.
+/// service (or bare tonic app) holds its own, with its own exporters.
 #[derive(Clone, Debug)]
 pub struct Tracing {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
-    propagator: TextMapCompositePropagator,
+pub(crate) struct Inner {
+    pub(crate) route: usize,
+    pub(crate) sampler: SamplerConfig,
+    pub(crate) formats: Vec<Propagation>,
+    pub(crate) endpoints: [Endpoints; 2],
+    /// The endpoint of spans past the endpoints' capacity, per side.
+    pub(crate) other: [&'static Endpoint; 2],
     names: SpanNames,
-    stats: Arc<SpanStats>,
+    queue: Arc<Queue>,
+    thread: Mutex<Option<JoinHandle<()>>>,
     service_name: String,
+    /// How long a flush waits for the export thread.
+    patience: Duration,
 }
 
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.stop();
+        if let Some(slot) = ROUTES.write().get_mut(self.route) {
+            *slot = None;
+        }
+    }
+}
+
+/// The queues of the installed `Tracing`s, by route (`None` once shut down).
+static ROUTES: RwLock<Vec<Option<Arc<Queue>>>> = RwLock::new(Vec::new());
+/// fastrace's report interval as set (ms), the smallest batch delay asked so far.
+static INTERVAL: Mutex<Option<Duration>> = Mutex::new(None);
+
 impl Tracing {
-    /// Builds the exporters, the batch processors and the tracer. The OTLP gRPC exporter
-    /// needs a tokio runtime (its channel connects lazily on it).
+    /// Checks the exporters' settings, starts this tracer's export thread and (once per
+    /// process, or for a shorter batch delay) fastrace's reporter.
     pub fn install(config: Resolved) -> Result<Self, ConfigError> {
         let stats = Arc::new(SpanStats::default());
-        let resource = Resource::builder()
-            .with_service_name(config.service_name.clone())
-            .build();
-        let mut builder = SdkTracerProvider::builder()
-            .with_sampler(config.sampler.to_sampler())
-            .with_resource(resource);
-        let batch = || {
-            BatchConfigBuilder::default()
-                .with_scheduled_delay(config.batch_delay)
-                .build()
-        };
+        // Settings are checked here; the clients are built on the export thread.
+        let mut makers: Vec<Maker> = Vec::new();
         for exporter in &config.exporters {
-            let processor = match exporter {
-                Exporter::Otlp => {
-                    let exporter = otlp(&config)?;
-                    BatchSpanProcessor::builder(Counted {
-                        name: "otlp",
-                        inner: exporter,
-                        stats: stats.clone(),
-                    })
-                    .with_batch_config(batch())
-                    .build()
-                }
-                Exporter::Zipkin => {
-                    let exporter = zipkin(&config)?;
-                    BatchSpanProcessor::builder(Counted {
-                        name: "zipkin",
-                        inner: exporter,
-                        stats: stats.clone(),
-                    })
-                    .with_batch_config(batch())
-                    .build()
-                }
-            };
-            builder = builder.with_span_processor(Counting {
-                inner: processor,
-                stats: stats.clone(),
-            });
+            match exporter {
+                Exporter::Otlp => makers.push(otlp::maker(&config)?),
+                Exporter::Zipkin => makers.push(zipkin::maker(&config)?),
+            }
         }
-        let provider = builder.build();
-        let tracer = provider.tracer("micro-rs");
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            done: Condvar::new(),
+            max: config.max_queue,
+            batch: config.max_batch,
+            exporters: makers.len() as u64,
+            stats,
+        });
+        let route = {
+            let mut routes = ROUTES.write();
+            routes.push(Some(queue.clone()));
+            routes.len() - 1
+        };
+        let names = config.span_names;
+        let other = [Side::Server, Side::Client]
+            .map(|side| service::new_endpoint("/other", None, None, names, side, route));
+        let thread = {
+            let queue = queue.clone();
+            let (delay, batch) = (config.batch_delay, config.max_batch);
+            std::thread::Builder::new()
+                .name(format!("micro-trace-{route}"))
+                .spawn(move || run(&queue, makers, delay, batch))
+                .map_err(|e| ConfigError::Exporter {
+                    exporter: "tracing",
+                    reason: format!("starting the export thread: {e}"),
+                })?
+        };
+        {
+            let mut interval = INTERVAL.lock();
+            let want = config
+                .batch_delay
+                .clamp(Duration::from_millis(10), Duration::from_secs(1));
+            if interval.is_none_or(|set| want < set) {
+                *interval = Some(want);
+                fastrace::set_reporter(Router::default(), Config::default().report_interval(want));
+            }
+        }
+        let patience = (config.export_timeout + config.batch_delay)
+            * (config.exporters.len().max(1) as u32)
+            + Duration::from_secs(1);
         Ok(Tracing {
             inner: Arc::new(Inner {
-                provider,
-                tracer,
-                propagator: propagator(&config.propagators),
-                names: config.span_names,
-                stats,
+                route,
+                sampler: config.sampler,
+                formats: config.propagators,
+                endpoints: [Endpoints::new(names), Endpoints::new(names)],
+                other,
+                names,
+                queue,
+                thread: Mutex::new(Some(thread)),
                 service_name: config.service_name,
+                patience,
             }),
         })
-    }
-
-    /// The tracer.
-    pub fn tracer(&self) -> &SdkTracer {
-        &self.inner.tracer
-    }
-
-    /// The propagator (all configured formats).
-    pub fn propagator(&self) -> &TextMapCompositePropagator {
-        &self.inner.propagator
     }
 
     /// How spans are named.
@@ -215,102 +197,277 @@ impl Tracing {
 
     /// Export counters.
     pub fn stats(&self) -> &Arc<SpanStats> {
-        &self.inner.stats
+        &self.inner.queue.stats
     }
 
-    /// Exports every ended span now; blocks until the exporters answered (or timed out).
-    /// Call from a blocking context (`tokio::task::spawn_blocking`), never on a runtime thread
-    /// that the exporters need.
-    pub fn force_flush(&self) -> OTelSdkResult {
-        self.inner.provider.force_flush()
+    /// Exports every ended span now; blocks until the exporters answered (or timed out), and
+    /// fails if the last batch of an exporter failed. Call from a blocking context
+    /// (`tokio::task::spawn_blocking`).
+    pub fn force_flush(&self) -> Result<(), ExportError> {
+        fastrace::flush();
+        self.inner.queue.flush(self.inner.patience)
     }
 
-    /// Flushes the last spans and stops the exporters; blocking, like [`Tracing::force_flush`].
-    pub fn shutdown(&self) -> OTelSdkResult {
-        self.inner.provider.shutdown()
+    /// Flushes the last spans and stops the export thread; blocking, like
+    /// [`Tracing::force_flush`]. Spans that end afterwards are not exported.
+    pub fn shutdown(&self) -> Result<(), ExportError> {
+        let flushed = self.force_flush();
+        self.inner.queue.stop();
+        if let Some(thread) = self.inner.thread.lock().take()
+            && self.inner.queue.wait_stopped(self.inner.patience)
+        {
+            let _ = thread.join();
+        }
+        flushed
     }
 
     /// [`Tracing::shutdown`] from async code: runs it on a blocking thread.
-    pub async fn shutdown_async(&self) -> OTelSdkResult {
+    pub async fn shutdown_async(&self) -> Result<(), ExportError> {
         let tracing = self.clone();
-        match tokio::task::spawn_blocking(move || tracing.shutdown()).await {
-            Ok(result) => result,
-            Err(err) => Err(opentelemetry_sdk::error::OTelSdkError::InternalFailure(
-                err.to_string(),
-            )),
-        }
+        tokio::task::spawn_blocking(move || tracing.shutdown())
+            .await
+            .unwrap_or_else(|e| {
+                Err(ExportError::Failed {
+                    exporter: "tracing",
+                    reason: e.to_string(),
+                })
+            })
     }
 
     /// The server-side wrapper: a span per handled call.
     pub fn server(&self) -> super::TraceLayer {
-        super::TraceLayer::new(self.clone(), super::Side::Server)
+        super::TraceLayer::new(self.clone(), Side::Server)
     }
 
     /// The client-side wrapper: a span per call made.
     pub fn client(&self) -> super::TraceLayer {
-        super::TraceLayer::new(self.clone(), super::Side::Client)
+        super::TraceLayer::new(self.clone(), Side::Client)
     }
 }
 
-fn otlp(config: &Resolved) -> Result<opentelemetry_otlp::SpanExporter, ConfigError> {
-    let err = |reason: String| ConfigError::Exporter {
-        exporter: "otlp",
-        reason,
-    };
-    let built = match config.otlp_protocol {
-        OtlpProtocol::Grpc => {
-            if tokio::runtime::Handle::try_current().is_err() {
-                return Err(err("the gRPC exporter needs a tokio runtime".into()));
+// === the queue between the collector and a Tracing's exporters ===
+
+#[derive(Debug)]
+struct Queue {
+    state: Mutex<State>,
+    /// Wakes the export thread: a full batch, a flush, the stop.
+    wake: Condvar,
+    /// Wakes flushers and the stopper.
+    done: Condvar,
+    max: usize,
+    batch: usize,
+    exporters: u64,
+    stats: Arc<SpanStats>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    spans: Vec<SpanRecord>,
+    flush_asked: u64,
+    flushed: u64,
+    /// The last failure of each exporter's last batch, if it failed.
+    failed: Option<(&'static str, String)>,
+    stop: bool,
+    stopped: bool,
+}
+
+impl Queue {
+    /// Takes what fits; counts the rest as dropped. Wakes the thread at a full batch.
+    fn push(&self, spans: &mut Vec<SpanRecord>) {
+        let n = spans.len() as u64;
+        self.stats
+            .ended
+            .fetch_add(n * self.exporters, Ordering::Relaxed);
+        if self.exporters == 0 {
+            spans.clear();
+            return;
+        }
+        let mut state = self.state.lock();
+        if state.stop {
+            self.stats
+                .dropped
+                .fetch_add(n * self.exporters, Ordering::Relaxed);
+            spans.clear();
+            return;
+        }
+        let room = self.max.saturating_sub(state.spans.len());
+        if spans.len() > room {
+            let lost = (spans.len() - room) as u64;
+            self.stats
+                .dropped
+                .fetch_add(lost * self.exporters, Ordering::Relaxed);
+            spans.truncate(room);
+        }
+        state.spans.append(spans);
+        if state.spans.len() >= self.batch {
+            self.wake.notify_one();
+        }
+    }
+
+    fn flush(&self, patience: Duration) -> Result<(), ExportError> {
+        let mut state = self.state.lock();
+        if state.stopped {
+            return Ok(());
+        }
+        state.flush_asked += 1;
+        let want = state.flush_asked;
+        self.wake.notify_one();
+        let until = Instant::now() + patience;
+        while state.flushed < want && !state.stopped {
+            if self.done.wait_until(&mut state, until).timed_out() {
+                return Err(ExportError::Timeout(patience));
             }
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
-                .with_endpoint(config.otlp_endpoint.clone())
-                .with_timeout(config.export_timeout)
-                .build()
         }
-        OtlpProtocol::HttpProtobuf => {
-            let client = http_client(config.export_timeout).map_err(err)?;
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(config.otlp_endpoint.clone())
-                .with_timeout(config.export_timeout)
-                .build()
+        match &state.failed {
+            Some((exporter, reason)) => Err(ExportError::Failed {
+                exporter,
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
         }
-    };
-    built.map_err(|e| err(format!("{} ({e})", config.otlp_endpoint)))
-}
-
-fn zipkin(config: &Resolved) -> Result<super::zipkin::ZipkinExporter, ConfigError> {
-    let client = http_client(config.export_timeout).map_err(|reason| ConfigError::Exporter {
-        exporter: "zipkin",
-        reason,
-    })?;
-    if !config.zipkin_endpoint.starts_with("http://")
-        && !config.zipkin_endpoint.starts_with("https://")
-    {
-        return Err(ConfigError::Exporter {
-            exporter: "zipkin",
-            reason: format!("{:?}: want an http:// URL", config.zipkin_endpoint),
-        });
     }
-    Ok(super::zipkin::ZipkinExporter::new(
-        client,
-        config.zipkin_endpoint.clone(),
-        config.service_name.clone(),
-    ))
+
+    fn stop(&self) {
+        self.state.lock().stop = true;
+        self.wake.notify_one();
+    }
+
+    fn wait_stopped(&self, patience: Duration) -> bool {
+        let mut state = self.state.lock();
+        let until = Instant::now() + patience;
+        while !state.stopped {
+            if self.done.wait_until(&mut state, until).timed_out() {
+                return false;
+            }
+        }
+        true
+    }
 }
 
-/// A blocking HTTP client for the exporters' thread, with the export timeout. Built on a
-/// thread of its own: reqwest's blocking client must not be built inside a tokio runtime.
-fn http_client(timeout: Duration) -> Result<reqwest::blocking::Client, String> {
-    std::thread::spawn(move || {
-        reqwest::blocking::Client::builder()
-            .timeout(timeout)
-            .build()
-            .map_err(|e| e.to_string())
-    })
-    .join()
-    .map_err(|_| "building the HTTP client panicked".to_owned())?
+/// The export thread: a batch every `delay`, or at once when `batch` spans wait or a flush is
+/// asked; the last spans at the stop.
+fn run(queue: &Queue, makers: Vec<Maker>, delay: Duration, batch: usize) {
+    let mut exporters: Vec<Result<Box<dyn Export>, String>> =
+        makers.into_iter().map(|make| make()).collect();
+    let mut taken: Vec<SpanRecord> = Vec::new();
+    loop {
+        let (flush, stop) = {
+            let mut state = queue.state.lock();
+            let until = Instant::now() + delay;
+            while state.spans.len() < batch
+                && state.flush_asked == state.flushed
+                && !state.stop
+                && !queue.wake.wait_until(&mut state, until).timed_out()
+            {}
+            std::mem::swap(&mut taken, &mut state.spans);
+            (state.flush_asked, state.stop)
+        };
+        let sent = !taken.is_empty();
+        let mut failed = None;
+        for exporter in &mut exporters {
+            for chunk in taken.chunks(batch) {
+                let n = chunk.len() as u64;
+                let result = match exporter {
+                    Ok(exporter) => exporter.export(chunk).map_err(|e| (exporter.name(), e)),
+                    Err(e) => Err(("tracing", e.clone())),
+                };
+                match result {
+                    Ok(()) => {
+                        queue.stats.exported.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err((name, reason)) => {
+                        tracing::debug!(exporter = name, spans = n, %reason, "span export failed");
+                        queue.stats.dropped.fetch_add(n, Ordering::Relaxed);
+                        failed = Some((name, reason));
+                    }
+                }
+            }
+        }
+        taken.clear();
+        let mut state = queue.state.lock();
+        // A flush with nothing to send reports the latest batch's outcome.
+        if sent {
+            state.failed = failed;
+        }
+        state.flushed = state.flushed.max(flush);
+        if stop && state.spans.is_empty() {
+            state.stopped = true;
+            queue.done.notify_all();
+            return;
+        }
+        queue.done.notify_all();
+    }
+}
+
+// === the reporter ===
+
+/// fastrace's reporter: sends each span to the queue of the `Tracing` that made it.
+#[derive(Default)]
+struct Router {
+    /// span id -> route, for the spans of one batch.
+    routes: HashMap<u64, usize>,
+    picked: Vec<Option<usize>>,
+    groups: Vec<Vec<SpanRecord>>,
+}
+
+fn route_of(span: &SpanRecord) -> Option<usize> {
+    span.properties
+        .iter()
+        .find(|(key, _)| key == ENDPOINT_KEY)
+        .and_then(|(_, value)| service::endpoint_of(value))
+        .map(|endpoint| endpoint.route)
+}
+
+impl Reporter for Router {
+    fn report(&mut self, spans: Vec<SpanRecord>) {
+        if spans.is_empty() {
+            return;
+        }
+        self.routes.clear();
+        self.picked.clear();
+        for span in &spans {
+            let route = route_of(span);
+            if let Some(route) = route {
+                self.routes.insert(span.span_id.0, route);
+            }
+            self.picked.push(route);
+        }
+        // The handler's own spans: where their parent goes (a few levels deep).
+        for _ in 0..16 {
+            let mut found = false;
+            for (span, picked) in spans.iter().zip(self.picked.iter_mut()) {
+                if picked.is_none()
+                    && let Some(&route) = self.routes.get(&span.parent_id.0)
+                {
+                    *picked = Some(route);
+                    self.routes.insert(span.span_id.0, route);
+                    found = true;
+                }
+            }
+            if !found {
+                break;
+            }
+        }
+        let routes = ROUTES.read();
+        if self.groups.len() < routes.len() {
+            self.groups.resize_with(routes.len(), Vec::new);
+        }
+        for (span, picked) in spans.into_iter().zip(self.picked.drain(..)) {
+            // Spans of no Tracing (a root the application opened itself) are not ours.
+            if let Some(route) = picked
+                && let Some(group) = self.groups.get_mut(route)
+            {
+                group.push(span);
+            }
+        }
+        for (route, group) in self.groups.iter_mut().enumerate() {
+            if group.is_empty() {
+                continue;
+            }
+            match routes.get(route) {
+                Some(Some(queue)) => queue.push(group),
+                _ => group.clear(),
+            }
+        }
+    }
 }

@@ -6,26 +6,57 @@ use std::{
 
 use http::Response;
 use micro_core::{
-    BoxError,
-    outcome::{OutcomeBody, OutcomeFuture},
+    BoxError, CallContext, Outcome,
+    outcome::{OnOutcome, OutcomeBody, report_outcome},
 };
-use opentelemetry::context::WithContext;
 use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
 
 use super::service::SpanEnd;
 
 pin_project! {
+    #[project = InnerProjection]
+    enum Inner<F> {
+        /// A handler's future, run with the call's context (its server span) as current.
+        Scoped { #[pin] future: TaskLocalFuture<CallContext, F> },
+        /// A call made (or an untraced call).
+        Plain { #[pin] future: F },
+    }
+}
+
+pin_project! {
     /// The response future of [`Trace`](super::Trace): the inner future, polled with the
-    /// call's span as the current OpenTelemetry context, ending the span with the call.
+    /// call's span as the local parent (so that the spans the handler opens are its
+    /// children), ending the span with the call: at the response head, at the end of its body
+    /// (streams), on an error, or as cancelled when dropped first.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: OutcomeFuture<WithContext<F>, SpanEnd>,
+        inner: Inner<F>,
+        end: Option<SpanEnd>,
+    }
+
+    impl<F> PinnedDrop for ResponseFuture<F> {
+        fn drop(this: Pin<&mut Self>) {
+            if let Some(end) = this.project().end.take() {
+                end.on_outcome(&Outcome::cancelled());
+            }
+        }
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: OutcomeFuture<WithContext<F>, SpanEnd>) -> Self {
-        ResponseFuture { inner }
+    pub(crate) fn scoped(future: TaskLocalFuture<CallContext, F>, end: SpanEnd) -> Self {
+        ResponseFuture {
+            inner: Inner::Scoped { future },
+            end: Some(end),
+        }
+    }
+
+    pub(crate) fn plain(future: F, end: SpanEnd) -> Self {
+        ResponseFuture {
+            inner: Inner::Plain { future },
+            end: Some(end),
+        }
     }
 }
 
@@ -37,6 +68,28 @@ where
     type Output = Result<Response<OutcomeBody<B, SpanEnd>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let result = match this.inner.project() {
+            InnerProjection::Scoped { future } => {
+                let _parent = this
+                    .end
+                    .as_ref()
+                    .and_then(SpanEnd::span)
+                    .map(fastrace::Span::set_local_parent);
+                std::task::ready!(future.poll(cx))
+            }
+            InnerProjection::Plain { future } => std::task::ready!(future.poll(cx)),
+        };
+        let Some(end) = this.end.take() else {
+            return Poll::Ready(Err("polled after completion".into()));
+        };
+        Poll::Ready(match result {
+            Ok(response) => Ok(report_outcome(response, end)),
+            Err(err) => {
+                let err: BoxError = err.into();
+                end.on_outcome(&Outcome::from_error(&*err));
+                Err(err)
+            }
+        })
     }
 }

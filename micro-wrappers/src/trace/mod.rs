@@ -1,5 +1,5 @@
-//! Tracing: OpenTelemetry client and server spans for every call, propagated through the
-//! call's metadata, exported over OTLP (gRPC or HTTP: Jaeger, collectors) and Zipkin v2.
+//! Tracing: a client and a server span for every call, propagated through the call's
+//! metadata, exported over OTLP (gRPC or HTTP: Jaeger, collectors) and Zipkin v2.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -12,34 +12,39 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The server wrapper extracts the caller's context from the request headers (any configured
-//! format; a malformed header starts a new trace), starts a server span, and makes it the
-//! current OpenTelemetry context while the handler's future runs, so calls the handler makes
-//! from its task are its children. The client wrapper starts a client span under the current
-//! context and injects it (every configured format) into the outgoing headers. Both end the
-//! span when the call ends (stream included), with the status of micro-core's classifier.
+//! Spans are recorded with [`fastrace`]: on the call's task a span is a few words in a
+//! thread-local buffer (no lock, no `Arc`, one allocation for its attributes); a background
+//! thread collects them, and this module's reporter routes each to the exporters of the
+//! [`Tracing`] that made it (several services may run in one process), through a bounded
+//! queue per `Tracing` (full: the span is dropped and counted) to an export thread that
+//! encodes OTLP protobuf (`opentelemetry-proto`'s types) or Zipkin v2 JSON.
 //!
-//! Built on the OpenTelemetry API directly rather than `tracing` + `tracing-opentelemetry`:
-//! the spans need remote parents, kinds, status codes and a context that outlives a poll (the
-//! response body), which the OpenTelemetry API expresses directly, with no subscriber for the
-//! application to install and no per-call subscriber dispatch.
+//! The server wrapper reads the caller's context from the request headers (any configured
+//! format; a malformed header starts a new trace), decides sampling (parent-based, the same
+//! decision as OpenTelemetry's for the same trace id), starts the server span and makes it the
+//! local parent while the handler runs, and carries it in the call's
+//! [`CallContext`](micro_core::CallContext). The client wrapper's parent is the span the
+//! handler opened, if any (a `tracing` span through `fastrace-tracing`, or a `fastrace`
+//! span), else the server span; it injects its span (every configured format) into the
+//! outgoing headers. Both end the span when the call ends (stream included), with the status
+//! of micro-core's classifier.
 
 mod config;
 mod export;
 mod future;
-mod jaeger;
 mod layer;
-mod metadata;
+mod otlp;
+mod propagate;
+mod sampler;
 mod service;
 mod zipkin;
 
 pub use config::{
     ConfigError, Exporter, OtlpProtocol, Propagation, Resolved, SamplerConfig, SpanNames,
-    TraceConfig, parse_exporters, parse_propagators, propagator,
+    TraceConfig, parse_exporters, parse_propagators,
 };
-pub use export::{SpanStats, Tracing};
+pub use export::{ExportError, SpanStats, Tracing};
 pub use future::ResponseFuture;
-pub use jaeger::JaegerPropagator;
 pub use layer::TraceLayer;
 pub(crate) use service::is_infrastructure;
 pub use service::{SpanEnd, Trace};

@@ -1,124 +1,139 @@
-//! Zipkin v2 JSON over HTTP (`POST /api/v2/spans`), the format Zipkin's server ingests.
+//! Zipkin v2 JSON over HTTP (`POST /api/v2/spans`), the format Zipkin's server ingests,
+//! written straight into a buffer kept from batch to batch.
 //!
 //! Written here rather than with `opentelemetry-zipkin`: that crate is deprecated upstream
-//! (to be removed in favour of OTLP), and its last release (0.33) no longer writes
-//! `localEndpoint.serviceName`, so Zipkin files every span under no service. The format is
+//! (to be removed in favour of OTLP) and converts from the SDK's span type. The format is
 //! small and stable: ids in hex, times in microseconds, kind, tags, the local service.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::io::Write as _;
 
-use opentelemetry::{
-    Value,
-    trace::{SpanKind, Status},
+use fastrace::collector::SpanRecord;
+
+use super::{
+    Side,
+    config::{ConfigError, Resolved},
+    export::{Export, Maker},
+    otlp::{tags, view},
 };
-use opentelemetry_sdk::{
-    error::{OTelSdkError, OTelSdkResult},
-    trace::{SpanData, SpanExporter},
-};
-use serde_json::{Map, json};
 
-/// Posts batches of spans to a Zipkin collector.
-#[derive(Debug)]
-pub(crate) struct ZipkinExporter {
-    client: reqwest::blocking::Client,
-    endpoint: String,
-    service_name: String,
-}
-
-impl ZipkinExporter {
-    pub(crate) fn new(
-        client: reqwest::blocking::Client,
-        endpoint: String,
-        service_name: String,
-    ) -> Self {
-        ZipkinExporter {
+/// Checks the settings now; builds the client on the export thread.
+pub(crate) fn maker(config: &Resolved) -> Result<Maker, ConfigError> {
+    let endpoint = config.zipkin_endpoint.clone();
+    if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+        return Err(ConfigError::Exporter {
+            exporter: "zipkin",
+            reason: format!("{endpoint:?}: want an http:// URL"),
+        });
+    }
+    let timeout = config.export_timeout;
+    let service = config.service_name.clone();
+    Ok(Box::new(move || {
+        let client = reqwest::blocking::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(Zipkin {
             client,
             endpoint,
-            service_name,
-        }
-    }
+            service,
+            buffer: Vec::new(),
+        }) as Box<dyn Export>)
+    }))
 }
 
-fn micros(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+struct Zipkin {
+    client: reqwest::blocking::Client,
+    endpoint: String,
+    service: String,
+    buffer: Vec<u8>,
 }
 
-fn text(value: &Value) -> String {
-    match value {
-        Value::String(s) => s.as_str().to_owned(),
-        other => other.to_string(),
-    }
+/// A JSON string.
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing a &str to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// One span in Zipkin's v2 model.
-pub(crate) fn to_zipkin(span: &SpanData, service_name: &str) -> serde_json::Value {
-    let mut tags = Map::new();
-    for kv in &span.attributes {
-        tags.insert(kv.key.as_str().to_owned(), text(&kv.value).into());
+/// Appends one span in Zipkin's v2 model.
+pub(crate) fn write_span(out: &mut Vec<u8>, span: &SpanRecord, service: &str) {
+    let view = view(span);
+    let _ = write!(
+        out,
+        r#"{{"traceId":"{:032x}","id":"{:016x}","#,
+        span.trace_id.0, span.span_id.0
+    );
+    if span.parent_id.0 != 0 {
+        let _ = write!(out, r#""parentId":"{:016x}","#, span.parent_id.0);
     }
-    match &span.status {
-        Status::Error { description } => {
-            tags.insert("otel.status_code".into(), "ERROR".into());
-            tags.insert("error".into(), description.to_string().into());
+    out.extend_from_slice(br#""name":"#);
+    string(out, &span.name);
+    let _ = write!(
+        out,
+        r#","timestamp":{},"duration":{}"#,
+        span.begin_time_unix_ns / 1000,
+        (span.duration_ns / 1000).max(1)
+    );
+    match view.endpoint.map(|e| e.side) {
+        Some(Side::Server) => out.extend_from_slice(br#","kind":"SERVER""#),
+        Some(Side::Client) => out.extend_from_slice(br#","kind":"CLIENT""#),
+        None => {}
+    }
+    out.extend_from_slice(br#","localEndpoint":{"serviceName":"#);
+    string(out, service);
+    out.extend_from_slice(br#"},"tags":{"#);
+    let mut first = true;
+    let mut tag = |out: &mut Vec<u8>, key: &str, value: &str| {
+        if !first {
+            out.push(b',');
         }
-        Status::Ok => {
-            tags.insert("otel.status_code".into(), "OK".into());
-        }
-        Status::Unset => {}
-    }
-    let start = micros(span.start_time);
-    let duration = span
-        .end_time
-        .duration_since(span.start_time)
-        .unwrap_or(Duration::ZERO);
-    let mut out = json!({
-        "traceId": span.span_context.trace_id().to_string(),
-        "id": span.span_context.span_id().to_string(),
-        "name": span.name,
-        "timestamp": start,
-        "duration": u64::try_from(duration.as_micros()).unwrap_or(u64::MAX).max(1),
-        "localEndpoint": { "serviceName": service_name },
-        "tags": tags,
-    });
-    if span.parent_span_id != opentelemetry::trace::SpanId::INVALID {
-        out["parentId"] = span.parent_span_id.to_string().into();
-    }
-    let kind = match span.span_kind {
-        SpanKind::Client => Some("CLIENT"),
-        SpanKind::Server => Some("SERVER"),
-        SpanKind::Producer => Some("PRODUCER"),
-        SpanKind::Consumer => Some("CONSUMER"),
-        SpanKind::Internal => None,
+        first = false;
+        string(out, key);
+        out.push(b':');
+        string(out, value);
     };
-    if let Some(kind) = kind {
-        out["kind"] = kind.into();
+    if let Some(endpoint) = view.endpoint {
+        for (key, value) in &endpoint.attributes {
+            tag(out, key, value);
+        }
     }
-    out
+    for (key, value) in tags(span) {
+        tag(out, key, value);
+    }
+    if let Some(error) = view.error {
+        tag(out, "otel.status_code", "ERROR");
+        tag(out, "error", error);
+    }
+    out.extend_from_slice(b"}}");
 }
 
-impl SpanExporter for ZipkinExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let spans: Vec<_> = batch
-            .iter()
-            .map(|s| to_zipkin(s, &self.service_name))
-            .collect();
-        let body = serde_json::to_vec(&spans)
-            .map_err(|e| OTelSdkError::InternalFailure(format!("zipkin JSON: {e}")))?;
-        // The SDK exports from its own thread: a blocking request is what it expects.
+impl Export for Zipkin {
+    fn name(&self) -> &'static str {
+        "zipkin"
+    }
+
+    fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
+        self.buffer.clear();
+        self.buffer.push(b'[');
+        for (i, span) in spans.iter().enumerate() {
+            if i > 0 {
+                self.buffer.push(b',');
+            }
+            write_span(&mut self.buffer, span, &self.service);
+        }
+        self.buffer.push(b']');
         let response = self
             .client
             .post(&self.endpoint)
             .header("content-type", "application/json")
-            .body(body)
+            .body(self.buffer.clone())
             .send()
-            .map_err(|e| OTelSdkError::InternalFailure(format!("zipkin {}: {e}", self.endpoint)))?;
+            .map_err(|e| format!("zipkin {}: {e}", self.endpoint))?;
         if !response.status().is_success() {
-            return Err(OTelSdkError::InternalFailure(format!(
+            return Err(format!(
                 "zipkin {}: HTTP {}",
                 self.endpoint,
                 response.status()
-            )));
+            ));
         }
         Ok(())
     }
@@ -126,42 +141,37 @@ impl SpanExporter for ZipkinExporter {
 
 #[cfg(test)]
 mod tests {
+    use fastrace::collector::{SpanId, TraceId};
+
     use super::*;
 
     #[test]
     fn writes_zipkin_v2_fields() {
-        use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
-        let start = UNIX_EPOCH + Duration::from_micros(1_700_000_000_000_000);
-        let span = SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736_u128),
-                SpanId::from(0x00f067aa0ba902b7_u64),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::default(),
-            ),
-            parent_span_id: SpanId::from(0x1_u64),
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Client,
-            name: "greeter.Greeter/Test".into(),
-            start_time: start,
-            end_time: start + Duration::from_micros(1500),
-            attributes: vec![opentelemetry::KeyValue::new("rpc.grpc.status_code", 14_i64)],
-            dropped_attributes_count: 0,
-            events: Default::default(),
-            links: Default::default(),
-            status: Status::error("down"),
-            instrumentation_scope: Default::default(),
+        let span = SpanRecord {
+            trace_id: TraceId(0x4bf92f3577b34da6a3ce929d0e0e4736),
+            span_id: SpanId(0x00f067aa0ba902b7),
+            parent_id: SpanId(1),
+            begin_time_unix_ns: 1_700_000_000_000_000_000,
+            duration_ns: 1_500_000,
+            name: "work \"quoted\"".into(),
+            properties: vec![
+                ("user".into(), "ana".into()),
+                ("otel.status_description".into(), "down".into()),
+            ],
+            ..Default::default()
         };
-        let z = to_zipkin(&span, "greeter1");
+        let mut out = Vec::new();
+        write_span(&mut out, &span, "greeter1");
+        let z: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(z["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(z["id"], "00f067aa0ba902b7");
         assert_eq!(z["parentId"], "0000000000000001");
-        assert_eq!(z["kind"], "CLIENT");
+        assert_eq!(z["name"], "work \"quoted\"");
+        assert!(z.get("kind").is_none(), "a span of the handler's own");
         assert_eq!(z["timestamp"], 1_700_000_000_000_000_u64);
         assert_eq!(z["duration"], 1500);
         assert_eq!(z["localEndpoint"]["serviceName"], "greeter1");
-        assert_eq!(z["tags"]["rpc.grpc.status_code"], "14");
+        assert_eq!(z["tags"]["user"], "ana");
         assert_eq!(z["tags"]["error"], "down");
     }
 }

@@ -1,0 +1,457 @@
+//! OTLP export with the official `opentelemetry-proto` types: protobuf over gRPC (tonic, on a
+//! runtime of the export thread's own) or over HTTP (`application/x-protobuf`).
+
+use std::time::Duration;
+
+use fastrace::collector::SpanRecord;
+use opentelemetry_proto::tonic::{
+    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
+    resource::v1::Resource,
+    trace::v1::{Span, Status, span, status},
+};
+use prost::Message as _;
+
+use super::{
+    Side,
+    config::{ConfigError, OtlpProtocol, Resolved},
+    export::{Export, Maker},
+    service::{CODE_KEY, ENDPOINT_KEY, ERROR_KEY, Endpoint, endpoint_of},
+};
+
+/// What the exporters read from a span: its endpoint (ours) and its error, if any.
+pub(crate) struct View<'a> {
+    pub(crate) endpoint: Option<&'static Endpoint>,
+    pub(crate) error: Option<&'a str>,
+}
+
+pub(crate) fn view(span: &SpanRecord) -> View<'_> {
+    let mut view = View {
+        endpoint: None,
+        error: None,
+    };
+    for (key, value) in &span.properties {
+        if key == ENDPOINT_KEY {
+            view.endpoint = endpoint_of(value);
+        } else if key == ERROR_KEY {
+            view.error = Some(value);
+        }
+    }
+    view
+}
+
+/// The properties a user set, and ours but the internal ones.
+pub(crate) fn tags(span: &SpanRecord) -> impl Iterator<Item = (&str, &str)> {
+    span.properties
+        .iter()
+        .filter(|(key, _)| key != ENDPOINT_KEY && key != ERROR_KEY)
+        .map(|(key, value)| (&**key, &**value))
+}
+
+fn text(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.to_owned())),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Encodes batches as `ExportTraceServiceRequest` bytes, its memory kept from batch to batch:
+/// the resource and scope are encoded once, each endpoint's attributes once (with the
+/// official types), and each span through one `Span` value refilled in place, so that a span
+/// costs few allocations however many attributes it has.
+pub(crate) struct Encoder {
+    /// `resource` (field 1 of `ResourceSpans`), encoded.
+    resource: Vec<u8>,
+    /// `scope` (field 1 of `ScopeSpans`), encoded.
+    scope: Vec<u8>,
+    /// The endpoints' attributes (field 9 of `Span`), encoded, by endpoint.
+    attributes: Vec<Option<Vec<u8>>>,
+    span: Span,
+    one: Vec<u8>,
+    spans: Vec<u8>,
+    /// The request of the last batch.
+    pub(crate) out: Vec<u8>,
+}
+
+fn header(out: &mut Vec<u8>, tag: u32, len: usize) {
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, out);
+    prost::encoding::encode_varint(len as u64, out);
+}
+
+impl Encoder {
+    pub(crate) fn new(service_name: &str) -> Self {
+        let mut resource = Vec::new();
+        prost::encoding::message::encode(
+            1,
+            &Resource {
+                attributes: vec![text("service.name", service_name)],
+                ..Default::default()
+            },
+            &mut resource,
+        );
+        let mut scope = Vec::new();
+        prost::encoding::message::encode(
+            1,
+            &InstrumentationScope {
+                name: "micro-rs".into(),
+                ..Default::default()
+            },
+            &mut scope,
+        );
+        Encoder {
+            resource,
+            scope,
+            attributes: Vec::new(),
+            span: Span::default(),
+            one: Vec::new(),
+            spans: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The endpoint's attributes, encoded once.
+    fn attributes<'a>(
+        cache: &'a mut Vec<Option<Vec<u8>>>,
+        endpoint: &'static Endpoint,
+    ) -> &'a [u8] {
+        let index = endpoint.index();
+        if cache.len() <= index {
+            cache.resize(index + 1, None);
+        }
+        cache[index].get_or_insert_with(|| {
+            let mut out = Vec::new();
+            for (key, value) in &endpoint.attributes {
+                prost::encoding::message::encode(9, &text(key, value), &mut out);
+            }
+            out
+        })
+    }
+
+    /// Encodes `spans` into [`Encoder::out`].
+    pub(crate) fn encode(&mut self, spans: &[SpanRecord]) {
+        self.spans.clear();
+        for record in spans {
+            fill(&mut self.span, record);
+            self.one.clear();
+            // `encode` cannot fail on a Vec (it grows).
+            let _ = self.span.encode(&mut self.one);
+            if let Some(endpoint) = view(record).endpoint {
+                let attributes = Self::attributes(&mut self.attributes, endpoint);
+                self.one.extend_from_slice(attributes);
+            }
+            header(&mut self.spans, 2, self.one.len());
+            self.spans.extend_from_slice(&self.one);
+        }
+        let scope_spans = self.scope.len() + self.spans.len();
+        let mut scope_header = Vec::with_capacity(8);
+        header(&mut scope_header, 2, scope_spans);
+        let resource_spans = self.resource.len() + scope_header.len() + scope_spans;
+        self.out.clear();
+        header(&mut self.out, 1, resource_spans);
+        self.out.extend_from_slice(&self.resource);
+        self.out.extend_from_slice(&scope_header);
+        self.out.extend_from_slice(&self.scope);
+        self.out.extend_from_slice(&self.spans);
+    }
+}
+
+/// Refills `span` with `record`, reusing its buffers; the endpoint's attributes are added
+/// encoded by the caller.
+fn fill(span: &mut Span, record: &SpanRecord) {
+    let view = view(record);
+    span.trace_id.clear();
+    span.trace_id
+        .extend_from_slice(&record.trace_id.0.to_be_bytes());
+    span.span_id.clear();
+    span.span_id
+        .extend_from_slice(&record.span_id.0.to_be_bytes());
+    span.parent_span_id.clear();
+    if record.parent_id.0 != 0 {
+        span.parent_span_id
+            .extend_from_slice(&record.parent_id.0.to_be_bytes());
+    }
+    span.name.clear();
+    span.name.push_str(&record.name);
+    span.kind = match view.endpoint.map(|e| e.side) {
+        Some(Side::Server) => span::SpanKind::Server,
+        Some(Side::Client) => span::SpanKind::Client,
+        None => span::SpanKind::Internal,
+    } as i32;
+    span.start_time_unix_nano = record.begin_time_unix_ns;
+    span.end_time_unix_nano = record.begin_time_unix_ns + record.duration_ns;
+    span.attributes.clear();
+    for (key, value) in tags(record) {
+        span.attributes.push(match (key, value.parse::<i64>()) {
+            (CODE_KEY, Ok(code)) => KeyValue {
+                key: key.to_owned(),
+                value: Some(AnyValue {
+                    value: Some(Value::IntValue(code)),
+                }),
+                ..Default::default()
+            },
+            _ => text(key, value),
+        });
+    }
+    span.events.clear();
+    span.events
+        .extend(record.events.iter().map(|e| span::Event {
+            time_unix_nano: e.timestamp_unix_ns,
+            name: e.name.to_string(),
+            attributes: e.properties.iter().map(|(k, v)| text(k, v)).collect(),
+            dropped_attributes_count: 0,
+        }));
+    span.status = view.error.map(|message| Status {
+        message: message.to_owned(),
+        code: status::StatusCode::Error as i32,
+    });
+    span.flags = 0x100 | 1;
+}
+
+/// Sends encoded `ExportTraceServiceRequest` bytes as they are (tonic's codec for a message
+/// already encoded); reads the answer only as a success.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl tonic::codec::Codec for Raw {
+    type Encode = bytes::Bytes;
+    type Decode = ();
+    type Encoder = Raw;
+    type Decoder = Raw;
+
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl tonic::codec::Encoder for Raw {
+    type Item = bytes::Bytes;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: bytes::Bytes,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut as _;
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for Raw {
+    type Item = ();
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<()>, tonic::Status> {
+        use bytes::Buf as _;
+        src.advance(src.remaining());
+        Ok(Some(()))
+    }
+}
+
+/// Checks the settings now; builds the client on the export thread.
+pub(crate) fn maker(config: &Resolved) -> Result<Maker, ConfigError> {
+    let err = |reason: String| ConfigError::Exporter {
+        exporter: "otlp",
+        reason,
+    };
+    let endpoint = config.otlp_endpoint.clone();
+    let timeout = config.export_timeout;
+    let service = config.service_name.clone();
+    match config.otlp_protocol {
+        OtlpProtocol::Grpc => {
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())
+                .map_err(|e| err(format!("{endpoint} ({e})")))?
+                .timeout(timeout)
+                .connect_timeout(timeout);
+            Ok(Box::new(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let client = {
+                    let _entered = runtime.enter();
+                    tonic::client::Grpc::new(channel.connect_lazy())
+                };
+                Ok(Box::new(Grpc {
+                    runtime,
+                    client,
+                    timeout,
+                    encoder: Encoder::new(&service),
+                    endpoint,
+                }) as Box<dyn Export>)
+            }))
+        }
+        OtlpProtocol::HttpProtobuf => {
+            if !endpoint.starts_with("http://") && !endpoint.starts_with("https://") {
+                return Err(err(format!("{endpoint:?}: want an http:// URL")));
+            }
+            Ok(Box::new(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(timeout)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(Box::new(Http {
+                    client,
+                    endpoint,
+                    encoder: Encoder::new(&service),
+                }) as Box<dyn Export>)
+            }))
+        }
+    }
+}
+
+struct Grpc {
+    runtime: tokio::runtime::Runtime,
+    client: tonic::client::Grpc<tonic::transport::Channel>,
+    timeout: Duration,
+    encoder: Encoder,
+    endpoint: String,
+}
+
+/// The OTLP trace service's method.
+const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+impl Export for Grpc {
+    fn name(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
+        self.encoder.encode(spans);
+        let body = bytes::Bytes::copy_from_slice(&self.encoder.out);
+        let client = &mut self.client;
+        let call = async {
+            client.ready().await.map_err(|e| e.to_string())?;
+            let path = http::uri::PathAndQuery::from_static(EXPORT_PATH);
+            client
+                .unary(tonic::Request::new(body), path, Raw)
+                .await
+                .map_err(|status| status.to_string())
+        };
+        match self
+            .runtime
+            .block_on(async { tokio::time::timeout(self.timeout, call).await })
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(format!("{}: {e}", self.endpoint)),
+            Err(_) => Err(format!(
+                "{}: no answer in {:?}",
+                self.endpoint, self.timeout
+            )),
+        }
+    }
+}
+
+struct Http {
+    client: reqwest::blocking::Client,
+    endpoint: String,
+    encoder: Encoder,
+}
+
+impl Export for Http {
+    fn name(&self) -> &'static str {
+        "otlp"
+    }
+
+    fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
+        self.encoder.encode(spans);
+        let response = self
+            .client
+            .post(&self.endpoint)
+            .header("content-type", "application/x-protobuf")
+            .body(self.encoder.out.clone())
+            .send()
+            .map_err(|e| format!("{}: {e}", self.endpoint))?;
+        if !response.status().is_success() {
+            return Err(format!("{}: HTTP {}", self.endpoint, response.status()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fastrace::collector::{SpanId, TraceId};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message as _;
+
+    use super::*;
+
+    /// What the encoder writes is what the official types read, endpoint attributes included.
+    #[test]
+    fn batches_decode_with_the_official_types() {
+        let endpoint = super::super::service::new_endpoint(
+            "/greeter.Greeter/Test",
+            Some(("greeter2", "Greeter.Test")),
+            Some("node-1"),
+            super::super::SpanNames::OpenTelemetry,
+            Side::Server,
+            usize::MAX,
+        );
+        let ours = SpanRecord {
+            trace_id: TraceId(7),
+            span_id: SpanId(8),
+            parent_id: SpanId(9),
+            begin_time_unix_ns: 1_000,
+            duration_ns: 500,
+            name: endpoint.name.into(),
+            properties: vec![
+                (ENDPOINT_KEY.into(), endpoint.key().into()),
+                (CODE_KEY.into(), "14".into()),
+                (ERROR_KEY.into(), "down".into()),
+            ],
+            ..Default::default()
+        };
+        let users = SpanRecord {
+            span_id: SpanId(10),
+            parent_id: SpanId(8),
+            name: "user".into(),
+            properties: vec![("k".into(), "v".into())],
+            ..ours.clone()
+        };
+        let mut encoder = Encoder::new("svc");
+        for _ in 0..2 {
+            encoder.encode(&[ours.clone(), users.clone()]);
+            let request = ExportTraceServiceRequest::decode(&encoder.out[..]).unwrap();
+            let resource = &request.resource_spans[0];
+            assert_eq!(
+                resource.resource.as_ref().unwrap().attributes[0],
+                text("service.name", "svc")
+            );
+            let spans = &resource.scope_spans[0].spans;
+            assert_eq!(spans.len(), 2);
+            let (a, b) = (&spans[0], &spans[1]);
+            assert_eq!(a.name, "greeter.Greeter/Test");
+            assert_eq!(a.kind, span::SpanKind::Server as i32);
+            assert_eq!(a.trace_id, 7u128.to_be_bytes());
+            assert_eq!(a.parent_span_id, 9u64.to_be_bytes());
+            assert_eq!(a.end_time_unix_nano, 1_500);
+            assert_eq!(a.status.as_ref().unwrap().message, "down");
+            let keys: Vec<&str> = a.attributes.iter().map(|kv| kv.key.as_str()).collect();
+            for key in [
+                "rpc.system",
+                "rpc.service",
+                "rpc.method",
+                "micro.service",
+                "micro.endpoint",
+                "micro.node",
+                "rpc.grpc.status_code",
+            ] {
+                assert!(keys.contains(&key), "{key} in {keys:?}");
+            }
+            assert_eq!(b.kind, span::SpanKind::Internal as i32);
+            assert_eq!(b.attributes, [text("k", "v")]);
+            assert!(b.status.is_none());
+        }
+    }
+}
