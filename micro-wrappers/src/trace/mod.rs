@@ -41,7 +41,6 @@ pub use export::{SpanStats, Tracing};
 pub use future::ResponseFuture;
 pub use jaeger::JaegerPropagator;
 pub use layer::TraceLayer;
-pub(crate) use service::is_infrastructure;
 pub use service::{SpanEnd, Trace};
 
 /// Which end of a call a wrapper traces.
