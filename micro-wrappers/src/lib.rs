@@ -9,8 +9,12 @@
 //! * [`breaker::adaptive`]: the Google SRE book's client-side throttling, as go-zero;
 //! * [`ratelimit::bucket`]: juju/ratelimit's token bucket, as one lock-free compare-and-swap.
 //!
-//! Every type reads time from a [`clock::Clock`]: [`clock::SystemClock`] in production,
-//! [`clock::ManualClock`] in tests, so no rule needs a real sleep to be tested.
+//! Each of these algorithms reads time from a [`clock::Clock`]: [`clock::SystemClock`] in
+//! production, [`clock::ManualClock`] in tests, so no rule needs a real sleep to be tested.
+//!
+//! Beside them, the observation: [`trace`] (spans and their export) and [`metrics`]
+//! (Prometheus series). These measure time rather than decide on it: the metrics read call
+//! durations from `quanta`'s clock (the CPU's time-stamp counter), not from a `Clock`.
 
 pub mod breaker;
 pub mod clock;

@@ -60,7 +60,9 @@ impl Histogram {
     /// Empty, for `bounds`.
     pub(crate) fn new(bounds: &Bounds) -> Self {
         Histogram {
-            buckets: (0..=bounds.nanos.len()).map(|_| AtomicU64::new(0)).collect(),
+            buckets: (0..=bounds.nanos.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             sum_nanos: AtomicU64::new(0),
         }
     }

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::{Series, MetricsService};
+use super::{MetricsService, Series};
 
 /// Records every call of the service it wraps into one side's series
 /// ([`Metrics::server`](super::Metrics::server) or [`Metrics::client`](super::Metrics::client)).

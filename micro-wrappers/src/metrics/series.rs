@@ -29,7 +29,6 @@ const CODES: usize = 17;
 ///
 /// Each (service, endpoint) gets its [`Handles`] once, when first seen (or known); a call
 /// then only adds to atomics. Label values are bounded: see [`MAX_VALUES`](super::MAX_VALUES).
-#[derive(Debug)]
 pub struct Series {
     total: String,
     duration: String,
@@ -38,6 +37,9 @@ pub struct Series {
     /// The OpenCensus views' latency bounds (milliseconds) and names, if on.
     opencensus: Option<Arc<Bounds>>,
     services: Values,
+    /// Says whether a service is known elsewhere (the client's registry), asked when a new
+    /// service comes past the bound.
+    known_services: OnceLock<Box<dyn Fn(&str) -> bool + Send + Sync>>,
     endpoints: Values,
     table: RwLock<Table>,
     cache: Cache,
@@ -129,6 +131,18 @@ impl std::fmt::Debug for Cache {
     }
 }
 
+impl std::fmt::Debug for Series {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Series")
+            .field("total", &self.total)
+            .field("duration", &self.duration)
+            .field("services", &self.services)
+            .field("endpoints", &self.endpoints)
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Every (service, endpoint) exported, by service then endpoint; in the order first seen.
 #[derive(Debug, Default)]
 struct Table {
@@ -193,6 +207,7 @@ impl Series {
                 .opencensus
                 .then(|| Arc::new(Bounds::new(&OPENCENSUS_LATENCY_MS, 1e6))),
             services: Values::default(),
+            known_services: OnceLock::new(),
             endpoints: Values::default(),
             table: RwLock::default(),
             cache: Cache::new(),
@@ -211,6 +226,13 @@ impl Series {
                 self.cache.insert(service.clone(), endpoint, handles);
             }
         }
+    }
+
+    /// Asks `known` whether a service is known (e.g. found in the registry) when a new one
+    /// comes past the bound: a known service keeps its name. The first one set stays; `false`
+    /// if one was set before.
+    pub fn known_services(&self, known: impl Fn(&str) -> bool + Send + Sync + 'static) -> bool {
+        self.known_services.set(Box::new(known)).is_ok()
     }
 
     /// The handles of a call's names (its service and endpoint, or an empty service and its
@@ -257,11 +279,12 @@ impl Series {
             return handles;
         }
         let other = || Arc::<str>::from(OTHER);
-        let service = self.services.admit(service).unwrap_or_else(other);
+        let known = self.known_services.get().map(|known| &**known);
+        let service = self.services.admit(service, known).unwrap_or_else(other);
         let endpoint = if code == Code::Unimplemented {
             self.endpoints.get(endpoint)
         } else {
-            self.endpoints.admit(endpoint)
+            self.endpoints.admit(endpoint, None)
         }
         .unwrap_or_else(other);
         self.handles_of(&service, &endpoint)
@@ -334,12 +357,8 @@ impl Series {
             }
         }
         let name = format!("opencensus_io_rpc_{side}_request_count_by_method");
-        let mut metric = encoder.encode_descriptor(
-            &name,
-            "Count of RPCs by method",
-            None,
-            MetricType::Gauge,
-        )?;
+        let mut metric =
+            encoder.encode_descriptor(&name, "Count of RPCs by method", None, MetricType::Gauge)?;
         for handles in all {
             let count: u64 = by_code(handles).iter().map(|(_, h)| h.count()).sum();
             if count > 0 {
@@ -406,7 +425,10 @@ impl Collector for SeriesCollector {
                 .collect::<Vec<_>>()
         };
         let readings: Vec<_> = all.iter().map(|handles| statuses(handles)).collect();
-        let help = format!("Requests {} side, by service, endpoint and status", series.side);
+        let help = format!(
+            "Requests {} side, by service, endpoint and status",
+            series.side
+        );
         let mut metric =
             encoder.encode_descriptor(&series.total, &help, None, MetricType::Counter)?;
         for (handles, readings) in all.iter().zip(&readings) {

@@ -48,9 +48,13 @@ impl Values {
             .map(|(kept, _)| kept.clone())
     }
 
-    /// `value` as exported: itself if known or among the first [`MAX_VALUES`] seen, else
-    /// `None` (it folds into [`OTHER`]).
-    pub(crate) fn admit(&self, value: &Arc<str>) -> Option<Arc<str>> {
+    /// `value` as exported: itself if known (or `known` says so, asked only past the bound)
+    /// or among the first [`MAX_VALUES`] seen, else `None` (it folds into [`OTHER`]).
+    pub(crate) fn admit(
+        &self,
+        value: &Arc<str>,
+        known: Option<&(dyn Fn(&str) -> bool + Send + Sync)>,
+    ) -> Option<Arc<str>> {
         if &**value == OTHER {
             return None;
         }
@@ -62,6 +66,10 @@ impl Values {
             return Some(kept.clone());
         }
         if inner.seen >= MAX_VALUES {
+            if known.is_some_and(|known| known(value)) {
+                inner.kept.insert(value.clone(), true);
+                return Some(value.clone());
+            }
             return None;
         }
         inner.seen += 1;
@@ -80,13 +88,22 @@ mod tests {
         values.know("greeter");
         for i in 0..MAX_VALUES {
             let value: Arc<str> = format!("v{i}").into();
-            assert_eq!(values.admit(&value).as_deref(), Some(&*value));
+            assert_eq!(values.admit(&value, None).as_deref(), Some(&*value));
         }
-        assert_eq!(values.admit(&"late".into()), None);
-        assert_eq!(values.admit(&"greeter".into()).as_deref(), Some("greeter"));
-        assert_eq!(values.admit(&"v3".into()).as_deref(), Some("v3"));
+        assert_eq!(values.admit(&"late".into(), None), None);
+        assert_eq!(
+            values.admit(&"greeter".into(), None).as_deref(),
+            Some("greeter")
+        );
+        assert_eq!(values.admit(&"v3".into(), None).as_deref(), Some("v3"));
         values.know("late");
-        assert_eq!(values.admit(&"late".into()).as_deref(), Some("late"));
-        assert_eq!(values.admit(&OTHER.into()), None);
+        assert_eq!(values.admit(&"late".into(), None).as_deref(), Some("late"));
+        let registry = |value: &str| value == "found";
+        assert_eq!(values.admit(&"lost".into(), Some(&registry)), None);
+        assert_eq!(
+            values.admit(&"found".into(), Some(&registry)).as_deref(),
+            Some("found")
+        );
+        assert_eq!(values.admit(&OTHER.into(), None), None);
     }
 }
