@@ -21,8 +21,8 @@
 //!
 //! Bounded labels: each label keeps the values known (the services and endpoints a server
 //! hosts, see [`Series::know`]) and the first [`MAX_VALUES`] others; later values fold into
-//! one value, [`OTHER`], and so does the endpoint of a call answered `UNIMPLEMENTED` that is
-//! not known or seen, so a peer sending random names cannot grow the registry (new label
+//! one value, [`OTHER`], and so does a label of a call answered `UNIMPLEMENTED` whose value
+//! was not known or seen, so a peer sending random names cannot grow the registry (new label
 //! sets still add series up to those bounds: the registry grows to at most
 //! `(known + 101)` services times `(known + 101)` endpoints).
 //!

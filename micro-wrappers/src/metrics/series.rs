@@ -272,21 +272,26 @@ impl Series {
 
     /// The handles a call of (`service`, `endpoint`) that ended with `code` counts into, made
     /// if new: its labels as admitted, each past the bound folded into `other`. A call
-    /// answered `UNIMPLEMENTED` admits no new endpoint (it folds into `other`): a peer sending
-    /// random methods does not use up the bound.
+    /// answered `UNIMPLEMENTED` admits no new value (a label not seen before folds into
+    /// `other`): a peer sending random services or methods does not use up the bound.
     pub fn resolve(&self, service: &Arc<str>, endpoint: &Arc<str>, code: Code) -> Arc<Handles> {
         if let Some(handles) = self.lookup(service, endpoint) {
             return handles;
         }
         let other = || Arc::<str>::from(OTHER);
-        let known = self.known_services.get().map(|known| &**known);
-        let service = self.services.admit(service, known).unwrap_or_else(other);
-        let endpoint = if code == Code::Unimplemented {
-            self.endpoints.get(endpoint)
+        let (service, endpoint) = if code == Code::Unimplemented {
+            (self.services.get(service), self.endpoints.get(endpoint))
         } else {
-            self.endpoints.admit(endpoint, None)
-        }
-        .unwrap_or_else(other);
+            let known = self.known_services.get().map(|known| &**known);
+            (
+                self.services.admit(service, known),
+                self.endpoints.admit(endpoint, None),
+            )
+        };
+        let (service, endpoint) = (
+            service.unwrap_or_else(other),
+            endpoint.unwrap_or_else(other),
+        );
         self.handles_of(&service, &endpoint)
     }
 
