@@ -4,7 +4,7 @@ use micro_core::BoxError;
 
 /// Errors of a service's lifecycle.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub enum ServiceError {
     /// A flag or environment variable has a bad value.
     #[error("invalid option: {0}")]
     Options(String),

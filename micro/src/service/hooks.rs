@@ -2,7 +2,7 @@
 
 use micro_core::BoxError;
 
-use super::{Error, Service};
+use super::{Service, ServiceError};
 
 /// A lifecycle hook, as go-micro's `BeforeStart`, `AfterStart`, `BeforeStop`, `AfterStop`.
 pub(super) type Hook = Box<dyn FnMut() -> Result<(), BoxError> + Send>;
@@ -47,8 +47,8 @@ impl Service {
     }
 }
 
-pub(super) fn run_hooks(stage: &'static str, hooks: &mut [Hook]) -> Result<(), Error> {
+pub(super) fn run_hooks(stage: &'static str, hooks: &mut [Hook]) -> Result<(), ServiceError> {
     hooks
         .iter_mut()
-        .try_for_each(|hook| hook().map_err(|source| Error::Hook { stage, source }))
+        .try_for_each(|hook| hook().map_err(|source| ServiceError::Hook { stage, source }))
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::{Error, Service};
+use super::{Service, ServiceError};
 use crate::{Flags, registry_from_flags};
 
 impl Service {
@@ -19,17 +19,18 @@ impl Service {
     }
 
     /// Applies flags from `args` (the first is the program name) and the environment.
-    pub fn try_init_from<I, T>(self, args: I) -> Result<Self, Error>
+    pub fn try_init_from<I, T>(self, args: I) -> Result<Self, ServiceError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        let flags = Flags::try_parse_args(args).map_err(|e| Error::Options(e.to_string()))?;
+        let flags =
+            Flags::try_parse_args(args).map_err(|e| ServiceError::Options(e.to_string()))?;
         self.apply(flags)
     }
 
     /// Applies parsed flags.
-    pub fn apply(mut self, flags: Flags) -> Result<Self, Error> {
+    pub fn apply(mut self, flags: Flags) -> Result<Self, ServiceError> {
         self.apply_resilience(&flags)?;
         let options = self.server.options_mut();
         if let Some(v) = flags.server_name {
@@ -64,7 +65,7 @@ impl Service {
         }
         for pair in flags.server_metadata.iter().filter(|p| !p.is_empty()) {
             let (key, value) = pair.split_once('=').ok_or_else(|| {
-                Error::Options(format!("server_metadata {pair:?}: want key=value"))
+                ServiceError::Options(format!("server_metadata {pair:?}: want key=value"))
             })?;
             options.metadata.insert(key.to_owned(), value.to_owned());
         }
@@ -72,7 +73,7 @@ impl Service {
             self.registry = registry_from_flags(kind, &flags.registry_address)?;
         }
         let strategy = flags.selector.as_deref().map(str::parse).transpose();
-        let strategy = strategy.map_err(Error::Options)?;
+        let strategy = strategy.map_err(ServiceError::Options)?;
         self.configure_client("flags", |mut builder| {
             let client = builder.options_mut();
             if let Some(v) = flags.client_request_timeout {
@@ -93,7 +94,7 @@ impl Service {
     /// innermost handler wrapper, a client limit per called service and a breaker as client
     /// wrappers (or, in node scope, a call wrapper on each node's stack). Each feeds the
     /// health series when metrics are on (limiters `server` and `client`).
-    fn apply_resilience(&mut self, flags: &Flags) -> Result<(), Error> {
+    fn apply_resilience(&mut self, flags: &Flags) -> Result<(), ServiceError> {
         use micro_wrappers::breaker::{BreakerLayer, Scope, Settings, adaptive, hystrix};
         use micro_wrappers::ratelimit::{Key, Mode, RateLimitLayer};
 
@@ -109,7 +110,7 @@ impl Service {
             };
             RateLimitLayer::new(rate, burst)
                 .map(|layer| layer.mode(mode))
-                .map_err(|e| Error::Options(format!("{flag} {rate}: {e}")))
+                .map_err(|e| ServiceError::Options(format!("{flag} {rate}: {e}")))
         };
         if let Some(rate) = flags.server_ratelimit.filter(|r| *r > 0.0) {
             let layer = limit(
@@ -140,7 +141,7 @@ impl Service {
             }
             Some(crate::BreakerFlag::Adaptive) => {
                 BreakerLayer::adaptive(adaptive::AdaptiveSettings::new("client"))
-                    .map_err(|e| Error::Options(format!("client_breaker adaptive: {e}")))?
+                    .map_err(|e| ServiceError::Options(format!("client_breaker adaptive: {e}")))?
             }
         };
         let scope = match flags.client_breaker_scope {

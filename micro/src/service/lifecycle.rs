@@ -3,7 +3,7 @@
 use std::future::Future;
 
 use super::{
-    Error, Service,
+    Service, ServiceError,
     hooks::{Hook, run_hooks},
 };
 
@@ -11,7 +11,7 @@ impl Service {
     /// Starts serving and registers; returns a handle to stop it. [`Service::run`] is this
     /// plus waiting for a signal. A failing after-start hook stops the server again before
     /// its error is returned; dropping the [`Running`] without stopping it deregisters.
-    pub async fn start(mut self) -> Result<Running, Error> {
+    pub async fn start(mut self) -> Result<Running, ServiceError> {
         let name = self.server.options().name.clone();
         self.observe.decide(&name)?;
         let listener = self.observe.bind().await?;
@@ -35,12 +35,12 @@ impl Service {
     }
 
     /// Runs until SIGTERM, SIGINT or SIGQUIT, then stops gracefully.
-    pub async fn run(self) -> Result<(), Error> {
+    pub async fn run(self) -> Result<(), ServiceError> {
         self.run_until(shutdown_signal()?).await
     }
 
     /// Runs until `shutdown` completes, then stops gracefully.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<(), ServiceError> {
         let running = self.start().await?;
         shutdown.await;
         running.stop().await
@@ -50,7 +50,7 @@ impl Service {
 /// A started service. Dropped without [`Running::stop`], its server deregisters and stops
 /// in the background (the stop hooks do not run).
 pub struct Running {
-    server: micro_server::Running,
+    server: micro_server::RunningServer,
     observe: crate::observe::Running,
     before_stop: Vec<Hook>,
     after_stop: Vec<Hook>,
@@ -90,7 +90,7 @@ impl Running {
     /// Stops in go-micro's order: before-stop hooks, NOT_SERVING and deregister, the
     /// deregister delay (still accepting), stop accepting and drain, after-stop hooks; the
     /// metrics endpoint stops and the last spans are sent after the drain.
-    pub async fn stop(mut self) -> Result<(), Error> {
+    pub async fn stop(mut self) -> Result<(), ServiceError> {
         let before = run_hooks("before stop", &mut self.before_stop);
         self.server.stop().await;
         self.observe.stop().await;

@@ -17,7 +17,7 @@ use micro_client::Client;
 use micro_registry::{Cache, Memory, Registry};
 use micro_server::Server;
 
-pub use error::Error;
+pub use error::ServiceError;
 pub use lifecycle::Running;
 
 use hooks::Hook;
@@ -33,7 +33,7 @@ pub fn default_registry() -> Arc<dyn Registry> {
 ///
 /// ```no_run
 /// # use std::time::Duration;
-/// # async fn run() -> Result<(), micro::Error> {
+/// # async fn run() -> Result<(), micro::ServiceError> {
 /// micro::Service::new()
 ///     .name("greeter2")
 ///     .register_ttl(Duration::from_secs(5))

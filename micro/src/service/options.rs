@@ -4,7 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use micro_registry::Registry;
 
-use super::{Error, Service};
+use super::{Service, ServiceError};
 
 impl Service {
     /// Service name (`MICRO_SERVER_NAME`).
@@ -108,7 +108,7 @@ impl Service {
 
     /// Describes hosted services with an encoded `FileDescriptorSet`, so their endpoints are
     /// listed in the registry and served by reflection.
-    pub fn descriptors(mut self, encoded: &[u8]) -> Result<Self, Error> {
+    pub fn descriptors(mut self, encoded: &[u8]) -> Result<Self, ServiceError> {
         self.server.add_descriptors(encoded)?;
         Ok(self)
     }
