@@ -70,26 +70,33 @@ where
 /// gRPC's own services (health checking, reflection): not calls of the application, so not
 /// counted. Their names come from the services themselves.
 pub(crate) fn is_builtin(grpc_service: &str) -> bool {
-    [
-        tonic_health::pb::health_server::SERVICE_NAME,
-        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
-        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
-    ]
-    .contains(&grpc_service)
+    BUILTIN.contains(&grpc_service)
 }
+
+const BUILTIN: [&str; 3] = [
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+];
+
+/// The package every built-in service is in, to tell most calls apart by their first bytes.
+const BUILTIN_PATHS: &str = "/grpc.";
 
 /// Where a call counts, as far as known when it starts.
 enum Started {
     /// Its handles, found.
     Found(Arc<Handles>),
-    /// A call whose names were not seen counted yet: resolved when it ends, with its code.
-    New {
-        series: Arc<Series>,
-        /// What the call path will find the handles by.
-        names: (Arc<str>, Arc<str>),
-        /// Its service and endpoint labels, before bounding.
-        labels: (Arc<str>, Arc<str>),
-    },
+    /// A call whose names were not counted yet: resolved when it ends, with its code. Boxed:
+    /// rare, and the measure travels with the response, so it is kept small.
+    New(Box<Pending>),
+}
+
+struct Pending {
+    series: Arc<Series>,
+    /// What the call path will find the handles by.
+    names: (Arc<str>, Arc<str>),
+    /// Its service and endpoint labels, before bounding.
+    labels: (Arc<str>, Arc<str>),
 }
 
 /// Counts a call when it ends (nothing for gRPC's health checks and reflection).
@@ -97,12 +104,13 @@ pub struct Measure(Option<(Started, quanta::Instant)>);
 
 impl Measure {
     /// The measure of `request`, a call into `series`.
+    #[inline]
     fn start<B>(series: &Arc<Series>, request: &Request<B>) -> Self {
         let path = request.uri().path();
-        let Some((grpc_service, _)) = micro_core::split_grpc_path(path) else {
-            return Measure(None);
-        };
-        if is_builtin(grpc_service) {
+        // The common call is told apart from gRPC's own services by its first bytes.
+        if path.starts_with(BUILTIN_PATHS)
+            && micro_core::split_grpc_path(path).is_some_and(|(service, _)| is_builtin(service))
+        {
             return Measure(None);
         }
         let info = CallInfo::of(request);
@@ -113,29 +121,41 @@ impl Measure {
         };
         let started = match series.find(service, endpoint) {
             Some(handles) => Started::Found(handles),
-            None => {
-                let (names, labels) = match info {
-                    Some(info) => {
-                        let names = (info.service.clone(), info.endpoint.clone());
-                        (names.clone(), names)
-                    }
-                    // The gRPC service and the go-micro endpoint of the path.
-                    None => (
-                        (Arc::from(""), Arc::from(path)),
-                        (
-                            Arc::from(grpc_service),
-                            Arc::from(micro_core::endpoint_of(path)),
-                        ),
-                    ),
-                };
-                Started::New {
-                    series: series.clone(),
-                    names,
-                    labels,
-                }
-            }
+            None => match Pending::of(series, info, path) {
+                Some(pending) => Started::New(Box::new(pending)),
+                None => return Measure(None),
+            },
         };
         Measure(Some((started, quanta::Instant::now())))
+    }
+}
+
+impl Pending {
+    /// A call not counted before; `None` if it has neither a `CallInfo` nor a gRPC path.
+    #[cold]
+    fn of(series: &Arc<Series>, info: Option<&CallInfo>, path: &str) -> Option<Self> {
+        let (names, labels) = match info {
+            Some(info) => {
+                let names = (info.service.clone(), info.endpoint.clone());
+                (names.clone(), names)
+            }
+            // The gRPC service and the go-micro endpoint of the path.
+            None => {
+                let (grpc_service, _) = micro_core::split_grpc_path(path)?;
+                (
+                    (Arc::from(""), Arc::from(path)),
+                    (
+                        Arc::from(grpc_service),
+                        Arc::from(micro_core::endpoint_of(path)),
+                    ),
+                )
+            }
+        };
+        Some(Pending {
+            series: series.clone(),
+            names,
+            labels,
+        })
     }
 }
 
@@ -152,13 +172,16 @@ impl OnOutcome for Measure {
         let nanos = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
         match started {
             Started::Found(handles) => handles.record(outcome, nanos),
-            Started::New {
-                series,
-                names,
-                labels,
-            } => series
-                .resolve_named((&names.0, &names.1), (&labels.0, &labels.1), outcome.code)
-                .record(outcome, nanos),
+            Started::New(pending) => {
+                let Pending {
+                    series,
+                    names,
+                    labels,
+                } = *pending;
+                series
+                    .resolve_named((&names.0, &names.1), (&labels.0, &labels.1), outcome.code)
+                    .record(outcome, nanos)
+            }
         }
     }
 }
@@ -180,5 +203,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_service_is_under_the_prefix() {
+        for name in BUILTIN {
+            assert!(format!("/{name}/").starts_with(BUILTIN_PATHS), "{name}");
+            assert!(is_builtin(name));
+        }
+        assert!(!is_builtin("greeter.Greeter"));
     }
 }
