@@ -39,7 +39,7 @@ pub struct Series {
     services: Values,
     /// Says whether a service is known elsewhere (the client's registry), asked when a new
     /// service comes past the bound.
-    known_services: OnceLock<Box<dyn Fn(&str) -> bool + Send + Sync>>,
+    known_services: OnceLock<Box<Known>>,
     endpoints: Values,
     table: RwLock<Table>,
     cache: Cache,
@@ -146,11 +146,20 @@ impl std::fmt::Debug for Series {
 /// Every (service, endpoint) exported, by service then endpoint; in the order first seen.
 #[derive(Debug, Default)]
 struct Table {
-    by_service: HashMap<Arc<str>, HashMap<Arc<str>, Arc<Handles>, Fold>, Fold>,
+    by_service: HashMap<Arc<str>, ByEndpoint, Fold>,
     all: Vec<Arc<Handles>>,
 }
 
 type Fold = foldhash::fast::RandomState;
+
+/// Says whether a label value is known elsewhere.
+type Known = dyn Fn(&str) -> bool + Send + Sync;
+
+/// The handles of each endpoint of one service.
+type ByEndpoint = HashMap<Arc<str>, Arc<Handles>, Fold>;
+
+/// The OpenCensus latencies of one (service, endpoint): their bounds, one histogram per code.
+type ByCode = (Arc<Bounds>, Box<[OnceLock<Histogram>; CODES]>);
 
 /// The handles of one (service, endpoint): what a call adds to when it ends.
 #[derive(Debug)]
@@ -162,7 +171,7 @@ pub struct Handles {
     fail: Histogram,
     /// The OpenCensus views: one latency histogram (milliseconds) per gRPC code, made when
     /// the code is first seen.
-    opencensus: Option<(Arc<Bounds>, Box<[OnceLock<Histogram>; CODES]>)>,
+    opencensus: Option<ByCode>,
 }
 
 impl Handles {
