@@ -1,4 +1,5 @@
-//! End-to-end load harness for micro-rs, measured against bare tonic in the same run.
+//! End-to-end load harness for micro-rs, measured against bare tonic in the same run (and
+//! go-micro's greeter with `compare --foreign go-micro`).
 //!
 //! One binary, `bench`, with subcommands:
 //! - `serve <scenario>`: starts a scenario's servers, prints `ready <addr>`, serves until its
@@ -13,7 +14,8 @@
 //!
 //! Run the whole comparison with
 //! `cargo run --release -p bench -- compare --rounds 5 --duration 5s` (servers and load
-//! generator on separate CPUs; `--share-cpus` to let them share).
+//! generator on separate CPUs; `--share-cpus` to let them share); `scripts/bench-headline` runs
+//! it with go-micro and adds the instruction counts.
 
 pub mod client;
 pub mod compare;

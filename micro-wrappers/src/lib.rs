@@ -9,12 +9,10 @@
 //! * [`breaker::adaptive`]: the Google SRE book's client-side throttling, as go-zero;
 //! * [`ratelimit::bucket`]: juju/ratelimit's token bucket, as one lock-free compare-and-swap.
 //!
-//! Each of these algorithms reads time from a [`clock::Clock`]: [`clock::SystemClock`] in
-//! production, [`clock::ManualClock`] in tests, so no rule needs a real sleep to be tested.
-//!
-//! Beside them, the observation: [`trace`] (spans and their export) and [`metrics`]
-//! (Prometheus series). These measure time rather than decide on it: the metrics read call
-//! durations from `quanta`'s clock (the CPU's time-stamp counter), not from a `Clock`.
+//! Each of these reads time from a [`clock::Clock`]: [`clock::SystemClock`] in production,
+//! [`clock::ManualClock`] in tests, so no rule needs a real sleep to be tested. The
+//! observation wrappers ([`metrics`], [`trace`]) take no `Clock`: they read their own time (a
+//! call's duration, a span's timestamps).
 
 pub mod breaker;
 pub mod clock;
