@@ -25,6 +25,10 @@ pub const GREETER: &str = "go-greeter";
 pub const GREETER1: &str = "go-greeter1";
 /// The chain's second hop.
 pub const GREETER2: &str = "go-greeter2";
+/// `Hello` answering by itself, observed as go-micro users observe a service: the
+/// OpenTelemetry Go SDK (parent-based 0.9 sampler, batch OTLP/gRPC export to the span sink)
+/// and go-micro's Prometheus wrapper with its `/metrics` listener.
+pub const GREETER_OBSERVED: &str = "go-greeter-observed";
 
 /// Where the go-micro binaries are: `$MICRO_INTEROP_BIN`, else `target/interop` (where
 /// `scripts/test` builds them).
@@ -74,12 +78,20 @@ pub struct Peers {
     pub greeter1: GoProcess,
     /// The chain's second hop: `Test` without sleep.
     pub greeter2: GoProcess,
+    /// [`GREETER_OBSERVED`], when there is a span sink to export to.
+    pub observed: Option<GoProcess>,
 }
 
 impl Peers {
     /// Starts the peers from `dir` against `etcd`, on `cpus` (a `taskset -c` list) if given,
-    /// and waits until each is registered.
-    pub async fn start(dir: &Path, etcd: &str, cpus: Option<&str>) -> anyhow::Result<Peers> {
+    /// and waits until each is registered; with `sink` (the span sink's `host:port`) the
+    /// observed greeter too.
+    pub async fn start(
+        dir: &Path,
+        etcd: &str,
+        cpus: Option<&str>,
+        sink: Option<&str>,
+    ) -> anyhow::Result<Peers> {
         let binary = dir.join("greeter");
         if !binary.is_file() {
             bail!(
@@ -104,23 +116,49 @@ impl Peers {
             &[("INTEROP_TEST_SLEEP", "0")],
         )?;
         let greeter1 = spawn(&binary, etcd, GREETER1, cpus, &[("INTEROP_CALL", GREETER2)])?;
-        for process in [&greeter, &greeter1, &greeter2] {
+        let observed = match sink {
+            Some(sink) => {
+                let metrics = format!("127.0.0.1:{}", micro_test_support::free_port()?);
+                Some(spawn(
+                    &binary,
+                    etcd,
+                    GREETER_OBSERVED,
+                    cpus,
+                    &[
+                        ("INTEROP_HELLO_SELF", "true"),
+                        ("INTEROP_OTEL_ENDPOINT", sink),
+                        ("INTEROP_OTEL_RATIO", "0.9"),
+                        ("INTEROP_METRICS_ADDRESS", &metrics),
+                    ],
+                )?)
+            }
+            None => None,
+        };
+        for process in [&greeter, &greeter1, &greeter2]
+            .into_iter()
+            .chain(observed.as_ref())
+        {
             registered(&registry, process.service).await?;
         }
         Ok(Peers {
             greeter,
             greeter1,
             greeter2,
+            observed,
         })
     }
 
-    /// Stops all three.
+    /// Stops them all.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let results = [
+        let mut results = vec![
             self.greeter.stop().await,
             self.greeter1.stop().await,
             self.greeter2.stop().await,
         ];
+        if let Some(observed) = self.observed {
+            // SIGTERM: go-micro stops, then the SDK sends its last batch of spans.
+            results.push(observed.stop().await);
+        }
         results.into_iter().collect()
     }
 }

@@ -98,8 +98,9 @@ enum Command {
         scenarios: Vec<Scenario>,
         /// Also loads a foreign peer: `go-micro` starts the go-micro greeter (a `Hello` server
         /// and a greeter1 -> greeter2 chain, go-micro v5.30, from `--go-micro-bin`) pinned like
-        /// the servers and registered in the same etcd; anything else is the `host:port` of a
-        /// greeter server already running.
+        /// the servers and registered in the same etcd, and with an observed scenario a `Hello`
+        /// server observed as go-micro users do (row `go-micro-observed`); anything else is the
+        /// `host:port` of a greeter server already running.
         #[arg(long)]
         foreign: Option<String>,
         /// Where the go-micro binaries are (default `$MICRO_INTEROP_BIN`, else `target/interop`).

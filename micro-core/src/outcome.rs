@@ -336,10 +336,14 @@ where
                 Poll::Ready(Some(Err(err)))
             }
             Poll::Ready(None) => {
-                this.report.send(&Outcome::broken(
-                    Code::Internal,
-                    "stream ended without grpc-status",
-                ));
+                // Polled again after the trailers (the usual end): reported already, so the
+                // error (two strings) is not built.
+                if this.report.0.is_some() {
+                    this.report.send(&Outcome::broken(
+                        Code::Internal,
+                        "stream ended without grpc-status",
+                    ));
+                }
                 Poll::Ready(None)
             }
         }

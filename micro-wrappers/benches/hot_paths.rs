@@ -253,12 +253,99 @@ fn health(c: &mut Criterion) {
     g.finish();
 }
 
+/// The metrics wrapper per call: the layer over a ready service (its handles found), the
+/// counting alone on one and two threads, and prometheus-client's `Family` + `Histogram` (a
+/// SipHash lookup under a lock, a mutex per observation: what the wrapper did before).
+fn metrics(c: &mut Criterion) {
+    use micro_core::{CallInfo, Outcome};
+    use micro_wrappers::metrics::{Metrics, MetricsConfig};
+    use prometheus_client::metrics::{counter::Counter, family::Family, histogram::Histogram};
+    use tower::Layer;
+
+    const PATH: &str = "/greeter.Greeter/Hello";
+    /// One call of `PATH`, with `info` if given (as `hop`, with a gRPC path).
+    fn call<S>(service: &mut S, info: Option<&CallInfo>)
+    where
+        S: tower::Service<http::Request<tonic::body::Body>>,
+    {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(service.poll_ready(&mut cx).is_ready());
+        let mut request = http::Request::new(tonic::body::Body::empty());
+        *request.uri_mut() = http::Uri::from_static(PATH);
+        if let Some(info) = info {
+            request.extensions_mut().insert(info.clone());
+        }
+        let future = std::pin::pin!(service.call(request));
+        match future.poll(&mut cx) {
+            Poll::Ready(response) => drop(black_box(response)),
+            Poll::Pending => panic!("the inner service is always ready"),
+        }
+    }
+
+    let metrics = Metrics::new(MetricsConfig {
+        process: false,
+        ..MetricsConfig::default()
+    });
+    let info = CallInfo::from_path("greeter", PATH);
+    let mut g = c.benchmark_group("metrics");
+    let mut bare = ready_inner();
+    g.bench_function("no layer (baseline)", |b| {
+        b.iter(|| call(&mut bare, Some(&info)))
+    });
+    let mut server = metrics.server().layer(ready_inner());
+    g.bench_function("metrics layer, micro call", |b| {
+        b.iter(|| call(&mut server, Some(&info)))
+    });
+    let mut tonic = metrics.server().layer(ready_inner());
+    g.bench_function("metrics layer, bare tonic call", |b| {
+        b.iter(|| call(&mut tonic, None))
+    });
+    let handles = metrics
+        .server_series()
+        .find("greeter", "Greeter.Hello")
+        .expect("resolved by the calls above");
+    let ok = Outcome::SUCCESS;
+    g.bench_function("find + record", |b| {
+        b.iter(|| {
+            let found = metrics
+                .server_series()
+                .find(black_box("greeter"), black_box("Greeter.Hello"));
+            found.expect("found").record(&ok, black_box(1_234_567));
+        })
+    });
+    g.bench_function("record, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, &|| handles.record(&ok, black_box(1_234_567))))
+    });
+    let requests = Family::<[(&str, &str); 3], Counter>::default();
+    let durations = Family::<[(&str, &str); 3], Histogram>::new_with_constructor(|| {
+        Histogram::new(micro_wrappers::metrics::DEFAULT_BUCKETS)
+    });
+    let record = || {
+        let labels = [
+            ("service", black_box("greeter")),
+            ("endpoint", "Greeter.Hello"),
+            ("status", "success"),
+        ];
+        requests.get_or_create(&labels).inc();
+        durations
+            .get_or_create(&labels)
+            .observe(black_box(0.001_234_567));
+    };
+    g.bench_function("prometheus-client Family + Histogram", |b| b.iter(record));
+    g.bench_function("prometheus-client Family + Histogram, 2 threads", |b| {
+        b.iter_custom(|iters| two_threads(iters, &record))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(30);
-    targets = breakers, buckets, layers, health
+    targets = breakers, buckets, layers, health, metrics
 }
 criterion_main!(benches);

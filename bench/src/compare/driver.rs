@@ -179,7 +179,9 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
     let mut go_peers = None;
     if let (Some(dir), Some(etcd)) = (&options.go_micro, &etcd) {
         let cpus = options.pin.as_ref().map(|pin| pin.servers.as_str());
-        let peers = gomicro::Peers::start(dir, etcd, cpus).await?;
+        // The observed peer when the run has a span sink (an observed scenario).
+        let sink_addr = sink.as_ref().map(|sink| sink.addr.as_str());
+        let peers = gomicro::Peers::start(dir, etcd, cpus, sink_addr).await?;
         eprintln!(
             "bench: go-micro peers ({}) registered: {} (pid {}), {} (pid {}) -> {} (pid {})",
             gomicro::VERSION,
@@ -218,6 +220,29 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             idle_rss_kib: None,
             observed: None,
         });
+        if let (Some(observed), Some(sink)) = (&peers.observed, &sink_endpoint) {
+            eprintln!(
+                "bench: go-micro observed peer registered: {} (pid {})",
+                observed.service, observed.pid
+            );
+            // The load observes as micro-observed's does: its client spans are sampled and
+            // propagated, so the peer's parent-based sampler follows them.
+            let mut target = discovered(gomicro::GREETER_OBSERVED);
+            target.extend(["--observe".to_owned(), sink.clone()]);
+            entries.push(Entry {
+                name: "go-micro-observed".into(),
+                baseline: Scenario::MicroObserved.name().into(),
+                hops: 1,
+                server: None,
+                pids: vec![observed.pid],
+                target,
+                idle_rss_kib: None,
+                observed: Some(ObservedEntry {
+                    service: gomicro::GREETER_OBSERVED.to_owned(),
+                    ..Default::default()
+                }),
+            });
+        }
         go_peers = Some(peers);
     }
     // Idle memory: every server started and registered, no call made yet.
@@ -244,6 +269,12 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             Err(err) => eprintln!("bench: stopping {}: {err:#}", entry.name),
         }
     }
+    // Before the sink: the observed peer sends its last spans when it stops.
+    if let Some(peers) = go_peers
+        && let Err(err) = peers.stop().await
+    {
+        eprintln!("bench: stopping the go-micro peers: {err:#}");
+    }
     // The sink last: every server and load client has sent its last spans.
     let sink_report = match sink {
         Some(sink) => match stop_sink(sink).await {
@@ -263,11 +294,6 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
                     Some(report.from_services([observed.service.as_str(), client.as_str()]));
             }
         }
-    }
-    if let Some(peers) = go_peers
-        && let Err(err) = peers.stop().await
-    {
-        eprintln!("bench: stopping the go-micro peers: {err:#}");
     }
     drop(etcd_server);
     let runs = result?;

@@ -44,7 +44,8 @@ pub struct Options {
     pub pin: Option<Pin>,
     /// Also loads the go-micro peers (`--foreign go-micro`), started from the binaries in this
     /// directory: rows `go-micro` (baseline `micro`) and `chain-go-micro` (baseline
-    /// `chain-micro`).
+    /// `chain-micro`), and, when an observed scenario runs (so there is a span sink),
+    /// `go-micro-observed` (baseline `micro-observed`).
     pub go_micro: Option<PathBuf>,
 }
 /// One scenario's result in one round.

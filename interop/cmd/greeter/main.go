@@ -13,6 +13,14 @@
 //	--hello_self / INTEROP_HELLO_SELF   Hello answers by itself, calling nobody (for load)
 //	--otel / INTEROP_OTEL               wrap handler and client with go-micro's OpenTelemetry
 //	                                    wrappers, W3C trace context propagated
+//	--otel_endpoint / INTEROP_OTEL_ENDPOINT
+//	                                    also record spans with the OpenTelemetry SDK and send
+//	                                    them in batches over OTLP/gRPC to this host:port
+//	                                    (implies --otel; empty: spans are no-ops)
+//	--otel_ratio / INTEROP_OTEL_RATIO   the SDK sampler: parent-based, trace-id ratio (0.9)
+//	--metrics_address / INTEROP_METRICS_ADDRESS
+//	                                    wrap handler and client with go-micro's Prometheus
+//	                                    wrapper and serve /metrics on this host:port
 //
 // For the tests, a request name selects a behaviour of Test (and of Hello with hello_self):
 //
@@ -29,6 +37,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -41,9 +51,16 @@ import (
 	"go-micro.dev/v5/logger"
 	"go-micro.dev/v5/metadata"
 	grpcserver "go-micro.dev/v5/server/grpc"
+	promwrap "go-micro.dev/v5/wrapper/monitoring/prometheus"
 	otelwrap "go-micro.dev/v5/wrapper/trace/opentelemetry"
 	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	pb "github.com/micro-rs/micro-rs/interop/greeterpb"
 	"github.com/micro-rs/micro-rs/interop/internal/codecfix"
@@ -134,6 +151,49 @@ func (g *Greeter) Hello(ctx context.Context, req *pb.Request, rsp *pb.Response) 
 
 func init() { codecfix.Register() }
 
+// tracerProvider installs the OpenTelemetry SDK as go-micro users set it up: a batch span
+// processor exporting over OTLP/gRPC to endpoint, a parent-based trace-id ratio sampler, the
+// service's name on the resource. Its Shutdown sends the last spans.
+func tracerProvider(ctx context.Context, endpoint, service string, ratio float64) (*sdktrace.TracerProvider, error) {
+	exporter, err := otlptracegrpc.New(ctx,
+		otlptracegrpc.WithEndpoint(endpoint),
+		otlptracegrpc.WithInsecure(),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("otlp exporter to %s: %w", endpoint, err)
+	}
+	res, err := resource.Merge(resource.Default(),
+		resource.NewWithAttributes(semconv.SchemaURL, semconv.ServiceName(service)))
+	if err != nil {
+		return nil, fmt.Errorf("resource: %w", err)
+	}
+	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithBatcher(exporter),
+		sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
+	)
+	otel.SetTracerProvider(tp)
+	return tp, nil
+}
+
+// serveMetrics serves the default Prometheus registry (where go-micro's wrapper registers) on
+// address; the listener is bound before returning, so a taken port is an error at start.
+func serveMetrics(address string) error {
+	listener, err := net.Listen("tcp", address)
+	if err != nil {
+		return fmt.Errorf("metrics listener on %s: %w", address, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.Handler())
+	logger.Infof("serving /metrics on %s", listener.Addr())
+	go func() {
+		if err := http.Serve(listener, mux); err != nil {
+			logger.Errorf("metrics listener: %v", err)
+		}
+	}()
+	return nil
+}
+
 func main() {
 	g := &Greeter{}
 	flags := []cli.Flag{
@@ -145,8 +205,17 @@ func main() {
 			Usage: "Hello answers by itself"},
 		&cli.BoolFlag{Name: "otel", EnvVars: []string{"INTEROP_OTEL"},
 			Usage: "wrap with go-micro's OpenTelemetry wrappers (W3C trace context)"},
+		&cli.StringFlag{Name: "otel_endpoint", EnvVars: []string{"INTEROP_OTEL_ENDPOINT"},
+			Usage: "OTLP/gRPC host:port the SDK sends spans to (implies --otel)"},
+		&cli.Float64Flag{Name: "otel_ratio", EnvVars: []string{"INTEROP_OTEL_RATIO"}, Value: 0.9,
+			Usage: "share of new traces sampled (parent-based, trace-id ratio)"},
+		&cli.StringFlag{Name: "metrics_address", EnvVars: []string{"INTEROP_METRICS_ADDRESS"},
+			Usage: "host:port of /metrics; go-micro's Prometheus wrapper on handler and client"},
 	}
 	otelOn := false
+	otelEndpoint := ""
+	otelRatio := 0.9
+	metricsAddress := ""
 	opts := []micro.Option{
 		micro.Server(grpcserver.NewServer()),
 		micro.Client(grpcclient.NewClient()),
@@ -155,13 +224,43 @@ func main() {
 			g.call = c.String("call")
 			g.testSleep = c.Duration("test_sleep")
 			g.helloSelf = c.Bool("hello_self")
-			otelOn = c.Bool("otel")
+			otelEndpoint = c.String("otel_endpoint")
+			otelOn = c.Bool("otel") || otelEndpoint != ""
+			otelRatio = c.Float64("otel_ratio")
+			metricsAddress = c.String("metrics_address")
 			return nil
 		}),
 	}
 	service := micro.New("greeter", opts...)
 	// Parses go-micro's flags and environment (and ours).
 	service.Init()
+	if otelRatio < 0 || otelRatio > 1 {
+		logger.Fatalf("--otel_ratio %v: want a share between 0 and 1", otelRatio)
+	}
+	flush := func() {}
+	if otelEndpoint != "" {
+		tp, err := tracerProvider(context.Background(), otelEndpoint, service.Server().Options().Name, otelRatio)
+		if err != nil {
+			logger.Fatal(err)
+		}
+		flush = func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tp.Shutdown(ctx); err != nil {
+				logger.Errorf("sending the last spans: %v", err)
+			}
+		}
+	}
+	if metricsAddress != "" {
+		if err := serveMetrics(metricsAddress); err != nil {
+			logger.Fatal(err)
+		}
+		// The same series as micro-rs: micro_request_* handled, micro_client_request_* made.
+		service.Init(
+			micro.WrapHandler(promwrap.NewHandlerWrapper()),
+			micro.WrapCall(promwrap.NewCallWrapper(promwrap.ServiceName("micro_client"))),
+		)
+	}
 	if otelOn {
 		otel.SetTextMapPropagator(propagation.TraceContext{})
 		service.Init(
@@ -176,7 +275,10 @@ func main() {
 	if err := service.Handle(g); err != nil {
 		logger.Fatal(err)
 	}
-	if err := service.Run(); err != nil {
+	err := service.Run()
+	// After a graceful stop (SIGTERM): the batch's last spans are sent before exiting.
+	flush()
+	if err != nil {
 		logger.Fatal(err)
 	}
 }

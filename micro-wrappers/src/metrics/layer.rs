@@ -2,18 +2,18 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use super::{CallSeries, MetricsService};
+use super::{MetricsService, Series};
 
 /// Records every call of the service it wraps into one side's series
 /// ([`Metrics::server`](super::Metrics::server) or [`Metrics::client`](super::Metrics::client)).
 #[derive(Clone, Debug)]
 pub struct MetricsLayer {
-    series: Arc<CallSeries>,
+    series: Arc<Series>,
 }
 
 impl MetricsLayer {
     /// A layer recording into `series`.
-    pub fn new(series: Arc<CallSeries>) -> Self {
+    pub fn new(series: Arc<Series>) -> Self {
         MetricsLayer { series }
     }
 }

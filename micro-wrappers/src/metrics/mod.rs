@@ -16,22 +16,35 @@
 //! `status` (`success` | `fail`) for handled calls; the client side in
 //! `micro_client_request_total` / `micro_client_request_duration_seconds` (go-micro's
 //! `Subsystem("client")`). Namespace, subsystems, constant labels and buckets are options, as in
-//! go-micro; the seed's OpenCensus views are another option. An endpoint answered
-//! `UNIMPLEMENTED` is recorded as `unknown`, and past [`MAX_SERIES`] label sets per series new
-//! ones fold into `other`, so a peer sending random methods cannot grow the registry.
-//! Health checks and reflection calls are not recorded.
+//! go-micro; the seed's OpenCensus views are another option. gRPC health checks and reflection
+//! calls are not counted.
+//!
+//! Bounded labels: each label keeps the values known (the services and endpoints a server
+//! hosts, see [`Series::know`]) and the first [`MAX_VALUES`] others; later values fold into
+//! one value, [`OTHER`], and so does a label of a call answered `UNIMPLEMENTED` whose value
+//! was not known or seen, so a peer sending random names cannot grow the registry (new label
+//! sets still add series up to those bounds: the registry grows to at most
+//! `(known + 101)` services times `(known + 101)` endpoints).
+//!
+//! The cost of a call: each (service, endpoint) gets its [`Handles`] (a counter-histogram per
+//! status) when first seen; a call then finds them by a hash of its names in a table no
+//! core writes after (no lock), and counts with two relaxed atomic adds into its bucket and
+//! the sum. The first call of a new (service, endpoint), and every call folded into `other`,
+//! takes the slow path (a read lock and a map). Durations are read from `quanta`'s TSC clock,
+//! not from a [`Clock`](crate::clock::Clock): they are measured, not decided on.
 //!
 //! The framework's health series ([`Health`]): breakers (`observe_breaker`), limiters
 //! (`observe_limiter`), registrations, watch restarts, nodes known, client retries and spans;
 //! [`HealthLink`] attaches breakers and limiters built before the metrics exist.
 
 mod health;
-mod labels;
+mod histogram;
 mod layer;
 mod link;
 mod process;
 mod series;
 mod service;
+mod values;
 
 use std::sync::Arc;
 
@@ -39,15 +52,18 @@ use parking_lot::RwLock;
 use prometheus_client::{collector::Collector, registry::Registry};
 
 pub use health::{Health, LimiterSeries, SpanCollector, state_value};
-pub use labels::CallLabels;
 pub use layer::MetricsLayer;
 pub use link::HealthLink;
 pub use process::ProcessCollector;
-pub use series::CallSeries;
+pub use series::{Handles, Series};
 pub use service::{Measure, MetricsService, ResponseFuture};
 
-/// The most label sets one call series keeps before folding new endpoints into `other`.
-pub const MAX_SERIES: usize = 2048;
+/// The most values a call label (`service`, `endpoint`) takes besides the known ones; later
+/// values fold into [`OTHER`].
+pub const MAX_VALUES: usize = 100;
+
+/// The one value label values past the bound fold into.
+pub const OTHER: &str = "other";
 
 /// Prometheus' default histogram buckets (go-micro's), in seconds.
 pub const DEFAULT_BUCKETS: [f64; 11] = [
@@ -95,11 +111,13 @@ impl Default for MetricsConfig {
 }
 
 /// One process's metrics: the registry, the call series and the health series. Cheap to clone.
+/// The registry grows as new label values are seen (within the bounds above) and as
+/// collectors are added ([`Metrics::register_collector`]).
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Arc<RwLock<Registry>>,
-    server: Arc<CallSeries>,
-    client: Arc<CallSeries>,
+    server: Arc<Series>,
+    client: Arc<Series>,
     health: Health,
 }
 
@@ -121,18 +139,18 @@ impl Metrics {
             .iter()
             .map(|(k, v)| (k.clone().into(), v.clone().into()));
         let mut registry = Registry::with_labels(labels);
-        let server = Arc::new(CallSeries::register(
-            &mut registry,
+        let server = Arc::new(Series::new(
             &full_name(&[&config.namespace, &config.server_subsystem]),
             "server",
             &config,
         ));
-        let client = Arc::new(CallSeries::register(
-            &mut registry,
+        registry.register_collector(Box::new(series::SeriesCollector(server.clone())));
+        let client = Arc::new(Series::new(
             &full_name(&[&config.namespace, &config.client_subsystem]),
             "client",
             &config,
         ));
+        registry.register_collector(Box::new(series::SeriesCollector(client.clone())));
         let health = Health::register(&mut registry, &config.namespace);
         if config.process {
             registry.register_collector(Box::new(ProcessCollector::new()));
@@ -153,6 +171,16 @@ impl Metrics {
     /// The client wrapper: records every call made.
     pub fn client(&self) -> MetricsLayer {
         MetricsLayer::new(self.client.clone())
+    }
+
+    /// The handled calls' series (to [`Series::know`] the services a server hosts).
+    pub fn server_series(&self) -> &Arc<Series> {
+        &self.server
+    }
+
+    /// The series of the calls made (to [`Series::know`] services found in the registry).
+    pub fn client_series(&self) -> &Arc<Series> {
+        &self.client
     }
 
     /// The framework health series (breakers, limiters, registry, client, spans).

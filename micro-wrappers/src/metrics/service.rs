@@ -13,21 +13,20 @@ use micro_core::{
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use super::CallSeries;
-use crate::trace::is_infrastructure;
+use super::{Handles, Series};
 
 /// The measured service: see [`MetricsLayer`](super::MetricsLayer).
 #[derive(Clone, Debug)]
 pub struct MetricsService<S> {
     inner: S,
-    series: Arc<CallSeries>,
+    series: Arc<Series>,
 }
 
 // === impl MetricsService ===
 
 impl<S> MetricsService<S> {
     /// Records `inner`'s calls into `series`.
-    pub fn new(inner: S, series: Arc<CallSeries>) -> Self {
+    pub fn new(inner: S, series: Arc<Series>) -> Self {
         MetricsService { inner, series }
     }
 
@@ -61,43 +60,104 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        let measure = if is_infrastructure(request.uri().path()) {
-            Measure(None)
-        } else {
-            let (service, endpoint) = match CallInfo::of(&request) {
-                Some(info) => (info.service.clone(), info.endpoint.clone()),
-                // A bare tonic app: the gRPC service and the go-micro endpoint of the path.
-                None => {
-                    let path = request.uri().path();
-                    let service = path
-                        .trim_start_matches('/')
-                        .split_once('/')
-                        .map_or("", |(service, _)| service);
-                    (service.into(), micro_core::endpoint_of(path).into())
-                }
-            };
-            Measure(Some(Started {
-                series: self.series.clone(),
-                service,
-                endpoint,
-                at: quanta::Instant::now(),
-            }))
-        };
+        let measure = Measure::start(&self.series, &request);
         ResponseFuture {
             inner: OutcomeFuture::new(self.inner.call(request), measure),
         }
     }
 }
 
-struct Started {
-    series: Arc<CallSeries>,
-    service: Arc<str>,
-    endpoint: Arc<str>,
-    at: quanta::Instant,
+/// gRPC's own services (health checking, reflection): not calls of the application, so not
+/// counted. Their names come from the services themselves.
+pub(crate) fn is_builtin(grpc_service: &str) -> bool {
+    BUILTIN.contains(&grpc_service)
 }
 
-/// Records a call when it ends (nothing for health checks and reflection).
-pub struct Measure(Option<Started>);
+const BUILTIN: [&str; 3] = [
+    tonic_health::pb::health_server::SERVICE_NAME,
+    tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+    tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+];
+
+/// The package every built-in service is in, to tell most calls apart by their first bytes.
+const BUILTIN_PATHS: &str = "/grpc.";
+
+/// Where a call counts, as far as known when it starts.
+enum Started {
+    /// Its handles, found.
+    Found(Arc<Handles>),
+    /// A call whose names were not counted yet: resolved when it ends, with its code. Boxed:
+    /// rare, and the measure travels with the response, so it is kept small.
+    New(Box<Pending>),
+}
+
+struct Pending {
+    series: Arc<Series>,
+    /// What the call path will find the handles by.
+    names: (Arc<str>, Arc<str>),
+    /// Its service and endpoint labels, before bounding.
+    labels: (Arc<str>, Arc<str>),
+}
+
+/// Counts a call when it ends (nothing for gRPC's health checks and reflection).
+pub struct Measure(Option<(Started, quanta::Instant)>);
+
+impl Measure {
+    /// The measure of `request`, a call into `series`.
+    #[inline]
+    fn start<B>(series: &Arc<Series>, request: &Request<B>) -> Self {
+        let path = request.uri().path();
+        // The common call is told apart from gRPC's own services by its first bytes.
+        if path.starts_with(BUILTIN_PATHS)
+            && micro_core::split_grpc_path(path).is_some_and(|(service, _)| is_builtin(service))
+        {
+            return Measure(None);
+        }
+        let info = CallInfo::of(request);
+        // A bare tonic app has no CallInfo: its path names the call.
+        let (service, endpoint) = match info {
+            Some(info) => (&*info.service, &*info.endpoint),
+            None => ("", path),
+        };
+        let started = match series.find(service, endpoint) {
+            Some(handles) => Started::Found(handles),
+            None => match Pending::of(series, info, path) {
+                Some(pending) => Started::New(Box::new(pending)),
+                None => return Measure(None),
+            },
+        };
+        Measure(Some((started, quanta::Instant::now())))
+    }
+}
+
+impl Pending {
+    /// A call not counted before; `None` if it has neither a `CallInfo` nor a gRPC path.
+    #[cold]
+    fn of(series: &Arc<Series>, info: Option<&CallInfo>, path: &str) -> Option<Self> {
+        let (names, labels) = match info {
+            Some(info) => {
+                let names = (info.service.clone(), info.endpoint.clone());
+                (names.clone(), names)
+            }
+            // The gRPC service and the go-micro endpoint of the path.
+            None => {
+                let (grpc_service, _) = micro_core::split_grpc_path(path)?;
+                (
+                    (Arc::from(""), Arc::from(path)),
+                    (
+                        Arc::from(grpc_service),
+                        Arc::from(micro_core::endpoint_of(path)),
+                    ),
+                )
+            }
+        };
+        Some(Pending {
+            series: series.clone(),
+            names,
+            labels,
+        })
+    }
+}
 
 impl std::fmt::Debug for Measure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -106,14 +166,22 @@ impl std::fmt::Debug for Measure {
 }
 
 impl OnOutcome for Measure {
+    #[inline]
     fn on_outcome(self, outcome: &Outcome) {
-        if let Some(started) = self.0 {
-            started.series.record(
-                &started.service,
-                &started.endpoint,
-                outcome,
-                started.at.elapsed(),
-            );
+        let Some((started, at)) = self.0 else { return };
+        let nanos = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match started {
+            Started::Found(handles) => handles.record(outcome, nanos),
+            Started::New(pending) => {
+                let Pending {
+                    series,
+                    names,
+                    labels,
+                } = *pending;
+                series
+                    .resolve_named((&names.0, &names.1), (&labels.0, &labels.1), outcome.code)
+                    .record(outcome, nanos)
+            }
         }
     }
 }
@@ -135,5 +203,19 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_service_is_under_the_prefix() {
+        for name in BUILTIN {
+            assert!(format!("/{name}/").starts_with(BUILTIN_PATHS), "{name}");
+            assert!(is_builtin(name));
+        }
+        assert!(!is_builtin("greeter.Greeter"));
     }
 }

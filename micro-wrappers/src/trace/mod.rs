@@ -46,7 +46,6 @@ pub use config::{
 pub use export::{ExportError, SpanStats, Tracing};
 pub use future::ResponseFuture;
 pub use layer::TraceLayer;
-pub(crate) use service::is_infrastructure;
 pub use service::{SpanEnd, Trace};
 
 /// Which end of a call a wrapper traces.

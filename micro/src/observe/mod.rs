@@ -122,6 +122,8 @@ impl Observe {
             server.wrap_outermost(tracing.server());
         }
         if let Some(metrics) = &self.metrics {
+            // The service's own name is a known label value (never folded into `other`).
+            metrics.server_series().know(&server.options().name, []);
             let health = metrics.health().clone();
             let name = server.options().name.clone();
             server
@@ -134,6 +136,13 @@ impl Observe {
     /// each scrape, so a service found by a first lookup counts at once) and watch restarts.
     pub(crate) fn watch_cache(&self, cache: &Cache) {
         let Some(metrics) = &self.metrics else { return };
+        // A service found in the registry keeps its name in the client series past the bound.
+        let found = cache.downgrade();
+        metrics.client_series().known_services(move |service| {
+            found
+                .upgrade()
+                .is_some_and(|cache| cache.node_counts().iter().any(|(name, _)| name == service))
+        });
         let health = metrics.health().clone();
         let weak = cache.downgrade();
         health.nodes_from(move || {
