@@ -44,7 +44,7 @@ fn node_of(msg: &str) -> &str {
 #[tokio::test]
 async fn rolling_kills_lose_no_call_when_test_is_idempotent() {
     let etcd = EtcdServer::start().await.unwrap();
-    let port = free_port();
+    let port = free_port().unwrap();
     let _greeter1 = MicroProcess::on(env!("CARGO_BIN_EXE_greeter1"), &etcd)
         .register(5, 2)
         .id("g1")
@@ -156,7 +156,7 @@ impl Namespace {
         // A /30 per namespace and test process.
         let net = format!("10.{}.{}", 100 + tag % 100, 4 * u32::from(n));
         let (host_ip, node_ip) = (format!("{net}.1"), format!("{net}.2"));
-        let ns = Namespace {
+        let mut ns = Namespace {
             name: name.clone(),
             host_if: host_if.clone(),
             host_ip: host_ip.clone(),
@@ -219,10 +219,8 @@ impl Namespace {
         let mut insert = vec!["iptables", "-t", "nat", "-I"];
         insert.extend(rule.iter().map(String::as_str));
         run(&insert);
-        Namespace {
-            nat_rule: rule,
-            ..ns
-        }
+        ns.nat_rule = rule;
+        ns
     }
 
     /// Drops every packet in and out of the node's namespace (`cut`), or lets them through.

@@ -264,8 +264,11 @@ fn dispatch(
             {
                 return Err(timeout_error(&target));
             }
+            // No retry whose pause would end past the deadline: the caller then gets this
+            // attempt's failure (e.g. the node's refusal), not a timeout that hides it.
             let retry = !last
-                && ((shared.options.retry)(&outcome) || (idempotent && retry_idempotent(&outcome)));
+                && ((shared.options.retry)(&outcome) || (idempotent && retry_idempotent(&outcome)))
+                && Instant::now() + shared.options.backoff_for(attempt_no + 1) < deadline.0;
             let within_budget = || budget.as_ref().is_none_or(|b| b.withdraw());
             if !retry || !within_budget() {
                 if retry {
