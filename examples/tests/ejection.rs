@@ -122,6 +122,97 @@ async fn rolling_kills_lose_no_call_when_test_is_idempotent() {
     );
 }
 
+/// The same rolling kills with a client of greeter2 that does not mark `Greeter.Test`
+/// idempotent: only calls in flight on a node when it was killed may fail (a broken call may
+/// have run, so it is not retried); every failed call started before a kill and ended after
+/// it, and no more than the 16 in flight per kill fail.
+#[tokio::test]
+async fn rolling_kills_fail_only_calls_in_flight_when_test_is_not_idempotent() {
+    let etcd = EtcdServer::start().await.unwrap();
+    let mut nodes = vec![greeter2(&etcd, "g2-0", 5, 2), greeter2(&etcd, "g2-1", 5, 2)];
+    let options = Options {
+        request_timeout: Duration::from_secs(5),
+        ..Options::default()
+    };
+    let registry = Arc::new(micro::registry::Etcd::new([etcd.endpoint()]));
+    let client = micro::client::Client::builder()
+        .options(options)
+        .build(micro::registry::Cache::new(registry));
+    let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
+    let both = eventually(Duration::from_secs(20), || {
+        let (client, seen) = (client.clone(), seen.clone());
+        async move {
+            if let Ok(msg) = test_call(&client).await {
+                seen.lock().unwrap().insert(node_of(&msg).to_owned());
+            }
+            seen.lock().unwrap().len() == 2
+        }
+    })
+    .await;
+    assert!(both.is_some(), "served by {:?} only", seen.lock().unwrap());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    // Each failed call: when it started and ended.
+    let failed: Arc<Mutex<Vec<(Instant, Instant, String)>>> = Arc::default();
+    let callers: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, stop, ok, failed) =
+                (client.clone(), stop.clone(), ok.clone(), failed.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    match test_call(&client).await {
+                        Ok(_) => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(status) => {
+                            failed.lock().unwrap().push((
+                                started,
+                                Instant::now(),
+                                status.to_string(),
+                            ));
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let start = Instant::now();
+    let mut kills = Vec::new();
+    for kill in 0..3 {
+        tokio::time::sleep_until((start + Duration::from_secs(3 * (kill + 1))).into()).await;
+        let mut victim = nodes.remove(0);
+        kills.push(Instant::now());
+        victim.start_kill().unwrap();
+        victim.wait().await.unwrap();
+        nodes.push(greeter2(&etcd, &format!("g2-{}", kill + 2), 5, 2));
+    }
+    tokio::time::sleep_until((start + Duration::from_secs(12)).into()).await;
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        tokio::time::timeout(Duration::from_secs(10), caller)
+            .await
+            .expect("callers end")
+            .unwrap();
+    }
+    let failed = failed.lock().unwrap();
+    let ok = ok.load(Ordering::Relaxed);
+    eprintln!(
+        "rolling kills, not idempotent: {ok} answered, {} failed",
+        failed.len()
+    );
+    assert!(ok > 500, "only {ok} calls answered in 12 s");
+    assert!(failed.len() <= 3 * 16, "{} failed", failed.len());
+    for (started, ended, status) in failed.iter() {
+        // In flight at a kill (the kill's instant is read just before the signal).
+        let at_a_kill = kills
+            .iter()
+            .any(|kill| *started <= *kill + Duration::from_millis(50) && *ended >= *kill);
+        assert!(at_a_kill, "a call not in flight at a kill failed: {status}");
+    }
+}
+
 /// One greeter2 node in its own network namespace, reachable from this process through a
 /// veth pair; its etcd reaches the test's etcd (on 127.0.0.1) through a DNAT rule. Removed on
 /// drop.
