@@ -194,6 +194,12 @@ impl Accrual {
         }
     }
 
+    /// Whether the node is ejected and its time is up: the next call may probe it.
+    pub(crate) fn probe_due(&self, now: Instant) -> bool {
+        !self.is_clear()
+            && matches!(self.inner.lock().state, State::Ejected { until } if now >= until)
+    }
+
     /// A probe ended without a transport verdict (the caller gave up, a wrapper refused it):
     /// the next call may probe.
     pub(crate) fn release(&self, probe: u64, now: Instant) {
@@ -470,6 +476,7 @@ mod tests {
         let a = Accrual::default();
         a.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
         assert_eq!(a.admit(t0 + ms(500)), Admit::No);
+        assert!(!a.probe_due(t0 + ms(999)) && a.probe_due(t0 + ms(1000)));
         let first = probe(&a, t0 + ms(1000));
         // Only one probe at a time.
         assert_eq!(a.admit(t0 + ms(1001)), Admit::No);

@@ -582,10 +582,15 @@ impl Candidates for Readiness<'_> {
     }
 
     /// p2c asks the cost of both nodes it compares before readying the cheaper: a node
-    /// without a stack yet has no calls, so it costs nothing.
+    /// without a stack yet has no calls, so it costs nothing. An ejected node whose probe is due costs nothing, so that p2c asks it (a node it
+    /// never asks is never probed, and its failure penalty would keep it last).
     fn cost(&self, node: &Node) -> f64 {
         self.nodes.peek(node).map_or(0.0, |stack| {
-            stack.load.cost(*self.now.get_or_init(Instant::now))
+            let now = *self.now.get_or_init(Instant::now);
+            if stack.accrual.probe_due(now) {
+                return 0.0;
+            }
+            stack.load.cost(now)
         })
     }
 }

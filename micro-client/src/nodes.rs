@@ -28,8 +28,8 @@ pub(crate) struct NodeStack {
     pub(crate) stack: StackPool,
     /// Latency and pending calls, for p2c.
     pub(crate) load: Load,
-    /// Transport failures and ejection.
-    pub(crate) accrual: Accrual,
+    /// Transport failures and ejection (kept when the channel is replaced).
+    pub(crate) accrual: Arc<Accrual>,
     /// The service the node was first called as (for ejection logs and metrics).
     pub(crate) service: Arc<str>,
 }
@@ -84,11 +84,34 @@ impl Nodes {
         if let Some(stack) = self.peek(node) {
             return Ok(stack);
         }
-        let mut endpoint = Endpoint::from_shared(format!("http://{}", node.address))
+        let info = NodeInfo {
+            id: node.id.as_str().into(),
+            address: node.address.as_str().into(),
+        };
+        let built = self.build(info, service.clone(), Arc::default())?;
+        let mut stacks = self.stacks.write();
+        let entry = stacks
+            .entry(node.id.as_str().into())
+            .or_insert_with(|| built.clone());
+        if *entry.info.address != *node.address {
+            *entry = built;
+        }
+        Ok(entry.clone())
+    }
+
+    /// A node's stack over a new channel, keeping its accrual.
+    fn build(
+        &self,
+        info: NodeInfo,
+        service: Arc<str>,
+        accrual: Arc<Accrual>,
+    ) -> Result<Arc<NodeStack>, BoxError> {
+        let address = &info.address;
+        let mut endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|err| {
                 Error::internal(
                     crate::CLIENT_ID,
-                    format!("bad node address {}: {err}", node.address),
+                    format!("bad node address {address}: {err}"),
                 )
                 .to_status()
             })?
@@ -106,24 +129,29 @@ impl Nodes {
         let channel = endpoint.connect_lazy();
         // Boxed once: `BoxService` is this type (a second box would cost an allocation per call).
         let channel: BoxService = BoxCloneSyncService::new(channel.map_err(BoxError::from));
-        let built = Arc::new(NodeStack {
-            info: NodeInfo {
-                id: node.id.as_str().into(),
-                address: node.address.as_str().into(),
-            },
+        Ok(Arc::new(NodeStack {
+            info,
             stack: StackPool::new(stack(channel, &self.layers)),
             load: Load::new(DEFAULT_RTT, DEFAULT_DECAY),
-            accrual: Accrual::default(),
-            service: service.clone(),
-        });
+            accrual,
+            service,
+        }))
+    }
+
+    /// Replaces an ejected node's channel: its connection timed out or broke, and a probe
+    /// sent on it after the network healed could wait on a TCP connection still backing off
+    /// its retransmissions. Calls in flight keep the old one until they end.
+    fn renew(&self, old: &NodeStack) {
+        let Ok(fresh) = self.build(old.info.clone(), old.service.clone(), old.accrual.clone())
+        else {
+            return;
+        };
         let mut stacks = self.stacks.write();
-        let entry = stacks
-            .entry(node.id.as_str().into())
-            .or_insert_with(|| built.clone());
-        if *entry.info.address != *node.address {
-            *entry = built;
+        if let Some(entry) = stacks.get_mut(&old.info.id)
+            && Arc::ptr_eq(&entry.accrual, &old.accrual)
+        {
+            *entry = fresh;
         }
-        Ok(entry.clone())
     }
 
     /// Whether the nodes' stacks have call wrappers (which read a request's extensions).
@@ -200,6 +228,9 @@ impl Nodes {
             ?period,
             "node ejected: transport failures",
         );
+        if failure == Failure::Counted {
+            self.renew(stack);
+        }
         self.tell(stack, event);
     }
 
