@@ -36,6 +36,9 @@ fn client(etcd: &EtcdServer, selector: &str) -> micro::Client {
             selector,
             "--client_request_timeout",
             "1s",
+            // The selectors alone: ejection would take the frozen node out for both.
+            "--client_ejection",
+            "off",
         ])
         .expect("client flags")
         .client()

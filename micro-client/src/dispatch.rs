@@ -7,6 +7,7 @@ use std::{
     future::poll_fn,
     sync::Arc,
     task::{Context, Poll},
+    time::Duration,
 };
 
 use http::{Request, Response};
@@ -20,6 +21,7 @@ use tower_service::Service as _;
 
 use crate::{
     CLIENT_ID, CallOptions, Options,
+    accrual::{Admit, Pass, transport_failure},
     nodes::{NodeStack, Nodes},
     options::retry_idempotent,
     replay::Replay,
@@ -114,10 +116,20 @@ fn dispatch(
             retries,
             filters,
             idempotent,
+            attempt_timeout,
             ..
         } = parts.extensions.remove::<CallOptions>().unwrap_or_default();
         let idempotent =
             idempotent.unwrap_or_else(|| shared.options.is_idempotent(&target.endpoint));
+        // Only an idempotent call may be abandoned and sent again while it may be running.
+        // In whole milliseconds (rounded up), so that it packs in every call's future.
+        let attempt_timeout = attempt_timeout
+            .or(shared.options.attempt_timeout)
+            .filter(|_| idempotent)
+            .and_then(|t| {
+                let ms = t.as_nanos().div_ceil(1_000_000);
+                std::num::NonZeroU32::new(u32::try_from(ms).unwrap_or(u32::MAX))
+            });
         let retries = retries.unwrap_or(shared.options.retries);
         let budget = shared.budget(&target.service);
         if let Some(budget) = &budget {
@@ -185,11 +197,56 @@ fn dispatch(
                 node.stack.give(copy);
                 (node, last, in_flight, response)
             };
-            let result = response.await;
-            // How the attempt ended, as far as its head tells (a streaming answer ends later).
+            // The per-attempt timeout: not on the last attempt, and only if it ends sooner
+            // than the call.
+            let attempt = match attempt_timeout
+                .filter(|_| !last)
+                .map(|ms| Instant::now() + Duration::from_millis(u64::from(ms.get())))
+                .filter(|until| *until < deadline.0)
+            {
+                // Boxed: only calls with an attempt timeout run a timer per attempt.
+                Some(until) => {
+                    Attempt::Timed(Box::pin(within(until, response, &budget, &shared, &target)))
+                }
+                None => Attempt::Plain(response),
+            };
+            // One wait, either way: two would each keep their result in every call's future.
+            let ended = attempt.await;
+            let result = match ended {
+                Some(result) => result,
+                None => {
+                    // Abandoned: an attempt out of time, on to another node.
+                    if let Some(in_flight) = in_flight {
+                        in_flight.finish(Instant::now(), true);
+                    }
+                    shared.nodes.failed(
+                        &node,
+                        crate::accrual::Failure::Counted,
+                        node.via(),
+                        || others_in_rotation(&shared, &target.service, &node),
+                    );
+                    tracing::debug!(service = %target.service, node = %node.info.id, attempt = attempt_no, "attempt timeout: trying another node");
+                    tried.push(node.info.id.clone());
+                    attempt_no += 1;
+                    continue;
+                }
+            };
+            // How the attempt ended, as far as its head tells (a streaming answer ends later);
+            // an answer of any status, or a transport failure, goes to the node's accrual.
             let outcome = match &result {
-                Ok(response) => Outcome::from_headers(response.headers()),
-                Err(err) => Some(Outcome::from_error(&**err)),
+                Ok(response) => {
+                    shared.nodes.answered(&node, node.via());
+                    Outcome::from_headers(response.headers())
+                }
+                Err(err) => {
+                    let outcome = Outcome::from_error(&**err);
+                    if let Some(failure) = transport_failure(&**err, &outcome) {
+                        shared.nodes.failed(&node, failure, node.via(), || {
+                            others_in_rotation(&shared, &target.service, &node)
+                        });
+                    }
+                    Some(outcome)
+                }
             };
             if let Some(in_flight) = in_flight {
                 let failed = outcome.as_ref().is_some_and(|o| {
@@ -207,8 +264,11 @@ fn dispatch(
             {
                 return Err(timeout_error(&target));
             }
+            // No retry whose pause would end past the deadline: the caller then gets this
+            // attempt's failure (e.g. the node's refusal), not a timeout that hides it.
             let retry = !last
-                && ((shared.options.retry)(&outcome) || (idempotent && retry_idempotent(&outcome)));
+                && ((shared.options.retry)(&outcome) || (idempotent && retry_idempotent(&outcome)))
+                && Instant::now() + shared.options.backoff_for(attempt_no + 1) < deadline.0;
             let within_budget = || budget.as_ref().is_none_or(|b| b.withdraw());
             if !retry || !within_budget() {
                 if retry {
@@ -254,6 +314,78 @@ fn answer(target: &Target, outcome: &Outcome, err: BoxError) -> BoxError {
     tonic::Status::new(outcome.code, err.to_string()).into()
 }
 
+/// The attempt's result, or `None` if it did not end by `until` and the retry budget allows
+/// another attempt: then it is abandoned (dropping it cancels the stream). Without budget the
+/// attempt is kept, as it may still answer within the call's deadline.
+async fn within(
+    until: Instant,
+    response: AttemptFuture,
+    budget: &Option<Arc<TpsBudget>>,
+    shared: &Shared,
+    target: &Target,
+) -> Option<Result<Response<Body>, BoxError>> {
+    let timer = std::pin::pin!(tokio::time::sleep_until(until));
+    let response = match futures::future::select(response, timer).await {
+        futures::future::Either::Left((result, _)) => return Some(result),
+        futures::future::Either::Right(((), response)) => response,
+    };
+    let retry = budget.as_ref().is_none_or(|b| b.withdraw());
+    if let Some(on_retry) = &shared.on_retry {
+        let event = if retry {
+            crate::RetryEvent::Retried
+        } else {
+            crate::RetryEvent::BudgetRefused
+        };
+        on_retry(&target.service, event);
+    }
+    if retry {
+        return None;
+    }
+    tracing::debug!(service = %target.service, "retry budget spent: attempt kept past its timeout");
+    Some(response.await)
+}
+
+/// An attempt, with or without its timer: one future type, so that the retry loop waits at
+/// one point and its future keeps one result.
+enum Attempt<T> {
+    Plain(AttemptFuture),
+    Timed(std::pin::Pin<Box<T>>),
+}
+
+impl<T> Future for Attempt<T>
+where
+    T: Future<Output = Option<Result<Response<Body>, BoxError>>>,
+{
+    type Output = Option<Result<Response<Body>, BoxError>>;
+
+    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Attempt::Plain(response) => response.as_mut().poll(cx).map(Some),
+            Attempt::Timed(within) => within.as_mut().poll(cx),
+        }
+    }
+}
+
+/// An attempt on a node's stack.
+type AttemptFuture = <BoxService as tower_service::Service<Request<Body>>>::Future;
+
+/// Whether a node of `service` other than `node` is in rotation (not ejected; a node not
+/// called yet counts): a node is never ejected when none is.
+fn others_in_rotation(shared: &Shared, service: &str, node: &NodeStack) -> bool {
+    shared.cache.peek(service).is_some_and(|services| {
+        services
+            .iter()
+            .flat_map(|s| s.nodes.iter())
+            .filter(|n| *n.id != *node.info.id)
+            .any(|n| {
+                shared
+                    .nodes
+                    .peek(n)
+                    .is_none_or(|stack| !stack.accrual.is_ejected())
+            })
+    })
+}
+
 /// What [`pick_now`] found.
 enum Picked {
     /// A ready node and its readied copy.
@@ -272,7 +404,7 @@ fn pick_now(
     filters: &[crate::Filter],
     tried: &[Arc<str>],
 ) -> Result<Picked, BoxError> {
-    let mut candidates = Readiness::new(&shared.nodes);
+    let mut candidates = Readiness::new(&shared.nodes, &target.service);
     let node =
         shared
             .selector
@@ -282,6 +414,19 @@ fn pick_now(
     }
     if !candidates.busy.is_empty() {
         return Ok(Picked::Busy(std::mem::take(&mut candidates.busy)));
+    }
+    // No other node ready: an ejected one takes the call (ejection never empties a service),
+    // and fails or answers honestly.
+    if let Some(stack) = candidates.ejected.take() {
+        let mut copy = stack.stack.take();
+        let mut cx = Context::from_waker(futures::task::noop_waker_ref());
+        match copy.poll_ready(&mut cx) {
+            Poll::Ready(Ok(())) => return Ok(Picked::Ready((Pass::fallback(stack), copy))),
+            Poll::Pending => return Ok(Picked::Busy(vec![(Pass::fallback(stack), copy)])),
+            Poll::Ready(Err(err)) => {
+                candidates.refusal.get_or_insert(err);
+            }
+        }
     }
     if let Some(refusal) = candidates.refusal.take() {
         return Err(refusal);
@@ -354,7 +499,8 @@ async fn first_ready(busy: Vec<Readied>) -> Result<Readied, BoxError> {
     .await
 }
 
-type Readied = (Arc<NodeStack>, BoxService);
+/// A node (and how ejection let it through) and a copy of its stack readied for the attempt.
+type Readied = (Pass, BoxService);
 
 /// What the selector asks of each node it would pick: polls the node's stack once, keeping
 /// the readied copy (the selector stops at the first ready node), the first refusal and the
@@ -362,6 +508,9 @@ type Readied = (Arc<NodeStack>, BoxService);
 /// asked about (it passes the same references from one pick's services), not by comparing ids.
 struct Readiness<'a> {
     nodes: &'a Nodes,
+    service: &'a Arc<str>,
+    /// The first ejected node seen: the call's node if no other is ready.
+    ejected: Option<Arc<NodeStack>>,
     readied: Option<(usize, Readied)>,
     refusal: Option<BoxError>,
     busy: Vec<Readied>,
@@ -370,9 +519,11 @@ struct Readiness<'a> {
 }
 
 impl<'a> Readiness<'a> {
-    fn new(nodes: &'a Nodes) -> Self {
+    fn new(nodes: &'a Nodes, service: &'a Arc<str>) -> Self {
         Readiness {
             nodes,
+            service,
+            ejected: None,
             readied: None,
             refusal: None,
             busy: Vec::new(),
@@ -391,18 +542,32 @@ impl<'a> Readiness<'a> {
 
 impl Candidates for Readiness<'_> {
     fn ready(&mut self, node: &Node) -> bool {
-        let stack = match self.nodes.get(node) {
+        let stack = match self.nodes.get(node, self.service) {
             Ok(stack) => stack,
             Err(err) => {
                 self.refusal.get_or_insert(err);
                 return false;
             }
         };
-        let mut copy = stack.stack.take();
+        // An ejected node is not ready, whatever its wrappers say; once its time is up, one
+        // call probes it.
+        let pass = if stack.accrual.is_clear() {
+            Pass::normal(stack)
+        } else {
+            match stack.accrual.admit(Instant::now()) {
+                Admit::Yes => Pass::normal(stack),
+                Admit::Probe(id) => Pass::probe(stack, id),
+                Admit::No => {
+                    self.ejected.get_or_insert(stack);
+                    return false;
+                }
+            }
+        };
+        let mut copy = pass.stack.take();
         let mut cx = Context::from_waker(futures::task::noop_waker_ref());
         match copy.poll_ready(&mut cx) {
             Poll::Ready(Ok(())) => {
-                self.readied = Some((std::ptr::from_ref(node).addr(), (stack, copy)));
+                self.readied = Some((std::ptr::from_ref(node).addr(), (pass, copy)));
                 true
             }
             Poll::Ready(Err(err)) => {
@@ -410,17 +575,22 @@ impl Candidates for Readiness<'_> {
                 false
             }
             Poll::Pending => {
-                self.busy.push((stack, copy));
+                self.busy.push((pass, copy));
                 false
             }
         }
     }
 
     /// p2c asks the cost of both nodes it compares before readying the cheaper: a node
-    /// without a stack yet has no calls, so it costs nothing.
+    /// without a stack yet has no calls, so it costs nothing. An ejected node whose probe is due costs nothing, so that p2c asks it (a node it
+    /// never asks is never probed, and its failure penalty would keep it last).
     fn cost(&self, node: &Node) -> f64 {
         self.nodes.peek(node).map_or(0.0, |stack| {
-            stack.load.cost(*self.now.get_or_init(Instant::now))
+            let now = *self.now.get_or_init(Instant::now);
+            if stack.accrual.probe_due(now) {
+                return 0.0;
+            }
+            stack.load.cost(now)
         })
     }
 }
@@ -502,11 +672,12 @@ mod tests {
     /// it is a cache miss waiting to happen; past glibc's per-thread cache of small
     /// allocations (1032 bytes) the box also takes malloc's slow path. Measured: 1264 bytes
     /// before the rare waits were boxed and the head kept once, 704 before the body was read
-    /// without awaiting and the loop kept only the call's names and options.
+    /// without awaiting and the loop kept only the call's names and options, 504 before the
+    /// node's pass (how ejection let the attempt through) and the attempt timeout (520).
     #[test]
     fn the_retry_loop_future_is_a_small_allocation() {
         let size = size_of_output(dispatch);
         eprintln!("retry loop future: {size} bytes");
-        assert!(size <= 512, "{size} bytes");
+        assert!(size <= 528, "{size} bytes");
     }
 }

@@ -7,8 +7,11 @@
 //! call) with the selector's strategy (random, round robin, p2c), then that node's own stack:
 //! the call wrappers over the node's channel. How each attempt ended is read from the shared
 //! classifier ([`micro_core::Outcome`]); only attempts that never reached a server are retried
-//! by default, within a retry budget per called service.
+//! by default, within a retry budget per called service. A node whose attempts fail at the
+//! transport is ejected for a while ([`Ejection`]), so that a crashed or cut-off node costs
+//! the calls that were on it, not one per call until the registry notices.
 
+mod accrual;
 mod dispatch;
 mod load;
 mod nodes;
@@ -28,6 +31,7 @@ use micro_registry::{Action, Cache};
 use tonic::{Status, body::Body};
 use tower_service::Service;
 
+pub use accrual::{Ejection, EjectionEvent, EjectionObserver};
 pub use options::{
     CallOptions, Options, RetryBudget, RetryEvent, RetryObserver, RetryPolicy, retry_idempotent,
     retry_not_sent,
@@ -58,6 +62,7 @@ pub struct Builder {
     client_layers: Vec<Arc<dyn Wrapper>>,
     call_layers: Vec<Arc<dyn Wrapper>>,
     on_retry: Option<RetryObserver>,
+    on_ejection: Option<EjectionObserver>,
 }
 
 impl Builder {
@@ -110,11 +115,31 @@ impl Builder {
         self
     }
 
+    /// Tells `f` of every ejection and restoration of a node, with the node's service (e.g.
+    /// for metrics). Each call adds an observer.
+    #[must_use]
+    pub fn on_ejection(mut self, f: impl Fn(&str, EjectionEvent) + Send + Sync + 'static) -> Self {
+        self.on_ejection = Some(micro_core::add_observer(self.on_ejection.take(), f));
+        self
+    }
+
     /// The client, reading services from `cache`. Needs a tokio runtime (it follows the cache's
     /// changes to drop the stacks of nodes that left).
     pub fn build(self, cache: Cache) -> Client {
         let selector = Selector::new(self.options.strategy, self.options.filters.clone());
-        let nodes = Nodes::new(self.call_layers, self.options.dial_timeout);
+        let transport = nodes::Transport {
+            dial_timeout: self.options.dial_timeout,
+            keepalive: self
+                .options
+                .keepalive_interval
+                .map(|interval| (interval, self.options.keepalive_timeout)),
+        };
+        let nodes = Nodes::new(
+            self.call_layers,
+            transport,
+            self.options.ejection,
+            self.on_ejection,
+        );
         let mut shared = Shared::new(self.options, cache, selector, nodes);
         shared.on_retry = self.on_retry;
         let shared = Arc::new(shared);

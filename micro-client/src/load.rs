@@ -37,7 +37,6 @@ pub(crate) const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct Load {
     shared: Arc<Shared>,
-    failure_penalty: Duration,
 }
 
 #[derive(Debug)]
@@ -52,6 +51,9 @@ struct Shared {
     update_at_ns: AtomicU64,
     /// Held while a call's end updates the two values above.
     writer: Mutex<()>,
+    /// The latency recorded at least for a failed call (here, not in each handle, so that
+    /// an [`InFlight`], kept in every call's future, stays small).
+    failure_penalty: Duration,
 }
 
 /// One call in flight on a node: counts as pending until it is finished or dropped.
@@ -80,17 +82,27 @@ impl Load {
                 rtt_bits: AtomicU64::new(nanos(default_rtt).to_bits()),
                 update_at_ns: AtomicU64::new(0),
                 writer: Mutex::new(()),
+                failure_penalty: DEFAULT_FAILURE_PENALTY,
             }),
-            failure_penalty: DEFAULT_FAILURE_PENALTY,
         }
     }
 
-    /// The same load with this failure penalty: the latency recorded at least for a failed
-    /// or timed-out call (calls started from this handle and its later clones).
+    /// A load with the same estimate and this failure penalty: the latency recorded at least
+    /// for a failed or timed-out call. Not shared with `self`'s clones.
     #[cfg(test)]
-    pub(crate) fn with_failure_penalty(mut self, penalty: Duration) -> Self {
-        self.failure_penalty = penalty;
-        self
+    pub(crate) fn with_failure_penalty(self, penalty: Duration) -> Self {
+        let old = &self.shared;
+        Load {
+            shared: Arc::new(Shared {
+                origin: old.origin,
+                decay_ns: old.decay_ns,
+                pending: AtomicU32::new(old.pending.load(Ordering::Relaxed)),
+                rtt_bits: AtomicU64::new(old.rtt_bits.load(Ordering::Acquire)),
+                update_at_ns: AtomicU64::new(old.update_at_ns.load(Ordering::Acquire)),
+                writer: Mutex::new(()),
+                failure_penalty: penalty,
+            }),
+        }
     }
 
     /// The cost of sending one more call at `now`: the latency estimate (in nanoseconds),
@@ -163,7 +175,7 @@ impl InFlight {
         let shared = &self.load.shared;
         let mut rtt = now.saturating_duration_since(self.sent_at);
         if failed {
-            rtt = rtt.max(self.load.failure_penalty);
+            rtt = rtt.max(shared.failure_penalty);
         }
         shared.update(nanos(rtt), now);
         // Dropping `self` releases the pending count.

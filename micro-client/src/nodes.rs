@@ -1,7 +1,9 @@
 //! One stack per node: the call wrappers over that node's own tonic channel (one HTTP/2
 //! connection, multiplexed), built on first use and dropped when the node leaves the registry,
 //! as linkerd2-proxy's per-endpoint stacks. A call wrapper is therefore per node: a
-//! `ConcurrencyLimitLayer` limits each node, a breaker trips for one node.
+//! `ConcurrencyLimitLayer` limits each node, a breaker trips for one node. Each stack also
+//! keeps the node's failure accrual ([`crate::accrual`]): an ejected node's stack counts as not
+//! ready, whatever its wrappers say.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -11,7 +13,12 @@ use parking_lot::RwLock;
 use tonic::transport::Endpoint;
 use tower::{ServiceExt, util::BoxCloneSyncService};
 
-use crate::load::{DEFAULT_DECAY, DEFAULT_RTT, Load};
+use tokio::time::Instant;
+
+use crate::{
+    accrual::{Accrual, Change, Ejection, EjectionEvent, EjectionObserver, Failure, Via},
+    load::{DEFAULT_DECAY, DEFAULT_RTT, Load},
+};
 
 /// A node's stack and what the selector knows of it.
 pub(crate) struct NodeStack {
@@ -21,51 +28,67 @@ pub(crate) struct NodeStack {
     pub(crate) stack: StackPool,
     /// Latency and pending calls, for p2c.
     pub(crate) load: Load,
+    /// Transport failures and ejection (kept when the channel is replaced).
+    pub(crate) accrual: Arc<Accrual>,
+    /// The service the node was first called as (for ejection logs and metrics).
+    pub(crate) service: Arc<str>,
+}
+
+impl std::fmt::Debug for NodeStack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeStack")
+            .field("info", &self.info)
+            .field("service", &self.service)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How each node's channel connects.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Transport {
+    /// Time to open a connection.
+    pub(crate) dial_timeout: Duration,
+    /// HTTP/2 pings while calls are open: every `.0`, `.1` to answer.
+    pub(crate) keepalive: Option<(Duration, Duration)>,
 }
 
 /// The stacks of the nodes called so far, by node id.
 pub(crate) struct Nodes {
     stacks: RwLock<HashMap<Arc<str>, Arc<NodeStack>, foldhash::fast::RandomState>>,
     layers: Vec<Arc<dyn Wrapper>>,
-    dial_timeout: Duration,
+    transport: Transport,
+    /// Failure accrual settings; `None`: no node is ever ejected.
+    pub(crate) ejection: Option<Ejection>,
+    on_ejection: Option<EjectionObserver>,
 }
 
 impl Nodes {
-    pub(crate) fn new(layers: Vec<Arc<dyn Wrapper>>, dial_timeout: Duration) -> Self {
+    pub(crate) fn new(
+        layers: Vec<Arc<dyn Wrapper>>,
+        transport: Transport,
+        ejection: Option<Ejection>,
+        on_ejection: Option<EjectionObserver>,
+    ) -> Self {
         Nodes {
             stacks: RwLock::default(),
             layers,
-            dial_timeout,
+            transport,
+            ejection,
+            on_ejection,
         }
     }
 
-    /// The stack of `node`, built on first use (and again if the node moved to another
-    /// address). Fails only for an address that is not `host:port`.
-    pub(crate) fn get(&self, node: &Node) -> Result<Arc<NodeStack>, BoxError> {
+    /// The stack of `node` of `service`, built on first use (and again if the node moved to
+    /// another address). Fails only for an address that is not `host:port`.
+    pub(crate) fn get(&self, node: &Node, service: &Arc<str>) -> Result<Arc<NodeStack>, BoxError> {
         if let Some(stack) = self.peek(node) {
             return Ok(stack);
         }
-        let channel = Endpoint::from_shared(format!("http://{}", node.address))
-            .map_err(|err| {
-                Error::internal(
-                    crate::CLIENT_ID,
-                    format!("bad node address {}: {err}", node.address),
-                )
-                .to_status()
-            })?
-            .connect_timeout(self.dial_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
-        // Boxed once: `BoxService` is this type (a second box would cost an allocation per call).
-        let channel: BoxService = BoxCloneSyncService::new(channel.map_err(BoxError::from));
-        let built = Arc::new(NodeStack {
-            info: NodeInfo {
-                id: node.id.as_str().into(),
-                address: node.address.as_str().into(),
-            },
-            stack: StackPool::new(stack(channel, &self.layers)),
-            load: Load::new(DEFAULT_RTT, DEFAULT_DECAY),
-        });
+        let info = NodeInfo {
+            id: node.id.as_str().into(),
+            address: node.address.as_str().into(),
+        };
+        let built = self.build(info, service.clone(), Arc::default())?;
         let mut stacks = self.stacks.write();
         let entry = stacks
             .entry(node.id.as_str().into())
@@ -74,6 +97,61 @@ impl Nodes {
             *entry = built;
         }
         Ok(entry.clone())
+    }
+
+    /// A node's stack over a new channel, keeping its accrual.
+    fn build(
+        &self,
+        info: NodeInfo,
+        service: Arc<str>,
+        accrual: Arc<Accrual>,
+    ) -> Result<Arc<NodeStack>, BoxError> {
+        let address = &info.address;
+        let mut endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|err| {
+                Error::internal(
+                    crate::CLIENT_ID,
+                    format!("bad node address {address}: {err}"),
+                )
+                .to_status()
+            })?
+            .connect_timeout(self.transport.dial_timeout)
+            .tcp_nodelay(true);
+        // Pings only while calls are open: a connection to a node cut off from the network
+        // then fails by itself, and idle connections do not ping (gRPC servers, grpc-go's
+        // among them, answer idle pings more often than every 5 min with a GOAWAY).
+        if let Some((interval, timeout)) = self.transport.keepalive {
+            endpoint = endpoint
+                .http2_keep_alive_interval(interval)
+                .keep_alive_timeout(timeout)
+                .keep_alive_while_idle(false);
+        }
+        let channel = endpoint.connect_lazy();
+        // Boxed once: `BoxService` is this type (a second box would cost an allocation per call).
+        let channel: BoxService = BoxCloneSyncService::new(channel.map_err(BoxError::from));
+        Ok(Arc::new(NodeStack {
+            info,
+            stack: StackPool::new(stack(channel, &self.layers)),
+            load: Load::new(DEFAULT_RTT, DEFAULT_DECAY),
+            accrual,
+            service,
+        }))
+    }
+
+    /// Replaces an ejected node's channel: its connection timed out or broke, and a probe
+    /// sent on it after the network healed could wait on a TCP connection still backing off
+    /// its retransmissions. Calls in flight keep the old one until they end.
+    fn renew(&self, old: &NodeStack) {
+        let Ok(fresh) = self.build(old.info.clone(), old.service.clone(), old.accrual.clone())
+        else {
+            return;
+        };
+        let mut stacks = self.stacks.write();
+        if let Some(entry) = stacks.get_mut(&old.info.id)
+            && Arc::ptr_eq(&entry.accrual, &old.accrual)
+        {
+            *entry = fresh;
+        }
     }
 
     /// Whether the nodes' stacks have call wrappers (which read a request's extensions).
@@ -90,9 +168,76 @@ impl Nodes {
             .cloned()
     }
 
-    /// Drops the stack of the node `id` (its connection closes once in-flight calls end).
+    /// Drops the stack of the node `id` (its connection closes once in-flight calls end); an
+    /// ejected node that leaves no longer counts as ejected.
     pub(crate) fn remove(&self, id: &str) {
-        self.stacks.write().remove(id);
+        let removed = self.stacks.write().remove(id);
+        if let Some(stack) = removed
+            && stack.accrual.forget()
+        {
+            tracing::info!(service = %stack.service, node = %stack.info.id, "ejected node left the registry");
+            self.tell(&stack, EjectionEvent::Restored);
+        }
+    }
+
+    /// An attempt on `stack`, let through `via`, got an answer: restores an ejected node
+    /// it probed.
+    #[inline]
+    pub(crate) fn answered(&self, stack: &NodeStack, via: Via) {
+        if stack.accrual.is_clear() {
+            return;
+        }
+        if let Some(Change::Restored) = stack.accrual.succeeded(via, Instant::now()) {
+            tracing::info!(service = %stack.service, node = %stack.info.id, address = %stack.info.address, "node back in rotation");
+            self.tell(stack, EjectionEvent::Restored);
+        }
+    }
+
+    /// An attempt on `stack`, let through `via`, failed at the transport. `others_in_rotation`
+    /// says whether another node of the service is in rotation (a node is never ejected when
+    /// none is).
+    pub(crate) fn failed(
+        &self,
+        stack: &NodeStack,
+        failure: Failure,
+        via: Via,
+        others_in_rotation: impl FnOnce() -> bool,
+    ) {
+        let Some(settings) = &self.ejection else {
+            return;
+        };
+        let draw = rand::random_range(-1.0..=1.0);
+        let change = stack.accrual.failed(
+            failure,
+            via,
+            settings,
+            Instant::now(),
+            draw,
+            others_in_rotation,
+        );
+        let (event, period) = match change {
+            Some(Change::Ejected(period)) => (EjectionEvent::Ejected, period),
+            Some(Change::Extended(period)) => (EjectionEvent::Extended, period),
+            Some(Change::Restored) | None => return,
+        };
+        tracing::warn!(
+            service = %stack.service,
+            node = %stack.info.id,
+            address = %stack.info.address,
+            ?failure,
+            ?period,
+            "node ejected: transport failures",
+        );
+        if failure == Failure::Counted {
+            self.renew(stack);
+        }
+        self.tell(stack, event);
+    }
+
+    fn tell(&self, stack: &NodeStack, event: EjectionEvent) {
+        if let Some(observer) = &self.on_ejection {
+            observer(&stack.service, event);
+        }
     }
 
     #[cfg(test)]
@@ -115,18 +260,23 @@ mod tests {
 
     #[tokio::test]
     async fn one_stack_per_node_until_removed() {
-        let nodes = Nodes::new(Vec::new(), Duration::from_secs(1));
-        let a = nodes.get(&node("a", "127.0.0.1:1")).unwrap();
-        let again = nodes.get(&node("a", "127.0.0.1:1")).unwrap();
+        let transport = Transport {
+            dial_timeout: Duration::from_secs(1),
+            keepalive: None,
+        };
+        let nodes = Nodes::new(Vec::new(), transport, None, None);
+        let s: Arc<str> = "s".into();
+        let a = nodes.get(&node("a", "127.0.0.1:1"), &s).unwrap();
+        let again = nodes.get(&node("a", "127.0.0.1:1"), &s).unwrap();
         assert!(Arc::ptr_eq(&a, &again));
-        nodes.get(&node("b", "127.0.0.1:2")).unwrap();
+        nodes.get(&node("b", "127.0.0.1:2"), &s).unwrap();
         assert_eq!(nodes.len(), 2);
         // The same id at a new address: a new stack.
-        let moved = nodes.get(&node("a", "127.0.0.1:3")).unwrap();
+        let moved = nodes.get(&node("a", "127.0.0.1:3"), &s).unwrap();
         assert_eq!(&*moved.info.address, "127.0.0.1:3");
         assert!(nodes.peek(&node("a", "127.0.0.1:1")).is_none());
         nodes.remove("a");
         assert_eq!(nodes.len(), 1);
-        assert!(nodes.get(&node("c", "not an address at all")).is_err());
+        assert!(nodes.get(&node("c", "not an address at all"), &s).is_err());
     }
 }

@@ -5,7 +5,10 @@ use std::{fmt, sync::Arc, time::Duration};
 use micro_core::{Origin, Outcome};
 use tonic::Code;
 
-use crate::selector::{Filter, Strategy};
+use crate::{
+    accrual::Ejection,
+    selector::{Filter, Strategy},
+};
 
 /// Decides whether a failed attempt is tried again on another node, from how it ended.
 pub type RetryPolicy = Arc<dyn Fn(&Outcome) -> bool + Send + Sync>;
@@ -53,6 +56,19 @@ pub struct Options {
     pub strategy: Strategy,
     /// Filters applied to every call.
     pub filters: Vec<Filter>,
+    /// Failure accrual: a node whose attempts fail at the transport is taken out of rotation
+    /// for a while (on by default, see [`Ejection`]); `None` turns it off.
+    pub ejection: Option<Ejection>,
+    /// HTTP/2 pings on each node's connection while calls are open: sent after this long
+    /// without a frame from the node (default 10 s), so that a connection to a node cut off
+    /// from the network fails by itself; `None` sends none.
+    pub keepalive_interval: Option<Duration>,
+    /// How long a ping may go unanswered before the connection is closed (default 5 s).
+    pub keepalive_timeout: Duration,
+    /// For idempotent endpoints, how long one attempt may take before it is abandoned and
+    /// the call tried again on another node, within the call's deadline (default: none).
+    /// [`CallOptions::attempt_timeout`] overrides it per call.
+    pub attempt_timeout: Option<Duration>,
 }
 
 impl Default for Options {
@@ -69,6 +85,10 @@ impl Default for Options {
             ready_timeout: Duration::from_secs(1),
             strategy: Strategy::Random,
             filters: Vec::new(),
+            ejection: Some(Ejection::default()),
+            keepalive_interval: Some(Duration::from_secs(10)),
+            keepalive_timeout: Duration::from_secs(5),
+            attempt_timeout: None,
         }
     }
 }
@@ -86,6 +106,10 @@ impl fmt::Debug for Options {
             .field("ready_timeout", &self.ready_timeout)
             .field("strategy", &self.strategy)
             .field("filters", &self.filters)
+            .field("ejection", &self.ejection)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("keepalive_timeout", &self.keepalive_timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -163,6 +187,8 @@ pub struct CallOptions {
     pub filters: Vec<Filter>,
     /// Marks this call idempotent (see [`Options::idempotent`]).
     pub idempotent: Option<bool>,
+    /// Overrides the client's [`Options::attempt_timeout`] (idempotent calls only).
+    pub attempt_timeout: Option<Duration>,
 }
 
 #[cfg(test)]

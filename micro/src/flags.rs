@@ -56,6 +56,14 @@ pub struct Flags {
     /// Retries of client calls.
     #[arg(long = "client_retries", env = "MICRO_CLIENT_RETRIES")]
     pub client_retries: Option<u32>,
+    /// Failure accrual: `on` (default) takes a node whose attempts fail at the transport out
+    /// of rotation for a while; `off` never does (micro-rs addition).
+    #[arg(long = "client_ejection", env = "MICRO_CLIENT_EJECTION", value_parser = parse_on_off)]
+    pub client_ejection: Option<bool>,
+    /// Per-attempt timeout of calls to idempotent endpoints, a duration (`300ms`); off by
+    /// default (micro-rs addition).
+    #[arg(long = "client_attempt_timeout", env = "MICRO_CLIENT_ATTEMPT_TIMEOUT", value_parser = humantime::parse_duration)]
+    pub client_attempt_timeout: Option<Duration>,
     /// Accepted for go-micro compatibility; micro-rs multiplexes one HTTP/2 connection per node.
     #[arg(long = "client_pool_size", env = "MICRO_CLIENT_POOL_SIZE")]
     pub client_pool_size: Option<usize>,
@@ -150,6 +158,14 @@ fn parse_bool(value: &str) -> Result<bool, String> {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
         _ => Err(format!("{value:?}: want true or false")),
+    }
+}
+
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value {
+        "on" | "true" | "1" => Ok(true),
+        "off" | "false" | "0" => Ok(false),
+        _ => Err(format!("{value:?}: want on or off")),
     }
 }
 
@@ -291,6 +307,8 @@ mod tests {
             ("--client_ratelimit", "NaN"),
             ("--client_ratelimit_burst", "1.5"),
             ("--client_ratelimit_wait", "yes please"),
+            ("--client_ejection", "sometimes"),
+            ("--client_attempt_timeout", "soon"),
         ] {
             let arg = format!("{flag}={value}");
             let err = Flags::try_parse_args(["svc", arg.as_str()]).unwrap_err();

@@ -692,9 +692,14 @@ fn round_robin() -> micro::client::Options {
 async fn zero_retries_send_one_attempt_and_report_the_dead_node() {
     let registry = Memory::new();
     let live = live_and_dead_greeter2(&registry).await;
+    // Retries alone: ejection would take the dead node out after its first refusal.
+    let options = micro::client::Options {
+        ejection: None,
+        ..round_robin()
+    };
     let client = micro::Service::new()
         .registry(registry.clone())
-        .client_options(round_robin())
+        .client_options(options)
         .client();
     let once = micro::CallOptions {
         retries: Some(0),

@@ -129,6 +129,8 @@ pub struct Health {
     nodes: NodesSources,
     retries: Family<Labels, Counter>,
     retry_budget_refusals: Family<Labels, Counter>,
+    node_ejections: Family<Labels, Counter>,
+    nodes_ejected: Family<Labels, Gauge>,
 }
 
 /// A breaker state as the gauge reads it: 0 closed, 1 half-open, 2 open.
@@ -178,6 +180,8 @@ impl Health {
             nodes: NodesSources::default(),
             retries: Family::default(),
             retry_budget_refusals: Family::default(),
+            node_ejections: Family::default(),
+            nodes_ejected: Family::default(),
         };
         let name = |n: &str| super::full_name(&[namespace, n]);
         let h = &health;
@@ -235,6 +239,16 @@ impl Health {
             name("client_retry_budget_refusals"),
             "Retries the retry budget refused",
             h.retry_budget_refusals.clone(),
+        );
+        registry.register(
+            name("client_node_ejections"),
+            "Nodes the client took out of rotation after transport failures",
+            h.node_ejections.clone(),
+        );
+        registry.register(
+            name("client_nodes_ejected"),
+            "Nodes out of rotation now",
+            h.nodes_ejected.clone(),
         );
         health
     }
@@ -336,6 +350,24 @@ impl Health {
         } else {
             self.retries.get_or_create(&labels).inc();
         }
+    }
+}
+
+impl Health {
+    /// The client took a node of `service` out of rotation (`client_node_ejections_total`);
+    /// `again`: it was out already (its probe failed), so `client_nodes_ejected` stays.
+    pub fn node_ejected(&self, service: &str, again: bool) {
+        let labels = vec![("service", service.to_owned())];
+        self.node_ejections.get_or_create(&labels).inc();
+        if !again {
+            self.nodes_ejected.get_or_create(&labels).inc();
+        }
+    }
+
+    /// An ejected node of `service` is back in rotation, or left the registry.
+    pub fn node_restored(&self, service: &str) {
+        let labels = vec![("service", service.to_owned())];
+        self.nodes_ejected.get_or_create(&labels).dec();
     }
 }
 

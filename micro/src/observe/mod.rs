@@ -106,6 +106,15 @@ impl Observe {
             builder = builder.on_retry(move |service, event| {
                 health.retry(service, event == micro_client::RetryEvent::BudgetRefused);
             });
+            let health = metrics.health().clone();
+            builder = builder.on_ejection(move |service, event| {
+                use micro_client::EjectionEvent::{Ejected, Extended, Restored};
+                match event {
+                    Ejected => health.node_ejected(service, false),
+                    Extended => health.node_ejected(service, true),
+                    Restored => health.node_restored(service),
+                }
+            });
         }
         if let Some(tracing) = &self.tracing {
             builder = builder.wrap_client_outermost(tracing.client());

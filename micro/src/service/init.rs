@@ -85,6 +85,12 @@ impl Service {
             if let Some(v) = strategy {
                 client.strategy = v
             }
+            if flags.client_ejection == Some(false) {
+                client.ejection = None
+            }
+            if let Some(v) = flags.client_attempt_timeout {
+                client.attempt_timeout = Some(v)
+            }
             builder
         });
         Ok(self)

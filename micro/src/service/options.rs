@@ -106,6 +106,19 @@ impl Service {
         self
     }
 
+    /// Marks a called endpoint (`Greeter.Test`) idempotent: safe to run twice, so its calls
+    /// are also retried when the node may have run them (a broken connection, an Unavailable
+    /// answer, an attempt over `--client_attempt_timeout`). Adds to
+    /// [`micro_client::Options::idempotent`], keeping the other client options.
+    pub fn idempotent(mut self, endpoint: impl Into<String>) -> Self {
+        let endpoint = endpoint.into();
+        self.configure_client("idempotent", |mut builder| {
+            builder.options_mut().idempotent.push(endpoint);
+            builder
+        });
+        self
+    }
+
     /// Describes hosted services with an encoded `FileDescriptorSet`, so their endpoints are
     /// listed in the registry and served by reflection.
     pub fn descriptors(mut self, encoded: &[u8]) -> Result<Self, ServiceError> {

@@ -1,0 +1,608 @@
+//! Failure accrual per node: a node whose attempts fail at the transport is ejected (its
+//! stack counts as not ready, so no selector picks it) for a while, then one probe call is let
+//! through and its success restores the node, as linkerd's failure accrual and Envoy's outlier
+//! detection.
+//!
+//! Only transport failures count ([`transport_failure`]): a connection refused, closed or
+//! that could not be made ejects at once; an attempt that ran out of time (the call's
+//! deadline or the per-attempt timeout) or a connection that broke mid-call counts, and
+//! [`Ejection::consecutive_failures`] of them in a row eject. A handler's or a wrapper's
+//! status is an answer, not a transport failure, and so is a TLS certificate error (a
+//! configuration fault that ejecting would only hide). Any attempt that got an answer clears
+//! the count.
+//!
+//! The healthy path reads one atomic flag ([`Accrual::is_clear`]); the state machine behind it
+//! runs under a mutex, only once a failure was counted. Time is a parameter (`now`) so the
+//! tests drive it by hand, as the load estimate's.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use micro_core::{Origin, Outcome};
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::nodes::NodeStack;
+
+/// Failure accrual settings ([`Options::ejection`](crate::Options::ejection)).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Ejection {
+    /// Timeouts or broken connections in a row that eject a node (default 3); a refused
+    /// connection ejects at once. 0 is taken as 1.
+    pub consecutive_failures: u32,
+    /// The first ejection's length (default 1 s); each repeat doubles it.
+    pub base: Duration,
+    /// The longest ejection, before jitter (default 30 s).
+    pub max: Duration,
+    /// Each ejection is its length times a random factor in `1 +- jitter` (default 0.2), so
+    /// that nodes ejected together are not probed together.
+    pub jitter: f64,
+}
+
+impl Default for Ejection {
+    fn default() -> Self {
+        Ejection {
+            consecutive_failures: 3,
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            jitter: 0.2,
+        }
+    }
+}
+
+impl Ejection {
+    /// The length of ejection number `level` (0 = the first) before jitter: `base * 2^level`,
+    /// at most `max`.
+    pub fn period(&self, level: u32) -> Duration {
+        self.base
+            .saturating_mul(1u32 << level.min(31))
+            .min(self.max)
+    }
+
+    /// [`Ejection::period`] with the jitter applied for a `draw` in `[-1, 1]`.
+    fn jittered(&self, level: u32, draw: f64) -> Duration {
+        let factor = 1.0 + self.jitter.clamp(0.0, 1.0) * draw.clamp(-1.0, 1.0);
+        self.period(level).mul_f64(factor)
+    }
+}
+
+/// A node's health as ejections see it (told to
+/// [`Builder::on_ejection`](crate::Builder::on_ejection) observers with the service's name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EjectionEvent {
+    /// A healthy node was ejected.
+    Ejected,
+    /// An ejected node's probe failed: ejected again, for longer.
+    Extended,
+    /// An ejected node is back: its probe (or a call sent to it because no other node was
+    /// ready) got an answer, or it left the registry while ejected.
+    Restored,
+}
+
+/// Told of each [`EjectionEvent`], with the node's service (the hook for metrics).
+pub type EjectionObserver = micro_core::Observer<EjectionEvent>;
+
+/// A transport failure of one attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// No connection, or it was gone before the request left: ejects at once.
+    Connection,
+    /// Out of time, or broken mid-call: counted, ejects after several in a row.
+    Counted,
+}
+
+/// How an attempt was let through, as the state machine reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// A node not ejected.
+    Normal,
+    /// The probe with this id.
+    Probe(u64),
+    /// An ejected node, no other being ready.
+    Fallback,
+}
+
+/// Whether the selector may pick a node now.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Not ejected.
+    Yes,
+    /// Ejected and its time is up: this attempt is its probe (id for [`Accrual::release`]).
+    Probe(u64),
+    /// Ejected.
+    No,
+}
+
+/// What a recorded outcome changed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Change {
+    /// Ejected for this long.
+    Ejected(Duration),
+    /// The probe failed: ejected again, for this long.
+    Extended(Duration),
+    /// Back in rotation.
+    Restored,
+}
+
+/// One node's failure accrual. Shared by every call to the node.
+#[derive(Debug, Default)]
+pub(crate) struct Accrual {
+    /// Set while a failure is counted or the node is ejected: the healthy path reads only
+    /// this.
+    troubled: AtomicBool,
+    /// Numbers the probes, so that a late release does not end a newer probe.
+    probes: AtomicU64,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    state: State,
+    /// Transport failures in a row while healthy.
+    failures: u32,
+    /// Ejections in a row (the next one lasts `base * 2^level`).
+    level: u32,
+    /// When the node was last restored.
+    restored_at: Option<Instant>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum State {
+    #[default]
+    Healthy,
+    Ejected {
+        until: Instant,
+    },
+    Probing {
+        id: u64,
+    },
+}
+
+impl Accrual {
+    /// Whether no failure is counted and the node is not ejected: the healthy path.
+    #[inline]
+    pub(crate) fn is_clear(&self) -> bool {
+        !self.troubled.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node is ejected now (a probe in flight counts as ejected).
+    pub(crate) fn is_ejected(&self) -> bool {
+        !self.is_clear() && self.inner.lock().state != State::Healthy
+    }
+
+    /// Whether the selector may pick the node at `now`; the first call after an ejection
+    /// ends takes the probe.
+    pub(crate) fn admit(&self, now: Instant) -> Admit {
+        if self.is_clear() {
+            return Admit::Yes;
+        }
+        let mut inner = self.inner.lock();
+        match inner.state {
+            State::Healthy => Admit::Yes,
+            State::Ejected { until } if now >= until => {
+                // Ids stay below `Pass`'s markers.
+                let id = self.probes.fetch_add(1, Ordering::Relaxed) % (u64::MAX - 1);
+                inner.state = State::Probing { id };
+                Admit::Probe(id)
+            }
+            State::Ejected { .. } | State::Probing { .. } => Admit::No,
+        }
+    }
+
+    /// Whether the node is ejected and its time is up: the next call may probe it.
+    pub(crate) fn probe_due(&self, now: Instant) -> bool {
+        !self.is_clear()
+            && matches!(self.inner.lock().state, State::Ejected { until } if now >= until)
+    }
+
+    /// A probe ended without a transport verdict (the caller gave up, a wrapper refused it):
+    /// the next call may probe.
+    pub(crate) fn release(&self, probe: u64, now: Instant) {
+        let mut inner = self.inner.lock();
+        if inner.state == (State::Probing { id: probe }) {
+            inner.state = State::Ejected { until: now };
+        }
+    }
+
+    /// An attempt let through `via` got an answer (whatever its status).
+    pub(crate) fn succeeded(&self, via: Via, now: Instant) -> Option<Change> {
+        if self.is_clear() {
+            return None;
+        }
+        let mut inner = self.inner.lock();
+        match (inner.state, via) {
+            (State::Healthy, _) => {
+                inner.failures = 0;
+                self.troubled.store(false, Ordering::Relaxed);
+                None
+            }
+            // Only a call let through while ejected restores: a late answer to a call sent
+            // before the ejection says nothing of the node now.
+            (_, Via::Probe(_) | Via::Fallback) => {
+                inner.state = State::Healthy;
+                inner.failures = 0;
+                inner.restored_at = Some(now);
+                self.troubled.store(false, Ordering::Relaxed);
+                Some(Change::Restored)
+            }
+            (_, Via::Normal) => None,
+        }
+    }
+
+    /// An attempt let through `via` failed at the transport. `may_eject` says
+    /// whether another node of the service is still in rotation (asked only when this
+    /// failure would eject); `draw` in `[-1, 1]` is the jitter's.
+    pub(crate) fn failed(
+        &self,
+        failure: Failure,
+        via: Via,
+        settings: &Ejection,
+        now: Instant,
+        draw: f64,
+        may_eject: impl FnOnce() -> bool,
+    ) -> Option<Change> {
+        let mut inner = self.inner.lock();
+        match (inner.state, via) {
+            (State::Healthy, _) => {
+                self.troubled.store(true, Ordering::Relaxed);
+                inner.failures = inner.failures.saturating_add(1);
+                let ejects = failure == Failure::Connection
+                    || inner.failures >= settings.consecutive_failures.max(1);
+                if !ejects {
+                    return None;
+                }
+                // Asked without the lock: it reads the other nodes' states.
+                drop(inner);
+                let allowed = may_eject();
+                let mut inner = self.inner.lock();
+                if !allowed || inner.state != State::Healthy {
+                    return None;
+                }
+                // A node that stayed in rotation for a whole `max` starts again from `base`.
+                if inner
+                    .restored_at
+                    .is_some_and(|at| now.saturating_duration_since(at) >= settings.max)
+                {
+                    inner.level = 0;
+                }
+                Some(Change::Ejected(eject(&mut inner, settings, now, draw)))
+            }
+            (State::Probing { id }, Via::Probe(probe)) if probe == id => {
+                Some(Change::Extended(eject(&mut inner, settings, now, draw)))
+            }
+            // Already ejected: late failures of calls sent before add nothing.
+            _ => None,
+        }
+    }
+
+    /// Leaves the ejected state for good (the node left the registry): whether it was
+    /// ejected.
+    pub(crate) fn forget(&self) -> bool {
+        if self.is_clear() {
+            return false;
+        }
+        let mut inner = self.inner.lock();
+        let was = inner.state != State::Healthy;
+        *inner = Inner::default();
+        self.troubled.store(false, Ordering::Relaxed);
+        was
+    }
+}
+
+/// Ejects for the current level's period, jittered, and raises the level.
+fn eject(inner: &mut Inner, settings: &Ejection, now: Instant, draw: f64) -> Duration {
+    let period = settings.jittered(inner.level, draw);
+    inner.state = State::Ejected {
+        until: now + period,
+    };
+    inner.failures = 0;
+    inner.level = inner.level.saturating_add(1).min(31);
+    period
+}
+
+/// A node picked for an attempt, and how ejection let it through. Dropped without a verdict
+/// (the caller gave up, a wrapper refused the call), a probe is released so that the next call
+/// may probe. As small as two words: it lives in every call's future.
+pub(crate) struct Pass {
+    stack: Arc<NodeStack>,
+    /// [`Pass::NORMAL`], [`Pass::FALLBACK`] or a probe's id.
+    via: u64,
+}
+
+impl Pass {
+    const NORMAL: u64 = u64::MAX;
+    const FALLBACK: u64 = u64::MAX - 1;
+
+    /// A node not ejected.
+    pub(crate) fn normal(stack: Arc<NodeStack>) -> Self {
+        Pass {
+            stack,
+            via: Self::NORMAL,
+        }
+    }
+
+    /// The probe `id` of an ejected node.
+    pub(crate) fn probe(stack: Arc<NodeStack>, id: u64) -> Self {
+        Pass { stack, via: id }
+    }
+
+    /// An ejected node, no other being ready.
+    pub(crate) fn fallback(stack: Arc<NodeStack>) -> Self {
+        Pass {
+            stack,
+            via: Self::FALLBACK,
+        }
+    }
+
+    /// How the attempt was let through.
+    #[inline]
+    pub(crate) fn via(&self) -> Via {
+        match self.via {
+            Self::NORMAL => Via::Normal,
+            Self::FALLBACK => Via::Fallback,
+            id => Via::Probe(id),
+        }
+    }
+}
+
+impl std::ops::Deref for Pass {
+    type Target = NodeStack;
+
+    #[inline]
+    fn deref(&self) -> &NodeStack {
+        &self.stack
+    }
+}
+
+impl std::fmt::Debug for Pass {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pass")
+            .field("node", &self.stack.info.id)
+            .field("via", &self.via())
+            .finish()
+    }
+}
+
+impl Drop for Pass {
+    #[inline]
+    fn drop(&mut self) {
+        if let Via::Probe(id) = self.via() {
+            self.stack.accrual.release(id, Instant::now());
+        }
+    }
+}
+
+/// The transport failure an attempt's error shows, if any: what ejects a node. `outcome` is
+/// the shared classifier's reading of `err`.
+pub(crate) fn transport_failure(
+    err: &(dyn std::error::Error + 'static),
+    outcome: &Outcome,
+) -> Option<Failure> {
+    let chain = || std::iter::successors(Some(err), |e| e.source());
+    // tonic's channel timer: the attempt ran out of the call's time.
+    if chain().any(|e| e.is::<tonic::TimeoutExpired>()) {
+        return Some(Failure::Counted);
+    }
+    // A certificate the client refuses is configuration, not a node's health.
+    if chain().any(|e| e.to_string().contains("certificate")) {
+        return None;
+    }
+    if chain().any(|e| e.is::<tonic::ConnectError>()) {
+        return Some(Failure::Connection);
+    }
+    match outcome.origin {
+        // A refused stream is a busy server, not a gone connection.
+        Origin::NotSent
+            if chain().any(|e| {
+                e.downcast_ref::<h2::Error>()
+                    .is_some_and(|h2| h2.reason() == Some(h2::Reason::REFUSED_STREAM))
+            }) =>
+        {
+            Some(Failure::Counted)
+        }
+        Origin::NotSent => Some(Failure::Connection),
+        Origin::Broken => Some(Failure::Counted),
+        // A status: an answer from a server or a wrapper's own refusal.
+        Origin::Answered | Origin::Local | Origin::Cancelled => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn settings() -> Ejection {
+        Ejection {
+            jitter: 0.0,
+            ..Ejection::default()
+        }
+    }
+
+    const NORMAL: Via = Via::Normal;
+
+    fn probe(accrual: &Accrual, now: Instant) -> Via {
+        match accrual.admit(now) {
+            Admit::Probe(id) => Via::Probe(id),
+            other => panic!("no probe at {now:?}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_refused_connection_ejects_at_once_and_timeouts_after_three_in_a_row() {
+        let t0 = Instant::now();
+        let s = settings();
+        let refused = Accrual::default();
+        assert_eq!(
+            refused.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true),
+            Some(Change::Ejected(ms(1000)))
+        );
+        assert_eq!(refused.admit(t0 + ms(999)), Admit::No);
+
+        let slow = Accrual::default();
+        assert!(slow.is_clear());
+        for _ in 0..2 {
+            assert_eq!(
+                slow.failed(Failure::Counted, NORMAL, &s, t0, 0.0, || true),
+                None
+            );
+        }
+        assert!(!slow.is_clear() && !slow.is_ejected());
+        // An answer in between starts the count again.
+        assert_eq!(slow.succeeded(NORMAL, t0), None);
+        assert!(slow.is_clear());
+        for _ in 0..2 {
+            slow.failed(Failure::Counted, NORMAL, &s, t0, 0.0, || true);
+        }
+        assert_eq!(
+            slow.failed(Failure::Counted, NORMAL, &s, t0, 0.0, || true),
+            Some(Change::Ejected(ms(1000)))
+        );
+        assert!(slow.is_ejected());
+    }
+
+    #[test]
+    fn one_probe_after_the_period_its_success_restores_its_failure_doubles_the_period() {
+        let t0 = Instant::now();
+        let s = settings();
+        let a = Accrual::default();
+        a.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
+        assert_eq!(a.admit(t0 + ms(500)), Admit::No);
+        assert!(!a.probe_due(t0 + ms(999)) && a.probe_due(t0 + ms(1000)));
+        let first = probe(&a, t0 + ms(1000));
+        // Only one probe at a time.
+        assert_eq!(a.admit(t0 + ms(1001)), Admit::No);
+        // A late failure of a call sent before the ejection changes nothing.
+        assert_eq!(
+            a.failed(Failure::Counted, NORMAL, &s, t0 + ms(1002), 0.0, || true),
+            None
+        );
+        // The probe fails: 2 s, then 4 s, ..., at most 30 s.
+        assert_eq!(
+            a.failed(Failure::Counted, first, &s, t0 + ms(1100), 0.0, || true),
+            Some(Change::Extended(ms(2000)))
+        );
+        assert_eq!(a.admit(t0 + ms(3099)), Admit::No);
+        let mut now = t0 + ms(3100);
+        for want in [4, 8, 16, 30, 30] {
+            let p = probe(&a, now);
+            assert_eq!(
+                a.failed(Failure::Connection, p, &s, now, 0.0, || true),
+                Some(Change::Extended(Duration::from_secs(want)))
+            );
+            now += Duration::from_secs(want);
+        }
+        // A late answer to an old call does not restore; the probe's answer does.
+        assert_eq!(a.succeeded(NORMAL, now), None);
+        let p = probe(&a, now);
+        assert_eq!(a.succeeded(p, now), Some(Change::Restored));
+        assert!(a.is_clear());
+        assert_eq!(a.admit(now), Admit::Yes);
+        // Failing again soon: the period keeps growing from where it was.
+        assert_eq!(
+            a.failed(Failure::Connection, NORMAL, &s, now + ms(10), 0.0, || true),
+            Some(Change::Ejected(Duration::from_secs(30)))
+        );
+        // After a whole `max` in rotation, it starts again from `base`.
+        let later = now + ms(10) + Duration::from_secs(31);
+        let p = probe(&a, later);
+        a.succeeded(p, later);
+        assert_eq!(
+            a.failed(
+                Failure::Connection,
+                NORMAL,
+                &s,
+                later + Duration::from_secs(30),
+                0.0,
+                || true
+            ),
+            Some(Change::Ejected(ms(1000)))
+        );
+    }
+
+    #[test]
+    fn a_probe_that_ends_without_a_verdict_lets_the_next_call_probe() {
+        let t0 = Instant::now();
+        let s = settings();
+        let a = Accrual::default();
+        a.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
+        let first = probe(&a, t0 + ms(1000));
+        assert_eq!(a.admit(t0 + ms(1500)), Admit::No);
+        // Dropped (cancelled, or a wrapper refused it): released.
+        let Via::Probe(slot) = first else {
+            unreachable!()
+        };
+        a.release(slot, t0 + ms(1600));
+        let second = probe(&a, t0 + ms(1600));
+        // The first probe's late release does not end the second.
+        a.release(slot, t0 + ms(1700));
+        assert_eq!(a.admit(t0 + ms(1700)), Admit::No);
+        assert_eq!(a.succeeded(second, t0 + ms(1800)), Some(Change::Restored));
+    }
+
+    #[test]
+    fn the_last_node_in_rotation_is_not_ejected_and_a_fallback_answer_restores() {
+        let t0 = Instant::now();
+        let s = settings();
+        let a = Accrual::default();
+        assert_eq!(
+            a.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || false),
+            None
+        );
+        assert_eq!(a.admit(t0), Admit::Yes);
+        let b = Accrual::default();
+        b.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
+        // Sent to it anyway because no other node was ready, and answered: restored.
+        assert_eq!(
+            b.succeeded(Via::Fallback, t0 + ms(10)),
+            Some(Change::Restored)
+        );
+        assert!(!b.forget());
+        b.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
+        assert!(b.forget());
+        assert!(b.is_clear());
+    }
+
+    #[test]
+    fn the_jitter_stays_within_its_share() {
+        let s = Ejection::default();
+        assert_eq!(s.jittered(0, -1.0), ms(800));
+        assert_eq!(s.jittered(0, 1.0), ms(1200));
+        assert_eq!(s.jittered(10, 0.0), Duration::from_secs(30));
+        assert_eq!(s.jittered(40, 1.0), Duration::from_secs(36));
+        assert_eq!(s.jittered(0, 7.0), ms(1200));
+    }
+
+    #[test]
+    fn only_transport_failures_count() {
+        let status = |s: tonic::Status, origin| {
+            let outcome = Outcome::from_status(&s, origin);
+            transport_failure(&s, &outcome)
+        };
+        assert_eq!(
+            status(tonic::Status::unavailable("handler says no"), Origin::Local),
+            None
+        );
+        assert_eq!(
+            status(tonic::Status::unavailable("draining"), Origin::Answered),
+            None
+        );
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let outcome = Outcome::from_error(&io);
+        assert_eq!(transport_failure(&io, &outcome), Some(Failure::Counted));
+        let cert = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "invalid peer certificate: UnknownIssuer",
+        );
+        let outcome = Outcome::from_error(&cert);
+        assert_eq!(transport_failure(&cert, &outcome), None);
+    }
+}
