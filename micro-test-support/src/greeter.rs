@@ -79,6 +79,20 @@ pub async fn node_address(registry: &impl Registry, service: &str, id: &str) -> 
         .map(|n| n.address.clone())
 }
 
+/// The next event of `watcher` within `limit`; none in time, or a watch that ended or failed,
+/// fails the test.
+pub async fn next_event(
+    watcher: &mut micro::registry::Watcher,
+    limit: Duration,
+) -> micro::registry::Event {
+    use futures::StreamExt;
+    tokio::time::timeout(limit, watcher.next())
+        .await
+        .expect("no event in time")
+        .expect("watch ended")
+        .expect("watch failed")
+}
+
 /// Whether `etcd` holds the registration key of node `id` of `service`. An etcd that does not
 /// answer fails the test (it is not read as "no key").
 pub async fn key_exists(etcd: &EtcdServer, service: &str, id: &str) -> bool {
