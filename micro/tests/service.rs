@@ -11,6 +11,7 @@ use std::{
 
 use examples_support::*;
 use micro::registry::Memory;
+use micro_test_support::{concurrently, test_call};
 use proto::greeter::{
     FILE_DESCRIPTOR_SET, Request, Response,
     greeter_client::GreeterClient,
@@ -782,18 +783,12 @@ async fn a_concurrency_limit_wrapper_holds_across_the_reused_stack_copies() {
         .wrap_client(tower::limit::ConcurrencyLimitLayer::new(1))
         .client();
     let started = std::time::Instant::now();
-    let calls: Vec<_> = (0..4)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .call::<_, Response>("greeter2", "Greeter.Test", Request::default())
-                    .await
-            })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
+    let calls = concurrently(4, 4, |_| {
+        let client = client.clone();
+        async move { test_call(&client, "").await }
+    });
+    for call in calls.await {
+        call.unwrap();
     }
     // One call at a time, each sleeping 50 ms at the server.
     let took = started.elapsed();
