@@ -23,7 +23,7 @@ use micro::{
 };
 use micro_test_support::{
     EtcdServer, MicroProcess, Poll, REGISTER_INTERVAL as INTERVAL, REGISTER_TTL as TTL,
-    client_on as rust_client, eventually, free_port, next_event, node_address,
+    client_on as rust_client, eventually, free_port, greeter_at, next_event, node_address,
     python_greeter_stubs, require::go_binaries, sigterm,
 };
 use proto::greeter::{
@@ -881,9 +881,7 @@ async fn a_mixed_service_is_balanced_across_go_and_rust_nodes_by_both_clients() 
 
 /// Calls `Hello` at `address` with a W3C `traceparent` of `trace_id`; returns the reply.
 async fn hello_with_trace(address: &str, name: &str, trace_id: &str) -> String {
-    let mut greeter = GreeterClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut greeter = greeter_at(address).await;
     let mut request = tonic::Request::new(Request { name: name.into() });
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     request

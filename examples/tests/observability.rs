@@ -8,11 +8,11 @@
 use std::time::Duration;
 
 use micro_test_support::{
-    EtcdServer, MicroProcess, Poll, free_port,
+    EtcdServer, MicroProcess, Poll, free_port, greeter_at,
     peers::{Jaeger, Prometheus, Zipkin, http_get},
     poll, require, sigterm,
 };
-use proto::greeter::{Request, greeter_client::GreeterClient};
+use proto::greeter::Request;
 use serde_json::Value;
 use tokio::process::Child;
 
@@ -90,9 +90,7 @@ async fn try_greeters(etcd: &EtcdServer, env: &[(&str, String)]) -> Option<Greet
 }
 
 async fn call(grpc: &str, n: usize) {
-    let mut client = GreeterClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
+    let mut client = greeter_at(grpc).await;
     for i in 0..n {
         let reply = client
             .hello(Request {

@@ -9,7 +9,7 @@ use micro::registry::Memory;
 use micro::wrappers::breaker::adaptive::AdaptiveSettings;
 use micro::wrappers::breaker::hystrix::HystrixConfig;
 use micro::wrappers::breaker::{BreakerLayer, Event, Fallback, Rejection, Settings, State};
-use micro_test_support::{Poll, greeter2, python_greeter_stubs};
+use micro_test_support::{Poll, greeter_at, greeter2, python_greeter_stubs};
 use parking_lot::Mutex;
 use proto::greeter::{
     Request, Response, greeter_client::GreeterClient, greeter_server::GreeterServer,
@@ -40,9 +40,7 @@ async fn greeter1(registry: &Memory, breaker: BreakerLayer) -> micro::Running {
 }
 
 async fn caller(greeter1: &micro::Running) -> GreeterClient<tonic::transport::Channel> {
-    GreeterClient::connect(format!("http://{}", greeter1.local_addr()))
-        .await
-        .unwrap()
+    greeter_at(greeter1.local_addr()).await
 }
 
 async fn hello(

@@ -16,7 +16,7 @@ use http::Request as HttpRequest;
 use micro::{errors::Error, registry::Memory};
 use micro_core::{BoxError, Outcome, outcome::Observed};
 use micro_test_support::{
-    concurrently, test_call,
+    concurrently, greeter_at, test_call,
     ticker::{self, pb::TicksRequest, pb::ticker_client::TickerClient},
 };
 use proto::greeter::{
@@ -104,9 +104,7 @@ async fn a_handler_wrappers_timeout_is_go_micros_408_not_a_reset_stream() {
     let address = server.local_addr();
 
     // A plain tonic client.
-    let mut plain = GreeterClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(address).await;
     let status = plain.test(Request::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     let err = micro_error(&status);
@@ -146,9 +144,7 @@ async fn any_handler_wrapper_error_leaves_as_a_status_with_go_micros_json() {
         })
     });
     let (server, _) = greeter2(&registry, Duration::ZERO, |s| s.wrap_handler(failing)).await;
-    let mut plain = GreeterClient::connect(format!("http://{}", server.local_addr()))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(server.local_addr()).await;
     let status = plain.test(Request::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     let err = micro_error(&status);
