@@ -238,13 +238,16 @@ async fn adaptive_drop_rate_rises_while_greeter2_is_down_and_falls_back_to_zero(
     assert!(high > 0.5, "drop ratio {high} while down");
 
     let second = greeter2(&registry).await;
-    let started = tokio::time::Instant::now();
-    while breaker.drop_ratio("greeter2", "") != Some(0.0)
-        && started.elapsed() < Duration::from_secs(15)
-    {
-        let _ = hello(&mut caller).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Poll::within(Duration::from_secs(15))
+        .every(Duration::from_millis(50))
+        .until(async || {
+            if breaker.drop_ratio("greeter2", "") == Some(0.0) {
+                return true;
+            }
+            let _ = hello(&mut caller).await;
+            false
+        })
+        .await;
     assert_eq!(breaker.drop_ratio("greeter2", ""), Some(0.0));
     assert!(hello(&mut caller).await.unwrap().contains("test x"));
     greeter1.stop().await.unwrap();
