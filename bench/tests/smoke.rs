@@ -10,13 +10,14 @@ fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_bench"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_scenario_runs_without_errors() {
-    // A "foreign" greeter server: any greeter server will do; a bare tonic one here.
-    let foreign = compare::ServerProcess::spawn(&bin(), Scenario::Tonic, &[])
-        .await
-        .unwrap();
-    let options = compare::Options {
+/// One short round of `scenarios` (16 calls in flight for a second), pinned where there are
+/// CPUs to split, so `taskset` is exercised too.
+fn short_run(
+    scenarios: Vec<Scenario>,
+    foreign: Option<(String, Option<u32>)>,
+    go_micro: Option<PathBuf>,
+) -> compare::Options {
+    compare::Options {
         bin: bin(),
         rounds: 1,
         load: load::Config {
@@ -25,13 +26,25 @@ async fn every_scenario_runs_without_errors() {
             duration: Duration::from_secs(1),
             server_pids: Vec::new(),
         },
-        scenarios: Scenario::ALL.to_vec(),
-        foreign: Some((foreign.addr.clone(), Some(foreign.pid))),
+        scenarios,
+        foreign,
         etcd: None,
-        // Pinned where there are CPUs to split, so `taskset` is exercised too.
         pin: compare::Pin::halves().ok(),
-        go_micro: None,
-    };
+        go_micro,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_scenario_runs_without_errors() {
+    // A "foreign" greeter server: any greeter server will do; a bare tonic one here.
+    let foreign = compare::ServerProcess::spawn(&bin(), Scenario::Tonic, &[])
+        .await
+        .unwrap();
+    let options = short_run(
+        Scenario::ALL.to_vec(),
+        Some((foreign.addr.clone(), Some(foreign.pid))),
+        None,
+    );
     let comparison = compare::run(&options).await.unwrap();
     foreign.stop().await.unwrap();
 
@@ -144,28 +157,8 @@ async fn discovery_measures() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn go_micro_peer_runs_beside_micro_without_errors() {
-    let Some(dir) = std::env::var_os("MICRO_INTEROP_BIN") else {
-        eprintln!(
-            "!!! SKIPPED: go-micro peer smoke test: MICRO_INTEROP_BIN is not set (scripts/test \
-             sets it when Go is installed) !!!"
-        );
-        return;
-    };
-    let options = compare::Options {
-        bin: bin(),
-        rounds: 1,
-        load: load::Config {
-            concurrency: 16,
-            warmup: Duration::from_millis(200),
-            duration: Duration::from_secs(1),
-            server_pids: Vec::new(),
-        },
-        scenarios: vec![Scenario::Micro, Scenario::ChainMicro],
-        foreign: None,
-        etcd: None,
-        pin: compare::Pin::halves().ok(),
-        go_micro: Some(PathBuf::from(dir)),
-    };
+    let go = micro_test_support::require::go_binaries();
+    let options = short_run(vec![Scenario::Micro, Scenario::ChainMicro], None, Some(go));
     let comparison = compare::run(&options).await.unwrap();
     let table = compare::table(&comparison);
     println!("{table}");

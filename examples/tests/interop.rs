@@ -3,17 +3,15 @@
 //! nodes come and go. Python grpcio is the third-party client at the entry.
 //!
 //! The Go binaries (`greeter`, `gocall`, `goregistry`) are built by `scripts/test`, which points
-//! `MICRO_INTEROP_BIN` at them; without it (no Go installed) every test here says so loudly and
-//! skips. Run alone with:
+//! `MICRO_INTEROP_BIN` at them; without them every test here fails, saying how to build them
+//! (Go is installed on every machine these tests run on). Run alone with:
 //! `(cd interop && go build -o ../target/interop/ ./cmd/...) &&
 //! MICRO_INTEROP_BIN=$PWD/target/interop cargo test -p examples --test interop`.
 
 use std::{
     collections::BTreeMap,
-    future::Future,
-    net::TcpListener,
-    path::{Path, PathBuf},
-    process::Stdio,
+    path::Path,
+    process::{Output, Stdio},
     sync::Arc,
     time::Duration,
 };
@@ -23,7 +21,11 @@ use micro::{
     errors::Error as MicroError,
     registry::{Action, Cache, Etcd, RegisterOptions, Registry, WatchOptions},
 };
-use micro_test_support::EtcdServer;
+use micro_test_support::{
+    EtcdServer, MicroProcess, Poll, REGISTER_INTERVAL as INTERVAL, REGISTER_TTL as TTL,
+    client_on as rust_client, eventually, free_port, greeter_at, next_event, node_address,
+    python_greeter_stubs, require::go_binaries, sigterm,
+};
 use proto::greeter::{
     FILE_DESCRIPTOR_SET, Request, Response, greeter_client::GreeterClient, greeter_server,
     greeter_server::GreeterServer,
@@ -35,57 +37,12 @@ use tokio::{
     sync::mpsc,
     time::Instant,
 };
-use tokio_stream::StreamExt;
 use tonic::Status;
 
-const TTL: u64 = 2;
-const INTERVAL: u64 = 1;
 /// Generous: first calls dial, processes start on a loaded machine.
 const START: Duration = Duration::from_secs(30);
 
 // === the Go side ===
-
-/// Where scripts/test built the Go binaries; `None` (with a loud message) when it did not.
-fn go_bin() -> Option<PathBuf> {
-    match std::env::var_os("MICRO_INTEROP_BIN") {
-        Some(dir) => {
-            let dir = PathBuf::from(dir);
-            assert!(
-                dir.join("greeter").is_file(),
-                "MICRO_INTEROP_BIN={} has no go-micro greeter: build it with \
-                 `cd interop && go build -o ../target/interop/ ./cmd/...`",
-                dir.display()
-            );
-            Some(dir)
-        }
-        None => {
-            eprintln!(
-                "!!! SKIPPED: go-micro interop test: MICRO_INTEROP_BIN is not set (scripts/test \
-                 sets it when Go is installed) !!!"
-            );
-            None
-        }
-    }
-}
-
-/// A free loopback port (bound, read, released): go-micro is always given `127.0.0.1:PORT`.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
-}
-
-/// go-micro's own environment, shared by Go and Rust processes.
-fn micro_env(command: &mut Command, etcd: &EtcdServer) {
-    command
-        .env("MICRO_REGISTRY", "etcd")
-        .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
-        .env("MICRO_REGISTER_TTL", TTL.to_string())
-        .env("MICRO_REGISTER_INTERVAL", INTERVAL.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-}
 
 /// A go-micro greeter process: registers as `<name>-<id>` on `127.0.0.1:<free port>`.
 struct GoGreeter {
@@ -101,20 +58,18 @@ fn go_greeter(
     id: &str,
     extra: &[(&str, &str)],
 ) -> GoGreeter {
-    let address = format!("127.0.0.1:{}", free_port());
-    let mut command = Command::new(go.join("greeter"));
-    micro_env(&mut command, etcd);
-    command
+    let address = format!("127.0.0.1:{}", free_port().unwrap());
+    let child = MicroProcess::on(go.join("greeter"), etcd)
+        .quiet()
         .env("MICRO_SERVER_NAME", name)
-        .env("MICRO_SERVER_ID", id)
-        .env("MICRO_SERVER_ADDRESS", &address)
+        .id(id)
+        .address(&address)
         // The http broker listens too: keep it on loopback.
-        .env("MICRO_BROKER_ADDRESS", "127.0.0.1:0");
-    for (key, value) in extra {
-        command.env(key, value);
-    }
+        .env("MICRO_BROKER_ADDRESS", "127.0.0.1:0")
+        .envs(extra.iter().copied())
+        .spawn();
     GoGreeter {
-        child: command.spawn().expect("go-micro greeter starts"),
+        child,
         node: format!("{name}-{id}"),
         address,
     }
@@ -122,16 +77,22 @@ fn go_greeter(
 
 /// A micro-rs example binary (`greeter1`, `greeter2`) with node id `id`.
 fn rust_binary(binary: &str, etcd: &EtcdServer, id: &str, extra: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(binary);
-    micro_env(&mut command, etcd);
-    command
-        .env("MICRO_SERVER_ADDRESS", "127.0.0.1:0")
-        .env("MICRO_SERVER_ID", id)
-        .env("RUST_LOG", "warn");
-    for (key, value) in extra {
-        command.env(key, value);
-    }
-    command.spawn().expect("example binary starts")
+    MicroProcess::on(binary, etcd)
+        .quiet()
+        .id(id)
+        .envs(extra.iter().copied())
+        .spawn()
+}
+
+/// Runs the Go tool `tool` (`gocall`, `goregistry`) on `etcd` with `args`, to its end.
+async fn go_tool(go: &Path, tool: &str, etcd: &EtcdServer, args: &[&str]) -> Output {
+    Command::new(go.join(tool))
+        .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("{tool} runs: {e}"))
 }
 
 /// One call's outcome as `gocall` prints it.
@@ -144,13 +105,7 @@ struct GoResult {
 /// Calls through go-micro's gRPC client (`gocall`), discovering in etcd. The process must exit
 /// cleanly: a panic in go-micro's client fails the test here.
 async fn gocall(go: &Path, etcd: &EtcdServer, args: &[&str]) -> Vec<GoResult> {
-    let output = Command::new(go.join("gocall"))
-        .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("gocall runs");
+    let output = go_tool(go, "gocall", etcd, args).await;
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success() && !stderr.contains("panic"),
@@ -177,13 +132,7 @@ async fn goregistry(go: &Path, etcd: &EtcdServer, args: &[&str]) -> Vec<micro::r
 
 /// `goregistry`'s output as go-micro's `encoding/json` wrote it.
 async fn goregistry_raw(go: &Path, etcd: &EtcdServer, args: &[&str]) -> String {
-    let output = Command::new(go.join("goregistry"))
-        .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .expect("goregistry runs");
+    let output = go_tool(go, "goregistry", etcd, args).await;
     assert!(
         output.status.success(),
         "goregistry {args:?}: {}",
@@ -337,82 +286,21 @@ async fn rust_greeter2(etcd: &EtcdServer, sleep: Duration) -> micro::Running {
         .expect("micro-rs greeter2 starts")
 }
 
-fn rust_client(etcd: &EtcdServer, strategy: micro::client::Strategy) -> micro::Client {
-    let options = micro::client::Options {
-        strategy,
-        ..Default::default()
-    };
-    micro::Service::new()
-        .registry(Etcd::new([etcd.endpoint()]))
-        .client_options(options)
-        .client()
-}
-
-/// Polls `check` every 20 ms until it is true or `limit` passes; returns the time it took.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        if check().await {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
-
-async fn node_address(registry: &Etcd, service: &str, id: &str) -> Option<String> {
-    let services = registry.get_service(service).await.ok()?;
-    services
-        .iter()
-        .flat_map(|s| &s.nodes)
-        .find(|n| n.id == id)
-        .map(|n| n.address.clone())
-}
-
 /// Waits until `id` is registered under `service`; returns its address.
 async fn registered(registry: &Etcd, service: &str, id: &str) -> String {
-    let started = Instant::now();
-    while started.elapsed() < START {
-        if let Some(address) = node_address(registry, service, id).await {
-            return address;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{service} node {id} did not register")
-}
-
-async fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    let found = Poll::within(START)
+        .value(async || node_address(registry, service, id).await)
+        .await;
+    let Some((address, _)) = found else {
+        panic!("{service} node {id} did not register")
+    };
+    address
 }
 
 /// Python grpcio, the third-party client: calls `Greeter.Hello` at `address` on the proto's
 /// own path (`/greeter.Greeter/Hello`), with stubs generated from proto/greeter.proto.
 async fn python_hello(address: &str, name: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let proto_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/proto");
-    let status = Command::new("python3")
-        .args(["-m", "grpc_tools.protoc"])
-        .arg(format!("-I{}", proto_dir.display()))
-        .arg(format!("--python_out={}", dir.path().display()))
-        .arg(format!("--grpc_python_out={}", dir.path().display()))
-        .arg("greeter.proto")
-        .status()
-        .await
-        .expect("python3 runs");
-    assert!(
-        status.success(),
-        "grpc_tools.protoc failed: pip install grpcio grpcio-tools"
-    );
+    let dir = python_greeter_stubs().await;
     let script = r#"
 import sys
 sys.path.insert(0, sys.argv[1])
@@ -441,7 +329,7 @@ with grpc.insecure_channel(sys.argv[2]) as channel:
 
 #[tokio::test]
 async fn python_calls_rust_greeter1_which_finds_and_calls_go_greeter2() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let go2 = go_greeter(&go, &etcd, "greeter2", "go", &[]);
@@ -455,7 +343,7 @@ async fn python_calls_rust_greeter1_which_finds_and_calls_go_greeter2() {
 
 #[tokio::test]
 async fn python_calls_go_greeter1_which_finds_and_calls_rust_greeter2() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let _greeter2 = rust_binary(env!("CARGO_BIN_EXE_greeter2"), &etcd, "greeter2-rust", &[]);
@@ -497,7 +385,7 @@ async fn python_calls_go_greeter1_which_finds_and_calls_rust_greeter2() {
 
 #[tokio::test]
 async fn go_micro_lists_rust_nodes_and_micro_rs_lists_go_nodes_as_each_sees_its_own() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let _rust = rust_binary(
@@ -590,17 +478,9 @@ async fn go_micro_lists_rust_nodes_and_micro_rs_lists_go_nodes_as_each_sees_its_
     assert_eq!(decoded.nodes, rust_of_go[0].nodes);
 }
 
-async fn next_event(watcher: &mut micro::registry::Watcher) -> micro::registry::Event {
-    tokio::time::timeout(START, watcher.next())
-        .await
-        .expect("a watch event")
-        .expect("watch open")
-        .expect("watch ok")
-}
-
 #[tokio::test]
 async fn micro_rs_watches_go_nodes_come_and_go() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let mut watcher = registry
@@ -610,13 +490,13 @@ async fn micro_rs_watches_go_nodes_come_and_go() {
         .await
         .unwrap();
     let mut go2 = go_greeter(&go, &etcd, "greeter2", "go", &[]);
-    let created = next_event(&mut watcher).await;
+    let created = next_event(&mut watcher, START).await;
     assert_eq!(created.action, Action::Create);
     assert_eq!(created.service.nodes[0].id, go2.node);
     assert_eq!(created.service.nodes[0].address, go2.address);
 
-    sigterm(&go2.child).await;
-    let deleted = next_event(&mut watcher).await;
+    sigterm(&go2.child);
+    let deleted = next_event(&mut watcher, START).await;
     assert_eq!(deleted.action, Action::Delete);
     assert_eq!(deleted.service.nodes[0].id, go2.node);
     go2.child.wait().await.unwrap();
@@ -624,7 +504,7 @@ async fn micro_rs_watches_go_nodes_come_and_go() {
 
 #[tokio::test]
 async fn go_micro_watcher_survives_micro_rs_register_update_and_deregister() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let mut watch = GoLines::start(&go, &etcd, &["watch", "greeter2"]);
@@ -689,7 +569,7 @@ const ERRORS: [(i32, &str, &str); 3] = [
 
 #[tokio::test]
 async fn a_micro_rs_handlers_errors_reach_go_micros_client_unchanged() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let running = rust_greeter2(&etcd, Duration::ZERO).await;
@@ -733,7 +613,7 @@ async fn a_micro_rs_handlers_errors_reach_go_micros_client_unchanged() {
 
 #[tokio::test]
 async fn a_go_micro_handlers_errors_reach_micro_rss_client_unchanged() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let go2 = go_greeter(&go, &etcd, "greeter2", "go", &[("INTEROP_TEST_SLEEP", "0")]);
@@ -764,7 +644,7 @@ async fn a_go_micro_handlers_errors_reach_micro_rss_client_unchanged() {
 
 #[tokio::test]
 async fn go_micro_caller_times_out_on_micro_rs_and_its_deadline_and_metadata_arrive() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let running = rust_greeter2(&etcd, Duration::from_millis(100)).await;
@@ -812,7 +692,7 @@ async fn go_micro_caller_times_out_on_micro_rs_and_its_deadline_and_metadata_arr
 
 #[tokio::test]
 async fn micro_rs_caller_times_out_on_go_micro_and_its_deadline_and_metadata_arrive() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let go2 = go_greeter(&go, &etcd, "greeter2", "go", &[]);
@@ -855,7 +735,7 @@ async fn micro_rs_caller_times_out_on_go_micro_and_its_deadline_and_metadata_arr
 
 #[tokio::test]
 async fn go_nodes_killed_or_stopped_leave_micro_rss_cache() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let mut killed = go_greeter(&go, &etcd, "greeter2", "killed", &[]);
@@ -882,7 +762,7 @@ async fn go_nodes_killed_or_stopped_leave_micro_rss_cache() {
     gone.await
         .expect("killed Go node still cached after TTL + 1 s");
 
-    sigterm(&stopped.child).await;
+    sigterm(&stopped.child);
     let gone = eventually(Duration::from_secs(1), || async {
         !in_cache(&cache, &stopped.node)
     });
@@ -893,7 +773,7 @@ async fn go_nodes_killed_or_stopped_leave_micro_rss_cache() {
 
 #[tokio::test]
 async fn rust_nodes_killed_or_stopped_leave_go_micros_view() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let mut killed = rust_binary(
@@ -933,7 +813,7 @@ async fn rust_nodes_killed_or_stopped_leave_go_micros_view() {
         "killed node left go-micro's view after {gone:?}"
     );
 
-    sigterm(&stopped).await;
+    sigterm(&stopped);
     let stopped_at = Instant::now();
     let none = |v: &serde_json::Value| v["nodes"] == serde_json::json!([]);
     let gone = poll.until(Duration::from_secs(TTL + 3), none).await;
@@ -951,7 +831,7 @@ async fn rust_nodes_killed_or_stopped_leave_go_micros_view() {
 
 #[tokio::test]
 async fn a_mixed_service_is_balanced_across_go_and_rust_nodes_by_both_clients() {
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let go2 = go_greeter(&go, &etcd, "greeter2", "go", &[("INTEROP_TEST_SLEEP", "0")]);
@@ -1001,9 +881,7 @@ async fn a_mixed_service_is_balanced_across_go_and_rust_nodes_by_both_clients() 
 
 /// Calls `Hello` at `address` with a W3C `traceparent` of `trace_id`; returns the reply.
 async fn hello_with_trace(address: &str, name: &str, trace_id: &str) -> String {
-    let mut greeter = GreeterClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut greeter = greeter_at(address).await;
     let mut request = tonic::Request::new(Request { name: name.into() });
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
     request
@@ -1018,7 +896,7 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 async fn go_micros_w3c_trace_context_reaches_micro_rs_handlers() {
     // The Go side of issue 11's check: go-micro's OpenTelemetry wrappers (INTEROP_OTEL=1, W3C
     // trace context) carry the caller's trace id from Go greeter1 to micro-rs's greeter2.
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let running = rust_greeter2(&etcd, Duration::ZERO).await;
@@ -1042,7 +920,7 @@ async fn one_w3c_trace_crosses_rust_and_go() {
     // A call entering micro-rs's greeter1 with a W3C traceparent reaches go-micro's greeter2
     // (whose `echo` shows the metadata it received) in the same trace: greeter1's trace
     // wrappers (on through OTEL_TRACES_EXPORTER) inject their client span's context.
-    let Some(go) = go_bin() else { return };
+    let go = go_binaries();
     let etcd = EtcdServer::start().await.unwrap();
     let registry = Etcd::new([etcd.endpoint()]);
     let go2 = go_greeter(

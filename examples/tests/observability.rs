@@ -2,18 +2,19 @@
 //! Prometheus scrapes both `/metrics` endpoints and its query API counts the calls made;
 //! Zipkin receives the chain's three spans (sent at shutdown: the batch delay is longer than
 //! the test) and serves them back as one trace; Jaeger v2 does the same over OTLP (the spans sent
-//! by the batch timer while the greeters run) when a built Jaeger is at hand (scripts/test never
-//! builds it: the test says so loudly and skips).
+//! by the batch timer while the greeters run). scripts/test builds Jaeger once per machine; without
+//! it the Jaeger test fails, saying how to get it.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use micro_test_support::{
-    EtcdServer,
-    peers::{Jaeger, Prometheus, Zipkin, free_port, http_get, jaeger_binary, poll},
+    EtcdServer, MicroProcess, Poll, free_port, greeter_at,
+    peers::{Jaeger, Prometheus, Zipkin, http_get},
+    poll, require, sigterm,
 };
-use proto::greeter::{Request, greeter_client::GreeterClient};
+use proto::greeter::Request;
 use serde_json::Value;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -40,22 +41,12 @@ async fn greeters(etcd: &EtcdServer, env: &[(&str, String)]) -> Greeters {
 /// One attempt of [`greeters`]: `None` when a greeter exited before it was ready.
 async fn try_greeters(etcd: &EtcdServer, env: &[(&str, String)]) -> Option<Greeters> {
     let spawn = |binary: &str, grpc: &str, metrics: &str| {
-        let mut command = Command::new(binary);
-        command
-            .env("MICRO_REGISTRY", "etcd")
-            .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
-            .env("MICRO_REGISTER_TTL", "5")
-            .env("MICRO_REGISTER_INTERVAL", "1")
-            .env("MICRO_SERVER_ADDRESS", grpc)
+        MicroProcess::on(binary, etcd)
+            .register(5, 1)
+            .address(grpc)
             .env("MICRO_METRICS_ADDRESS", metrics)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .kill_on_drop(true);
-        for (key, value) in env {
-            command.env(key, value);
-        }
-        command.spawn().expect("example binary starts")
+            .envs(env.iter().cloned())
+            .spawn()
     };
     let port = || free_port().unwrap();
     let (grpc1, grpc2) = (
@@ -70,21 +61,24 @@ async fn try_greeters(etcd: &EtcdServer, env: &[(&str, String)]) -> Option<Greet
     let mut greeter1 = spawn(env!("CARGO_BIN_EXE_greeter1"), &grpc1, &metrics[0]);
     for address in &metrics {
         let url = format!("http://{address}/ready");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if http_get(&url).await.is_ok_and(|(status, _)| status == 200) {
-                break;
-            }
-            let exited = |child: &mut Child| child.try_wait().ok().flatten().is_some();
-            if exited(&mut greeter1) || exited(&mut greeter2) {
+        let exited = |child: &mut Child| child.try_wait().ok().flatten().is_some();
+        // Some(true): ready; Some(false): a greeter exited first.
+        let ready = Poll::within(WAIT)
+            .every(Duration::from_millis(100))
+            .value(async || {
+                if http_get(&url).await.is_ok_and(|(status, _)| status == 200) {
+                    return Some(true);
+                }
+                (exited(&mut greeter1) || exited(&mut greeter2)).then_some(false)
+            })
+            .await;
+        match ready {
+            Some((true, _)) => {}
+            Some((false, _)) => {
                 eprintln!("a greeter exited before it was ready (a port taken?): again");
                 return None;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{url} not ready within {WAIT:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            None => panic!("{url} not ready within {WAIT:?}"),
         }
     }
     Some(Greeters {
@@ -96,9 +90,7 @@ async fn try_greeters(etcd: &EtcdServer, env: &[(&str, String)]) -> Option<Greet
 }
 
 async fn call(grpc: &str, n: usize) {
-    let mut client = GreeterClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
+    let mut client = greeter_at(grpc).await;
     for i in 0..n {
         let reply = client
             .hello(Request {
@@ -112,12 +104,7 @@ async fn call(grpc: &str, n: usize) {
 
 /// SIGTERM (a graceful stop: deregister, drain, flush the last spans), then waits for exit.
 async fn terminate(child: &mut Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(child);
     let exited = tokio::time::timeout(WAIT, child.wait()).await;
     assert!(matches!(exited, Ok(Ok(s)) if s.success()), "{exited:?}");
 }
@@ -245,15 +232,7 @@ async fn zipkin_receives_the_chain_as_one_trace_flushed_at_shutdown() {
 /// at shutdown), so the trace is read back before they stop.
 #[tokio::test]
 async fn jaeger_receives_the_chain_over_otlp() {
-    let Some(binary) = jaeger_binary() else {
-        eprintln!(
-            "\n*** SKIPPED jaeger_receives_the_chain_over_otlp: no built Jaeger at \
-             /var/cache/micro-rs/jaeger/jaeger (or MICRO_JAEGER_BIN). Build it once per machine \
-             (10-20 min): see README 'Tracing and metrics'. The OTLP tests against local \
-             receivers (micro/tests/observe.rs) still ran. ***\n"
-        );
-        return;
-    };
+    let binary = require::jaeger();
     let jaeger = Jaeger::start(&binary).await.unwrap();
     let etcd = EtcdServer::start().await.unwrap();
     let env = [

@@ -6,10 +6,10 @@ use std::{sync::Arc, time::Duration};
 
 use micro::registry::Etcd;
 use micro_test_support::{
-    EtcdServer, Frozen, MicroProcess, REGISTER_INTERVAL as INTERVAL, REGISTER_TTL as TTL,
-    client_on, eventually, key_exists, node_address, sigterm, test_call,
+    EtcdServer, Frozen, MicroProcess, Poll, REGISTER_INTERVAL as INTERVAL, REGISTER_TTL as TTL,
+    client_on, eventually, greeter_at, key_exists, node_address, sigterm, test_call,
 };
-use proto::greeter::{Request, greeter_client::GreeterClient};
+use proto::greeter::Request;
 use tokio::process::Child;
 
 /// Starts an example binary against `etcd` with node id `id`.
@@ -43,9 +43,7 @@ async fn separate_processes_find_each_other_and_a_plain_client_gets_greeter2s_re
         .unwrap();
 
     // Any gRPC client: plain tonic, knowing only greeter1's address.
-    let mut plain = GreeterClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(address).await;
     let reply = plain
         .hello(Request { name: "you".into() })
         .await
@@ -207,18 +205,19 @@ async fn a_node_breaker_ejects_a_frozen_node() {
     let address = node_address(&registry, "greeter1", "greeter1-nodes")
         .await
         .unwrap();
-    let mut plain = GreeterClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(address).await;
     // Both nodes answer before the freeze.
     let mut seen = std::collections::HashSet::new();
-    let started = tokio::time::Instant::now();
-    while seen.len() < 2 && started.elapsed() < Duration::from_secs(20) {
-        if let Ok(reply) = plain.hello(Request { name: "w".into() }).await {
-            let msg = reply.into_inner().msg;
-            seen.insert(msg.rsplit(' ').next().unwrap_or_default().to_owned());
-        }
-    }
+    Poll::within(Duration::from_secs(20))
+        .every(Duration::ZERO)
+        .until(async || {
+            if let Ok(reply) = plain.hello(Request { name: "w".into() }).await {
+                let msg = reply.into_inner().msg;
+                seen.insert(msg.rsplit(' ').next().unwrap_or_default().to_owned());
+            }
+            seen.len() == 2
+        })
+        .await;
     assert_eq!(seen.len(), 2, "both nodes answered: {seen:?}");
 
     let frozen = Frozen::freeze(&frozen);

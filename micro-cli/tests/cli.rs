@@ -2,15 +2,10 @@
 //! in this process (micro services on etcd), bare tonic servers (no health, v1alpha-only or no
 //! reflection), and bad input of every kind.
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
 
 use micro::registry::Etcd;
-use micro_test_support::EtcdServer;
+use micro_test_support::{EtcdServer, Poll};
 use proto::greeter::{
     FILE_DESCRIPTOR_SET, Request, Response,
     greeter_server::{Greeter, GreeterServer},
@@ -74,6 +69,13 @@ async fn micro(etcd: Option<&str>, args: &[&str]) -> Run {
         !run.stderr.contains("panicked"),
         "micro {args:?} panicked: {run:?}"
     );
+    run
+}
+
+/// Runs `micro args` against `etcd`, which must exit with `code`.
+async fn micro_exits(etcd: Option<&str>, args: &[&str], code: i32) -> Run {
+    let run = micro(etcd, args).await;
+    assert_eq!(run.code, code, "micro {args:?}: {run:?}");
     run
 }
 
@@ -201,8 +203,7 @@ async fn services_and_describe_list_the_chain() {
     let endpoint = etcd.endpoint();
     let (greeter1, greeter2) = chain(&etcd).await;
 
-    let run = micro(Some(&endpoint), &["services"]).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = micro_exits(Some(&endpoint), &["services"], 0).await;
     assert!(
         !run.stdout.contains('\u{1b}'),
         "colour codes on a pipe: {run:?}"
@@ -221,8 +222,7 @@ async fn services_and_describe_list_the_chain() {
         assert_eq!(words, [name, "latest", "1"], "{run:?}");
     }
 
-    let json = micro(Some(&endpoint), &["services", "--output", "json"]).await;
-    assert_eq!(json.code, 0, "{json:?}");
+    let json = micro_exits(Some(&endpoint), &["services", "--output", "json"], 0).await;
     let listed = json.json();
     let names: Vec<&str> = listed
         .as_array()
@@ -238,8 +238,7 @@ async fn services_and_describe_list_the_chain() {
         &["describe", "greeter1"][..],
         &["describe", "service", "greeter1"][..],
     ] {
-        let run = micro(Some(&endpoint), args).await;
-        assert_eq!(run.code, 0, "{run:?}");
+        let run = micro_exits(Some(&endpoint), args, 0).await;
         assert!(run.stdout.contains(&*greeter1.node().id), "{run:?}");
         assert!(run.stdout.contains(&*greeter1.node().address), "{run:?}");
         assert!(run.stdout.contains("protocol=grpc"), "{run:?}");
@@ -253,8 +252,7 @@ async fn services_and_describe_list_the_chain() {
             "{hello}"
         );
     }
-    let json = micro(Some(&endpoint), &["describe", "greeter2", "-o", "json"]).await;
-    assert_eq!(json.code, 0, "{json:?}");
+    let json = micro_exits(Some(&endpoint), &["describe", "greeter2", "-o", "json"], 0).await;
     let described = json.json();
     assert_eq!(described[0]["name"], "greeter2");
     assert_eq!(described[0]["nodes"][0]["id"], *greeter2.node().id);
@@ -270,16 +268,16 @@ async fn call_goes_through_the_chain_by_reflection() {
     let endpoint = etcd.endpoint();
     let (greeter1, greeter2) = chain(&etcd).await;
 
-    let run = micro(
+    let run = micro_exits(
         Some(&endpoint),
         &["call", "greeter1", "Greeter.Hello", r#"{"name":"cli"}"#],
+        0,
     )
     .await;
-    assert_eq!(run.code, 0, "{run:?}");
     let expected = format!("greeter1 <- test cli from {}", greeter2.node().id);
     assert_eq!(run.json()["msg"], expected, "{run:?}");
 
-    let json = micro(
+    let json = micro_exits(
         Some(&endpoint),
         &[
             "call",
@@ -291,15 +289,15 @@ async fn call_goes_through_the_chain_by_reflection() {
             "--timeout",
             "20s",
         ],
+        0,
     )
     .await;
-    assert_eq!(json.code, 0, "{json:?}");
     assert_eq!(json.stdout.lines().count(), 1, "one line: {json:?}");
     assert!(json.json()["msg"].as_str().unwrap().contains("test json"));
 
     // One named node; a node that is not there.
     let node = greeter2.node().id.to_string();
-    let run = micro(
+    let run = micro_exits(
         Some(&endpoint),
         &[
             "call",
@@ -309,11 +307,11 @@ async fn call_goes_through_the_chain_by_reflection() {
             "--node",
             &node,
         ],
+        0,
     )
     .await;
-    assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["msg"], format!("test n from {node}"));
-    let run = micro(
+    let run = micro_exits(
         Some(&endpoint),
         &[
             "call",
@@ -323,9 +321,9 @@ async fn call_goes_through_the_chain_by_reflection() {
             "--node",
             "greeter2-nope",
         ],
+        3,
     )
     .await;
-    assert_eq!(run.code, 3, "{run:?}");
     assert!(
         run.stderr.contains("greeter2-nope") && run.stderr.contains(&node),
         "{run:?}"
@@ -333,7 +331,7 @@ async fn call_goes_through_the_chain_by_reflection() {
 
     // Straight to an address, without etcd (the registry flags point nowhere).
     let address = greeter2.node().address.to_string();
-    let run = micro(
+    let run = micro_exits(
         None,
         &[
             "call",
@@ -343,9 +341,9 @@ async fn call_goes_through_the_chain_by_reflection() {
             "--address",
             &address,
         ],
+        0,
     )
     .await;
-    assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["msg"], "hello direct from greeter2");
 
     greeter1.stop().await.unwrap();
@@ -359,8 +357,7 @@ async fn call_with_proto_against_a_service_without_reflection() {
     let echo = start(&etcd, "echo", Echo, false, &[]).await;
 
     // No reflection: a clear message that says what to do.
-    let run = micro(Some(&endpoint), &["call", "echo", "Greeter.Hello", "{}"]).await;
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = micro_exits(Some(&endpoint), &["call", "echo", "Greeter.Hello", "{}"], 1).await;
     assert!(
         run.stderr.contains("no gRPC reflection") && run.stderr.contains("--proto"),
         "{run:?}"
@@ -368,7 +365,7 @@ async fn call_with_proto_against_a_service_without_reflection() {
 
     let proto = greeter_proto();
     let proto = proto.to_str().unwrap();
-    let run = micro(
+    let run = micro_exits(
         Some(&endpoint),
         &[
             "call",
@@ -380,9 +377,9 @@ async fn call_with_proto_against_a_service_without_reflection() {
             "-m",
             "user=alice",
         ],
+        0,
     )
     .await;
-    assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(run.json()["msg"], "user=alice name=p");
 
     // With an import path, and the request from stdin.
@@ -415,7 +412,7 @@ async fn call_with_proto_against_a_service_without_reflection() {
     assert!(stdout.contains("from stdin"), "{stdout}");
 
     // A failed call: non-zero and go-micro's error JSON on stderr.
-    let run = micro(
+    let run = micro_exits(
         Some(&endpoint),
         &[
             "call",
@@ -425,9 +422,9 @@ async fn call_with_proto_against_a_service_without_reflection() {
             "--proto",
             proto,
         ],
+        1,
     )
     .await;
-    assert_eq!(run.code, 1, "{run:?}");
     let error: Value = serde_json::from_str(run.stderr.trim()).expect("go-micro error JSON");
     assert_eq!(error["id"], "echo");
     assert_eq!(error["code"], 400);
@@ -443,8 +440,7 @@ async fn health_of_every_node() {
     let first = start(&etcd, "greeter2", examples::Greeter2::default(), true, &[]).await;
     let second = start(&etcd, "greeter2", examples::Greeter2::default(), true, &[]).await;
 
-    let run = micro(Some(&endpoint), &["health", "greeter2"]).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = micro_exits(Some(&endpoint), &["health", "greeter2"], 0).await;
     for node in [&first, &second] {
         let line = run
             .stdout
@@ -456,8 +452,7 @@ async fn health_of_every_node() {
             "{line}"
         );
     }
-    let json = micro(Some(&endpoint), &["health", "greeter2", "-o", "json"]).await;
-    assert_eq!(json.code, 0, "{json:?}");
+    let json = micro_exits(Some(&endpoint), &["health", "greeter2", "-o", "json"], 0).await;
     let nodes = json.json();
     assert_eq!(nodes.as_array().unwrap().len(), 2);
     assert!(
@@ -470,16 +465,14 @@ async fn health_of_every_node() {
 
     // A node without the health service says so (and the exit is non-zero).
     let (bare, serve) = bare_server(Reflection::None).await;
-    let run = micro(None, &["health", "--address", &bare.to_string()]).await;
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = micro_exits(None, &["health", "--address", &bare.to_string()], 1).await;
     assert!(run.stdout.contains("NO_HEALTH_SERVICE"), "{run:?}");
     serve.abort();
 
     // A node that is gone.
     let address = second.node().address.to_string();
     second.stop().await.unwrap();
-    let run = micro(None, &["health", "--address", &address, "-o", "json"]).await;
-    assert_eq!(run.code, 1, "{run:?}");
+    let run = micro_exits(None, &["health", "--address", &address, "-o", "json"], 1).await;
     assert_eq!(run.json()[0]["status"], "UNREACHABLE", "{run:?}");
 
     first.stop().await.unwrap();
@@ -497,19 +490,20 @@ async fn health_during_graceful_drain_shows_not_serving() {
     )
     .await;
     let address = node.node().address.to_string();
-    let run = micro(None, &["health", "--address", &address]).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    micro_exits(None, &["health", "--address", &address], 0).await;
     let stopping = tokio::spawn(node.stop());
     // Poll until the node says NOT_SERVING (deregistered, still accepting) or the limit.
-    let started = Instant::now();
     let mut last = None;
-    let mut seen = false;
-    while !seen && started.elapsed() < Duration::from_secs(20) {
-        let run = micro(None, &["health", "--address", &address]).await;
-        seen = run.code == 1 && run.stdout.contains("NOT_SERVING");
-        last = Some(run);
-    }
-    assert!(seen, "never NOT_SERVING while draining: {last:?}");
+    let seen = Poll::within(Duration::from_secs(20))
+        .every(Duration::ZERO)
+        .until(async || {
+            let run = micro(None, &["health", "--address", &address]).await;
+            let seen = run.code == 1 && run.stdout.contains("NOT_SERVING");
+            last = Some(run);
+            seen
+        })
+        .await;
+    assert!(seen.is_some(), "never NOT_SERVING while draining: {last:?}");
     stopping.await.unwrap().unwrap();
 }
 
@@ -522,19 +516,31 @@ async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> Value {
     serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"))
 }
 
-async fn wait_ready(stderr: &mut Lines<BufReader<ChildStderr>>) {
+/// A running `micro watch`: its stdout and stderr as lines.
+struct Watch {
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    stderr: Lines<BufReader<ChildStderr>>,
+}
+
+/// Starts `micro args` (a watch) on `endpoint` and waits until it says it is watching.
+async fn start_watch(endpoint: &str, args: &[&str]) -> Watch {
+    let mut child = micro_command(Some(endpoint), args)
+        .spawn()
+        .expect("micro watch starts");
+    let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
     let line = tokio::time::timeout(LIMIT, stderr.next_line())
         .await
         .expect("watch ready within the limit")
         .expect("stderr readable")
         .expect("watch still running");
     assert!(line.contains("watching"), "{line}");
-}
-
-fn spawn_watch(endpoint: &str, args: &[&str]) -> Child {
-    micro_command(Some(endpoint), args)
-        .spawn()
-        .expect("micro watch starts")
+    Watch {
+        child,
+        stdout,
+        stderr,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -542,17 +548,14 @@ async fn watch_prints_create_and_delete() {
     let etcd = EtcdServer::start().await.unwrap();
     let endpoint = etcd.endpoint();
 
-    let mut watch = spawn_watch(&endpoint, &["watch", "watched", "--output", "json"]);
-    let mut stdout = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let mut stderr = BufReader::new(watch.stderr.take().unwrap()).lines();
-    wait_ready(&mut stderr).await;
+    let mut watch = start_watch(&endpoint, &["watch", "watched", "--output", "json"]).await;
 
     // Another service's events are not shown: the first event is the watched one's.
     let other = start(&etcd, "other", Echo, false, &[]).await;
     let node = start(&etcd, "watched", Echo, false, &[]).await;
     let id = node.node().id.to_string();
     let address = node.node().address.to_string();
-    let created = next_line(&mut stdout).await;
+    let created = next_line(&mut watch.stdout).await;
     assert_eq!(created["action"], "create", "{created}");
     assert_eq!(created["service"], "watched");
     assert_eq!(created["node"], *id);
@@ -562,19 +565,16 @@ async fn watch_prints_create_and_delete() {
         "{created}"
     );
     node.stop().await.unwrap();
-    let deleted = next_line(&mut stdout).await;
+    let deleted = next_line(&mut watch.stdout).await;
     assert_eq!(deleted["action"], "delete", "{deleted}");
     assert_eq!(deleted["node"], *id);
     other.stop().await.unwrap();
-    watch.kill().await.unwrap();
+    watch.child.kill().await.unwrap();
 
     // The table form, every service.
-    let mut watch = spawn_watch(&endpoint, &["watch"]);
-    let mut stdout = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let mut stderr = BufReader::new(watch.stderr.take().unwrap()).lines();
-    wait_ready(&mut stderr).await;
+    let mut watch = start_watch(&endpoint, &["watch"]).await;
     let node = start(&etcd, "tabled", Echo, false, &[]).await;
-    let line = tokio::time::timeout(LIMIT, stdout.next_line())
+    let line = tokio::time::timeout(LIMIT, watch.stdout.next_line())
         .await
         .unwrap()
         .unwrap()
@@ -591,7 +591,7 @@ async fn watch_prints_create_and_delete() {
         ]
     );
     node.stop().await.unwrap();
-    watch.kill().await.unwrap();
+    watch.child.kill().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -770,8 +770,7 @@ async fn reflection_v1alpha_for_python_and_the_cli_falls_back_to_it() {
 
 #[tokio::test]
 async fn help_has_examples_and_completions_generate() {
-    let run = micro(None, &["--help"]).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = micro_exits(None, &["--help"], 0).await;
     for command in [
         "services",
         "describe",
@@ -781,8 +780,7 @@ async fn help_has_examples_and_completions_generate() {
         "completions",
     ] {
         assert!(run.stdout.contains(command), "{command}: {run:?}");
-        let help = micro(None, &[command, "--help"]).await;
-        assert_eq!(help.code, 0, "{help:?}");
+        let help = micro_exits(None, &[command, "--help"], 0).await;
         assert!(
             help.stdout.contains("micro "),
             "{command} --help has no example: {help:?}"
@@ -793,8 +791,7 @@ async fn help_has_examples_and_completions_generate() {
         ("zsh", "#compdef micro"),
         ("fish", "complete -c micro"),
     ] {
-        let run = micro(None, &["completions", shell]).await;
-        assert_eq!(run.code, 0, "{run:?}");
+        let run = micro_exits(None, &["completions", shell], 0).await;
         assert!(
             run.stdout.contains(marker),
             "{shell}: {}",
@@ -822,8 +819,7 @@ async fn describe_and_services_read_a_go_micro_node() {
     let key = micro::registry::node_key("go.greeter", "go.greeter-6f1c0a9e");
     raw.put(key, GO_NODE, None).await.unwrap();
 
-    let run = micro(Some(&endpoint), &["services"]).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = micro_exits(Some(&endpoint), &["services"], 0).await;
     let words: Vec<&str> = run
         .stdout
         .lines()
@@ -833,8 +829,7 @@ async fn describe_and_services_read_a_go_micro_node() {
         .collect();
     assert_eq!(words, ["go.greeter", "v1.2.0", "1"], "{run:?}");
 
-    let run = micro(Some(&endpoint), &["describe", "service", "go.greeter"]).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    let run = micro_exits(Some(&endpoint), &["describe", "service", "go.greeter"], 0).await;
     assert!(run.stdout.contains("version v1.2.0"), "{run:?}");
     assert!(
         run.stdout.contains("go.greeter-6f1c0a9e  127.0.0.1:1"),
@@ -852,15 +847,15 @@ async fn describe_and_services_read_a_go_micro_node() {
     );
 
     // Its node is down: health says so, and the call fails with go-micro's error.
-    let run = micro(
+    let run = micro_exits(
         Some(&endpoint),
         &["health", "go.greeter", "--timeout", "2s"],
+        1,
     )
     .await;
-    assert_eq!(run.code, 1, "{run:?}");
     assert!(run.stdout.contains("UNREACHABLE"), "{run:?}");
     let proto = greeter_proto();
-    let run = micro(
+    let run = micro_exits(
         Some(&endpoint),
         &[
             "call",
@@ -872,9 +867,9 @@ async fn describe_and_services_read_a_go_micro_node() {
             "--retries",
             "0",
         ],
+        1,
     )
     .await;
-    assert_eq!(run.code, 1, "{run:?}");
     let error: Value = serde_json::from_str(run.stderr.trim()).expect("go-micro error JSON");
     assert_eq!(error["code"], 503, "{run:?}");
 }
@@ -883,15 +878,12 @@ async fn describe_and_services_read_a_go_micro_node() {
 async fn watch_goes_on_after_an_etcd_restart() {
     let mut etcd = EtcdServer::start().await.unwrap();
     let endpoint = etcd.endpoint();
-    let mut watch = spawn_watch(&endpoint, &["watch", "-o", "json"]);
-    let mut stdout = BufReader::new(watch.stdout.take().unwrap()).lines();
-    let mut stderr = BufReader::new(watch.stderr.take().unwrap()).lines();
-    wait_ready(&mut stderr).await;
+    let mut watch = start_watch(&endpoint, &["watch", "-o", "json"]).await;
 
     etcd.start_again().await.unwrap();
     // The watch notices, says so, and watches again.
     let again = tokio::time::timeout(LIMIT, async {
-        while let Ok(Some(line)) = stderr.next_line().await {
+        while let Ok(Some(line)) = watch.stderr.next_line().await {
             if line.contains("watching again") {
                 return true;
             }
@@ -902,9 +894,9 @@ async fn watch_goes_on_after_an_etcd_restart() {
     assert_eq!(again, Ok(true), "watch did not resume");
 
     let node = start(&etcd, "after", Echo, false, &[]).await;
-    let created = next_line(&mut stdout).await;
+    let created = next_line(&mut watch.stdout).await;
     assert_eq!(created["action"], "create", "{created}");
     assert_eq!(created["node"], *node.node().id);
     node.stop().await.unwrap();
-    watch.kill().await.unwrap();
+    watch.child.kill().await.unwrap();
 }

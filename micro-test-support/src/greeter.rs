@@ -1,13 +1,30 @@
-//! The seed's greeters as a test uses them: greeter2 started in-process, a client on a test
-//! etcd, a call of `Greeter.Test`, what etcd and the registry hold for a node, many calls at
-//! once, and Python grpcio's stubs of the greeter proto.
+//! The seed's greeters as a test uses them: greeter2 started in-process, a bare greeter whose
+//! answers the test chooses, a client on a test etcd or an address, a call of `Greeter.Test`,
+//! what etcd and the registry hold for a node, many calls at once, and Python grpcio's stubs of
+//! the greeter proto.
 
-use std::{future::Future, path::Path, sync::Arc, time::Duration};
+use std::{
+    future::Future,
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
-use micro::registry::{Etcd, Memory, Registry};
-use proto::greeter::{Request, Response, greeter_server::GreeterServer};
+use micro::{
+    errors::Error as MicroError,
+    registry::{Etcd, Memory, Registry},
+};
+use proto::greeter::{
+    Request, Response,
+    greeter_client::GreeterClient,
+    greeter_server::{Greeter, GreeterServer},
+};
 use tempfile::TempDir;
 use tokio::sync::Semaphore;
+use tonic::{Status, transport::Channel};
 
 use crate::EtcdServer;
 
@@ -34,6 +51,13 @@ pub fn client_on(etcd: &EtcdServer, strategy: micro::client::Strategy) -> micro:
         .registry(Etcd::new([etcd.endpoint()]))
         .client_options(options)
         .client()
+}
+
+/// A plain tonic greeter client on `address` (`host:port`): no discovery, no micro.
+pub async fn greeter_at(address: impl std::fmt::Display) -> GreeterClient<Channel> {
+    GreeterClient::connect(format!("http://{address}"))
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {address}: {e}"))
 }
 
 /// greeter2's `Greeter.Test` with `name`, through `client`: the reply's message.
@@ -79,6 +103,20 @@ pub async fn node_address(registry: &impl Registry, service: &str, id: &str) -> 
         .map(|n| n.address.clone())
 }
 
+/// The next event of `watcher` within `limit`; none in time, or a watch that ended or failed,
+/// fails the test.
+pub async fn next_event(
+    watcher: &mut micro::registry::Watcher,
+    limit: Duration,
+) -> micro::registry::Event {
+    use futures::StreamExt;
+    tokio::time::timeout(limit, watcher.next())
+        .await
+        .expect("no event in time")
+        .expect("watch ended")
+        .expect("watch failed")
+}
+
 /// Whether `etcd` holds the registration key of node `id` of `service`. An etcd that does not
 /// answer fails the test (it is not read as "no key").
 pub async fn key_exists(etcd: &EtcdServer, service: &str, id: &str) -> bool {
@@ -108,4 +146,69 @@ pub async fn python_greeter_stubs() -> TempDir {
         String::from_utf8_lossy(&generated.stderr)
     );
     dir
+}
+
+/// What a [`Backend`] answers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Answer {
+    /// `hello {name}`.
+    #[default]
+    Ok,
+    /// go-micro's 500 (`Internal`).
+    Internal,
+    /// go-micro's 404 (`NotFound`).
+    NotFound,
+    /// go-micro's 429 JSON in an `Unknown` status, as a go-micro server sends it.
+    Go429,
+    /// Never answers.
+    Hang,
+}
+
+/// A bare greeter (no micro) whose answers the test chooses ([`Backend::set`]), counting the
+/// calls that reached it. `Hello` and `Test` answer alike.
+#[derive(Clone, Debug, Default)]
+pub struct Backend {
+    answer: Arc<Mutex<Answer>>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Backend {
+    /// Answers `answer` from now on.
+    pub fn set(&self, answer: Answer) {
+        *self.answer.lock().unwrap_or_else(|e| e.into_inner()) = answer;
+    }
+
+    /// How many calls reached it.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+#[tonic::async_trait]
+impl Greeter for Backend {
+    async fn hello(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        self.test(request).await
+    }
+
+    async fn test(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let answer = *self.answer.lock().unwrap_or_else(|e| e.into_inner());
+        match answer {
+            Answer::Ok => Ok(tonic::Response::new(Response {
+                msg: format!("hello {}", request.into_inner().name),
+            })),
+            Answer::Internal => Err(MicroError::internal("backend", "it failed").to_status()),
+            Answer::NotFound => Err(MicroError::not_found("backend", "no such name").to_status()),
+            Answer::Go429 => Err(Status::unknown(
+                MicroError::new("backend", 429, "too many request").to_string(),
+            )),
+            Answer::Hang => std::future::pending().await,
+        }
+    }
 }

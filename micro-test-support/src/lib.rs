@@ -21,7 +21,8 @@ pub mod require;
 pub mod wait;
 
 pub use greeter::{
-    client_on, concurrently, greeter2, key_exists, node_address, python_greeter_stubs, test_call,
+    Answer, Backend, client_on, concurrently, greeter_at, greeter2, key_exists, next_event,
+    node_address, python_greeter_stubs, test_call,
 };
 pub use process::{Frozen, MicroProcess, REGISTER_INTERVAL, REGISTER_TTL, signal, sigterm};
 pub use require::require;

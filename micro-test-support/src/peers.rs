@@ -6,6 +6,7 @@
 //! small HTTP GET.
 
 use std::{
+    marker::PhantomData,
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -422,13 +423,49 @@ impl TraceService for Collector {
     }
 }
 
-/// An OTLP/gRPC receiver on a free loopback port; stops when dropped.
-pub struct OtlpGrpcReceiver {
+/// An OTLP receiver on a free loopback port, over gRPC ([`OtlpGrpcReceiver`]) or HTTP
+/// ([`OtlpHttpReceiver`]); stops when dropped.
+pub struct OtlpReceiver<Protocol> {
     listening: Listening,
     received: Received,
+    protocol: PhantomData<Protocol>,
 }
 
-impl OtlpGrpcReceiver {
+/// OTLP over gRPC (`TraceService/Export`).
+#[derive(Debug)]
+pub enum Grpc {}
+
+/// OTLP over HTTP with protobuf bodies (`POST /v1/traces`).
+#[derive(Debug)]
+pub enum Http {}
+
+/// An OTLP/gRPC receiver on a free loopback port.
+pub type OtlpGrpcReceiver = OtlpReceiver<Grpc>;
+
+/// An OTLP/HTTP (protobuf) receiver on a free loopback port: `POST /v1/traces`.
+pub type OtlpHttpReceiver = OtlpReceiver<Http>;
+
+impl<Protocol> OtlpReceiver<Protocol> {
+    /// `http://127.0.0.1:PORT` (an HTTP exporter appends `/v1/traces`).
+    pub fn endpoint(&self) -> String {
+        self.listening.endpoint()
+    }
+
+    /// What it received.
+    pub fn received(&self) -> &Received {
+        &self.received
+    }
+
+    fn new(listening: Listening, received: Received) -> Self {
+        OtlpReceiver {
+            listening,
+            received,
+            protocol: PhantomData,
+        }
+    }
+}
+
+impl OtlpReceiver<Grpc> {
     /// Starts it.
     pub async fn start() -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
@@ -442,30 +479,11 @@ impl OtlpGrpcReceiver {
                 .serve_with_incoming(incoming)
                 .await;
         });
-        Ok(OtlpGrpcReceiver {
-            listening: Listening { address, task },
-            received,
-        })
-    }
-
-    /// `http://127.0.0.1:PORT`.
-    pub fn endpoint(&self) -> String {
-        self.listening.endpoint()
-    }
-
-    /// What it received.
-    pub fn received(&self) -> &Received {
-        &self.received
+        Ok(Self::new(Listening { address, task }, received))
     }
 }
 
-/// An OTLP/HTTP (protobuf) receiver on a free loopback port: `POST /v1/traces`.
-pub struct OtlpHttpReceiver {
-    listening: Listening,
-    received: Received,
-}
-
-impl OtlpHttpReceiver {
+impl OtlpReceiver<Http> {
     /// Starts it.
     pub async fn start() -> anyhow::Result<Self> {
         use http_body_util::BodyExt;
@@ -516,20 +534,7 @@ impl OtlpHttpReceiver {
                 });
             }
         });
-        Ok(OtlpHttpReceiver {
-            listening: Listening { address, task },
-            received,
-        })
-    }
-
-    /// `http://127.0.0.1:PORT` (the exporter appends `/v1/traces`).
-    pub fn endpoint(&self) -> String {
-        self.listening.endpoint()
-    }
-
-    /// What it received.
-    pub fn received(&self) -> &Received {
-        &self.received
+        Ok(Self::new(Listening { address, task }, received))
     }
 }
 

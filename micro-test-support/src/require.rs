@@ -10,8 +10,8 @@ pub fn require<T>(peer: &str, found: Option<T>, how: &str) -> T {
     match found {
         Some(found) => found,
         None => panic!(
-            "{peer} is missing, so this test cannot check anything and fails (it never passes \
-             without its peer). To get it: {how}"
+            "missing peer: {peer}. Without it this test checks nothing, so it fails (a test \
+             never passes without its peer). To get it: {how}"
         ),
     }
 }
@@ -64,7 +64,7 @@ mod tests {
             .expect_err("a missing peer fails");
         let message = panic.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(
-            message.contains("Zork is missing") && message.contains("apt-get zork"),
+            message.contains("missing peer: Zork") && message.contains("apt-get zork"),
             "{message}"
         );
     }

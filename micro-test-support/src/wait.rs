@@ -55,6 +55,16 @@ impl Poll {
             .await
             .map(|((), took)| took)
     }
+
+    /// Runs `check` until it is true: how long that took. When `limit` passes first the test
+    /// fails, saying what it waited for.
+    pub async fn expect(self, what: &str, check: impl AsyncFnMut() -> bool) -> Duration {
+        let limit = self.limit;
+        match self.until(check).await {
+            Some(took) => took,
+            None => panic!("timed out after {limit:?} waiting for: {what}"),
+        }
+    }
 }
 
 /// Polls `check` every [`EVERY`] until it is true (how long that took) or `limit` passes

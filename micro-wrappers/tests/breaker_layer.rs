@@ -3,10 +3,10 @@
 #![allow(missing_docs)]
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use micro_core::Error;
+use micro_test_support::{Answer, Backend, Poll};
 use micro_wrappers::breaker::adaptive::AdaptiveSettings;
 use micro_wrappers::breaker::hystrix::HystrixConfig;
 use micro_wrappers::breaker::wrapper::{BreakerLayer, Fallback, Scope};
@@ -14,62 +14,9 @@ use micro_wrappers::breaker::{Settings, State};
 use micro_wrappers::clock::ManualClock;
 use parking_lot::Mutex;
 use proto::greeter::greeter_client::GreeterClient;
-use proto::greeter::greeter_server::{Greeter, GreeterServer};
+use proto::greeter::greeter_server::GreeterServer;
 use proto::greeter::{Request, Response};
 use tonic::{Code, Status};
-
-const OK: u8 = 0;
-const INTERNAL: u8 = 1;
-const NOT_FOUND: u8 = 2;
-const GO_429: u8 = 3;
-const HANG: u8 = 4;
-
-/// A greeter answering as `mode` says, counting the calls that reached it.
-#[derive(Clone, Default)]
-struct Backend {
-    mode: Arc<AtomicU8>,
-    calls: Arc<AtomicUsize>,
-}
-
-impl Backend {
-    fn set(&self, mode: u8) {
-        self.mode.store(mode, Ordering::SeqCst);
-    }
-    fn calls(&self) -> usize {
-        self.calls.load(Ordering::SeqCst)
-    }
-}
-
-#[tonic::async_trait]
-impl Greeter for Backend {
-    async fn hello(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<Response>, Status> {
-        self.test(request).await
-    }
-
-    async fn test(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<Response>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        match self.mode.load(Ordering::SeqCst) {
-            INTERNAL => Err(Error::internal("backend", "it failed").to_status()),
-            NOT_FOUND => Err(Error::not_found("backend", "no such name").to_status()),
-            GO_429 => Err(Status::unknown(
-                Error::new("backend", 429, "too many request").to_string(),
-            )),
-            HANG => {
-                std::future::pending::<()>().await;
-                unreachable!()
-            }
-            _ => Ok(tonic::Response::new(Response {
-                msg: format!("hello {}", request.into_inner().name),
-            })),
-        }
-    }
-}
 
 async fn serve(backend: Backend) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -126,7 +73,7 @@ async fn gobreaker_trips_refuses_without_the_network_then_probes_and_closes() {
     );
     let mut client = client(addr, &layer).await;
 
-    backend.set(INTERNAL);
+    backend.set(Answer::Internal);
     for _ in 0..6 {
         assert_eq!(call(&mut client).await.unwrap_err().code(), Code::Internal);
     }
@@ -145,7 +92,7 @@ async fn gobreaker_trips_refuses_without_the_network_then_probes_and_closes() {
         "refused without reaching the server"
     );
 
-    backend.set(OK);
+    backend.set(Answer::Ok);
     clock.advance(Duration::from_secs(60) + Duration::from_millis(1));
     assert_eq!(call(&mut client).await.unwrap(), "hello x");
     assert_eq!(layer.state("", ""), Some(State::Closed));
@@ -177,7 +124,7 @@ async fn the_fallback_answers_with_the_generated_types() {
         }),
     );
     let mut client = client(addr, &layer).await;
-    backend.set(INTERNAL);
+    backend.set(Answer::Internal);
     for _ in 0..6 {
         call(&mut client).await.unwrap_err();
     }
@@ -218,7 +165,7 @@ async fn the_callers_own_errors_never_trip_it() {
     let addr = serve(backend.clone()).await;
     let layer = BreakerLayer::gobreaker(Settings::new("4xx"));
     let mut client = client(addr, &layer).await;
-    for mode in [NOT_FOUND, GO_429] {
+    for mode in [Answer::NotFound, Answer::Go429] {
         backend.set(mode);
         for _ in 0..20 {
             call(&mut client).await.unwrap_err();
@@ -235,17 +182,17 @@ async fn a_cancelled_call_frees_its_half_open_slot() {
     let clock = ManualClock::new();
     let layer = BreakerLayer::gobreaker(Settings::new("cancel")).clock(clock.clone());
     let mut client = client(addr, &layer).await;
-    backend.set(INTERNAL);
+    backend.set(Answer::Internal);
     for _ in 0..6 {
         call(&mut client).await.unwrap_err();
     }
     clock.advance(Duration::from_secs(61));
-    backend.set(HANG);
+    backend.set(Answer::Hang);
     // The half-open probe hangs; the caller gives up on it.
     let probe = tokio::time::timeout(Duration::from_millis(300), call(&mut client)).await;
     assert!(probe.is_err(), "the probe hangs");
     assert_eq!(layer.state("", ""), Some(State::HalfOpen));
-    backend.set(OK);
+    backend.set(Answer::Ok);
     assert_eq!(
         call(&mut client).await.unwrap(),
         "hello x",
@@ -260,13 +207,13 @@ async fn endpoint_scope_keeps_one_breaker_per_endpoint() {
     let addr = serve(backend.clone()).await;
     let layer = BreakerLayer::gobreaker(Settings::new("ep")).scope(Scope::Endpoint);
     let mut client = client(addr, &layer).await;
-    backend.set(INTERNAL);
+    backend.set(Answer::Internal);
     for _ in 0..6 {
         call(&mut client).await.unwrap_err();
     }
     assert_eq!(layer.state("", "Greeter.Test"), Some(State::Open));
     assert_eq!(layer.state("", "Greeter.Hello"), None);
-    backend.set(OK);
+    backend.set(Answer::Ok);
     let hello = client.hello(Request { name: "h".into() }).await.unwrap();
     assert_eq!(hello.into_inner().msg, "hello h");
 }
@@ -280,7 +227,7 @@ async fn hystrix_opens_probes_once_per_sleep_window_and_closes() {
         BreakerLayer::hystrix_with_deadline(HystrixConfig::default()).clock(clock.clone()),
     );
     let mut client = client(addr, &layer).await;
-    backend.set(INTERNAL);
+    backend.set(Answer::Internal);
     for _ in 0..20 {
         call(&mut client).await.unwrap_err();
     }
@@ -302,7 +249,7 @@ async fn hystrix_opens_probes_once_per_sleep_window_and_closes() {
         Error::parse(refused.message()).detail,
         "hystrix: circuit open"
     );
-    backend.set(OK);
+    backend.set(Answer::Ok);
     clock.advance(Duration::from_millis(5_001));
     assert_eq!(call(&mut client).await.unwrap(), "hello x");
     assert_eq!(layer.state("", ""), Some(State::Closed));
@@ -322,14 +269,14 @@ async fn hystrix_timeout_and_max_concurrency_messages() {
         ..HystrixConfig::default()
     });
     let mut client = client(addr, &layer).await;
-    backend.set(HANG);
+    backend.set(Answer::Hang);
     let mut slow = client.clone();
     let hanging = tokio::spawn(async move { call(&mut slow).await });
     // Wait until the hanging call holds the only ticket.
-    let started = tokio::time::Instant::now();
-    while backend.calls() == 0 && started.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    Poll::within(Duration::from_secs(10))
+        .every(Duration::from_millis(5))
+        .until(async || backend.calls() > 0)
+        .await;
     let busy = call(&mut client).await.unwrap_err();
     let timed_out = hanging.await.unwrap().unwrap_err();
     assert_eq!(
@@ -349,7 +296,7 @@ async fn adaptive_drops_while_failing_and_recovers() {
         .unwrap()
         .clock(clock.clone());
     let mut client = client(addr, &layer).await;
-    backend.set(INTERNAL);
+    backend.set(Answer::Internal);
     let mut dropped = 0;
     for _ in 0..200 {
         let err = call(&mut client).await.unwrap_err();
@@ -364,7 +311,7 @@ async fn adaptive_drops_while_failing_and_recovers() {
     let high = layer.drop_ratio("", "").unwrap();
     assert!(high > 0.5, "drop ratio {high}");
     assert!(dropped > 50, "dropped {dropped}");
-    backend.set(OK);
+    backend.set(Answer::Ok);
     // The window (10 s) rolls past the failures; successes bring the ratio to 0.
     clock.advance(Duration::from_secs(11));
     for _ in 0..20 {

@@ -7,38 +7,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use micro_core::Error;
+use micro_test_support::{Backend, concurrently, greeter_at};
 use micro_wrappers::clock::ManualClock;
 use micro_wrappers::ratelimit::{Key, LimitEvent, Mode, RateLimitLayer};
+use proto::greeter::Request;
 use proto::greeter::greeter_client::GreeterClient;
-use proto::greeter::greeter_server::{Greeter, GreeterServer};
-use proto::greeter::{Request, Response};
+use proto::greeter::greeter_server::GreeterServer;
 use tonic::{Code, Status};
 use tower::{Service, ServiceExt};
-
-#[derive(Clone, Default)]
-struct Backend {
-    calls: Arc<AtomicUsize>,
-}
-
-#[tonic::async_trait]
-impl Greeter for Backend {
-    async fn hello(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<Response>, Status> {
-        self.test(request).await
-    }
-
-    async fn test(
-        &self,
-        request: tonic::Request<Request>,
-    ) -> Result<tonic::Response<Response>, Status> {
-        self.calls.fetch_add(1, Ordering::SeqCst);
-        Ok(tonic::Response::new(Response {
-            msg: format!("hello {}", request.into_inner().name),
-        }))
-    }
-}
 
 /// A tonic server behind `layer`, on a free loopback port.
 async fn serve(layer: RateLimitLayer, backend: Backend) -> std::net::SocketAddr {
@@ -53,19 +29,13 @@ async fn serve(layer: RateLimitLayer, backend: Backend) -> std::net::SocketAddr 
     addr
 }
 
-async fn client(addr: std::net::SocketAddr) -> GreeterClient<tonic::transport::Channel> {
-    GreeterClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reject_mode_admits_exactly_the_burst() {
     let backend = Backend::default();
     // One token an hour: nothing refills during the test.
     let layer = RateLimitLayer::with_quantum(Duration::from_secs(3600), 5, 1).unwrap();
     let addr = serve(layer, backend.clone()).await;
-    let client = client(addr).await;
+    let client = greeter_at(addr).await;
     let calls = (0..20).map(|i| {
         let mut client = client.clone();
         tokio::spawn(async move {
@@ -93,7 +63,7 @@ async fn reject_mode_admits_exactly_the_burst() {
         }
     }
     assert_eq!((admitted, refused), (5, 15));
-    assert_eq!(backend.calls.load(Ordering::SeqCst), 5);
+    assert_eq!(backend.calls(), 5);
 }
 
 #[tokio::test]
@@ -143,22 +113,20 @@ async fn wait_mode_spreads_calls_at_the_rate_and_refuses_short_deadlines() {
     // first call.
     let layer = RateLimitLayer::new(20.0, 2).unwrap().mode(Mode::Wait);
     let addr = serve(layer, backend.clone()).await;
-    let client = client(addr).await;
+    let client = greeter_at(addr).await;
     let started = std::time::Instant::now();
-    let calls: Vec<_> = (0..10)
-        .map(|i| {
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .test(Request {
-                        name: format!("{i}"),
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
+    let calls = concurrently(10, 10, |i| {
+        let mut client = client.clone();
+        async move {
+            client
+                .test(Request {
+                    name: format!("{i}"),
+                })
+                .await
+        }
+    });
+    for call in calls.await {
+        call.unwrap();
     }
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(350), "took {took:?}");

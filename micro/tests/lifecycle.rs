@@ -3,7 +3,6 @@
 
 use std::{
     collections::HashSet,
-    future::Future,
     net::SocketAddr,
     sync::{
         Arc, Mutex,
@@ -14,7 +13,7 @@ use std::{
 
 use examples::Greeter2;
 use micro::registry::{Cache, Etcd, Memory, Registry};
-use micro_test_support::EtcdServer;
+use micro_test_support::{EtcdServer, eventually, key_exists};
 use proto::greeter::{
     FILE_DESCRIPTOR_SET, Request, Response, greeter_client::GreeterClient,
     greeter_server::GreeterServer,
@@ -33,30 +32,6 @@ fn greeter2(registry: impl Registry, id: &str, sleep: Duration) -> micro::Servic
         .descriptors(FILE_DESCRIPTOR_SET)
         .expect("descriptors")
         .handle(GreeterServer::new(Greeter2 { test_sleep: sleep }))
-}
-
-/// Polls `check` every 20 ms until it is true or `limit` passes.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = tokio::time::Instant::now();
-    while started.elapsed() < limit {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
-
-/// Whether etcd holds the registration key of node `id` of greeter2.
-async fn key_exists(etcd: &EtcdServer, id: &str) -> bool {
-    let mut client = etcd.client().await.expect("etcd client");
-    let key = micro::registry::node_key("greeter2", id);
-    let reply = client.get(key, None).await.expect("etcd get");
-    reply.count() > 0
 }
 
 async fn accepts(address: SocketAddr) -> bool {
@@ -129,10 +104,16 @@ async fn a_failing_after_start_hook_stops_the_server_and_leaves_no_key_in_etcd()
         .to_string();
     assert_eq!(err, "after start hook failed: no database");
     assert!(registered_during_hook.load(Ordering::SeqCst));
-    assert!(!key_exists(&etcd, "g2-hook").await, "deregistered");
+    assert!(
+        !key_exists(&etcd, "greeter2", "g2-hook").await,
+        "deregistered"
+    );
     // The registrar is stopped too: three renewal intervals later, still no key.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(!key_exists(&etcd, "g2-hook").await, "not registered again");
+    assert!(
+        !key_exists(&etcd, "greeter2", "g2-hook").await,
+        "not registered again"
+    );
 }
 
 #[tokio::test]
@@ -143,26 +124,28 @@ async fn dropping_a_started_service_deregisters_it_and_stops_serving() {
         .await
         .unwrap();
     let address = running.local_addr();
-    assert!(key_exists(&etcd, "g2-dropped").await);
+    assert!(key_exists(&etcd, "greeter2", "g2-dropped").await);
     assert!(call_directly(address).await.is_ok());
     drop(running);
     assert!(
         eventually(Duration::from_secs(10), || async {
-            !key_exists(&etcd, "g2-dropped").await
+            !key_exists(&etcd, "greeter2", "g2-dropped").await
         })
-        .await,
+        .await
+        .is_some(),
         "the dropped service is still registered"
     );
     assert!(
         eventually(Duration::from_secs(10), || async {
             !accepts(address).await
         })
-        .await,
+        .await
+        .is_some(),
         "the dropped service still accepts connections"
     );
     // And the registrar does not bring it back.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(!key_exists(&etcd, "g2-dropped").await);
+    assert!(!key_exists(&etcd, "greeter2", "g2-dropped").await);
 }
 
 #[test]
@@ -194,7 +177,8 @@ async fn during_the_deregister_delay_new_calls_succeed_and_health_says_not_servi
         eventually(Duration::from_secs(3), || async {
             health(address).await == Some(2)
         })
-        .await,
+        .await
+        .is_some(),
         "health never said NOT_SERVING"
     );
     let listed = registry.get_service("greeter2").await;
@@ -232,7 +216,9 @@ async fn a_watching_client_drops_the_node_before_the_server_stops_accepting() {
     assert!(listed(&cache));
     let stop = tokio::spawn(running.stop());
     assert!(
-        eventually(Duration::from_secs(3), || async { !listed(&cache) }).await,
+        eventually(Duration::from_secs(3), || async { !listed(&cache) })
+            .await
+            .is_some(),
         "the watching cache still lists the node"
     );
     // The cache let go of the node while the server still accepts: no client sends it a call
@@ -303,7 +289,10 @@ async fn a_rolling_restart_under_load_loses_no_call() {
         }
     };
     let limit = Duration::from_secs(15);
-    assert!(eventually(limit, seen("g2-a1")).await && eventually(limit, seen("g2-b1")).await);
+    assert!(
+        eventually(limit, seen("g2-a1")).await.is_some()
+            && eventually(limit, seen("g2-b1")).await.is_some()
+    );
 
     // One node at a time: a graceful stop, then its replacement, serving before the next.
     let restarts = [
@@ -317,7 +306,10 @@ async fn a_rolling_restart_under_load_loses_no_call() {
         let old = nodes.swap_remove(at);
         old.stop().await.unwrap();
         nodes.push(greeter2(registry(), next, sleep).start().await.unwrap());
-        assert!(eventually(limit, seen(next)).await, "{next} never served");
+        assert!(
+            eventually(limit, seen(next)).await.is_some(),
+            "{next} never served"
+        );
     }
     done.store(true, Ordering::SeqCst);
     let (mut calls, mut failures) = (0, Vec::new());

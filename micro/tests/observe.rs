@@ -589,19 +589,6 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// greeter2 on `registry`, no metrics.
-async fn plain_greeter2(registry: &Memory) -> micro::Running {
-    micro::Service::new()
-        .name("greeter2")
-        .registry(registry.clone())
-        .handle(GreeterServer::new(Greeter2 {
-            test_sleep: Duration::ZERO,
-        }))
-        .start()
-        .await
-        .unwrap()
-}
-
 /// A caller service built from `flags` (metrics on), started so it serves `/metrics`, with a
 /// client to greeter2.
 async fn caller_with_flags(
@@ -626,7 +613,7 @@ async fn caller_with_flags(
 #[tokio::test]
 async fn a_flag_breaker_feeds_the_breaker_series() {
     let registry = Memory::new();
-    let greeter2 = plain_greeter2(&registry).await;
+    let greeter2 = micro_test_support::greeter2(&registry).await;
     let (caller, mut client) = caller_with_flags(
         &registry,
         &["--client_breaker", "gobreaker", "--client_retries", "0"],
@@ -690,7 +677,7 @@ async fn a_flag_breaker_feeds_the_breaker_series() {
 #[tokio::test]
 async fn a_flag_node_breaker_has_its_gauge_from_the_start() {
     let registry = Memory::new();
-    let greeter2 = plain_greeter2(&registry).await;
+    let greeter2 = micro_test_support::greeter2(&registry).await;
     let node = greeter2.node().id.clone();
     let (caller, mut client) = caller_with_flags(
         &registry,
@@ -817,7 +804,7 @@ async fn a_flag_server_limiter_counts_what_callers_saw() {
 #[tokio::test]
 async fn a_flag_client_limiter_counts_what_the_caller_saw() {
     let registry = Memory::new();
-    let greeter2 = plain_greeter2(&registry).await;
+    let greeter2 = micro_test_support::greeter2(&registry).await;
     let (caller, mut client) = caller_with_flags(
         &registry,
         &[

@@ -9,6 +9,7 @@ use micro::registry::Memory;
 use micro::wrappers::breaker::adaptive::AdaptiveSettings;
 use micro::wrappers::breaker::hystrix::HystrixConfig;
 use micro::wrappers::breaker::{BreakerLayer, Event, Fallback, Rejection, Settings, State};
+use micro_test_support::{Poll, greeter_at, greeter2, python_greeter_stubs};
 use parking_lot::Mutex;
 use proto::greeter::{
     Request, Response, greeter_client::GreeterClient, greeter_server::GreeterServer,
@@ -16,18 +17,6 @@ use proto::greeter::{
 use tonic::Code;
 
 type Transitions = Arc<Mutex<Vec<(String, State, State)>>>;
-
-async fn greeter2(registry: &Memory) -> micro::Running {
-    micro::Service::new()
-        .name("greeter2")
-        .registry(registry.clone())
-        .handle(GreeterServer::new(examples::Greeter2 {
-            test_sleep: Duration::ZERO,
-        }))
-        .start()
-        .await
-        .unwrap()
-}
 
 /// greeter1 with `breaker` on its client (no retries, so each call is one attempt).
 async fn greeter1(registry: &Memory, breaker: BreakerLayer) -> micro::Running {
@@ -51,9 +40,7 @@ async fn greeter1(registry: &Memory, breaker: BreakerLayer) -> micro::Running {
 }
 
 async fn caller(greeter1: &micro::Running) -> GreeterClient<tonic::transport::Channel> {
-    GreeterClient::connect(format!("http://{}", greeter1.local_addr()))
-        .await
-        .unwrap()
+    greeter_at(greeter1.local_addr()).await
 }
 
 async fn hello(
@@ -85,14 +72,16 @@ async fn until(
     caller: &mut GreeterClient<tonic::transport::Channel>,
     mut done: impl FnMut(&Result<String, tonic::Status>) -> bool,
 ) -> Result<String, tonic::Status> {
-    let started = tokio::time::Instant::now();
-    loop {
-        let result = hello(caller).await;
-        if done(&result) || started.elapsed() > Duration::from_secs(15) {
-            return result;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut last = None;
+    Poll::within(Duration::from_secs(15))
+        .until(async || {
+            let result = hello(caller).await;
+            let stop = done(&result);
+            last = Some(result);
+            stop
+        })
+        .await;
+    last.expect("called at least once")
 }
 
 #[tokio::test]
@@ -249,13 +238,16 @@ async fn adaptive_drop_rate_rises_while_greeter2_is_down_and_falls_back_to_zero(
     assert!(high > 0.5, "drop ratio {high} while down");
 
     let second = greeter2(&registry).await;
-    let started = tokio::time::Instant::now();
-    while breaker.drop_ratio("greeter2", "") != Some(0.0)
-        && started.elapsed() < Duration::from_secs(15)
-    {
-        let _ = hello(&mut caller).await;
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    Poll::within(Duration::from_secs(15))
+        .every(Duration::from_millis(50))
+        .until(async || {
+            if breaker.drop_ratio("greeter2", "") == Some(0.0) {
+                return true;
+            }
+            let _ = hello(&mut caller).await;
+            false
+        })
+        .await;
     assert_eq!(breaker.drop_ratio("greeter2", ""), Some(0.0));
     assert!(hello(&mut caller).await.unwrap().contains("test x"));
     greeter1.stop().await.unwrap();
@@ -368,22 +360,7 @@ async fn server_limit_refuses_a_burst_as_seen_by_a_python_grpcio_client() {
         .start()
         .await
         .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let proto_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../proto/proto");
-    let generated = tokio::process::Command::new("python3")
-        .args(["-m", "grpc_tools.protoc", "-I", proto_dir, "--python_out"])
-        .arg(dir.path())
-        .arg("--grpc_python_out")
-        .arg(dir.path())
-        .arg(format!("{proto_dir}/greeter.proto"))
-        .output()
-        .await
-        .expect("python3 runs");
-    assert!(
-        generated.status.success(),
-        "grpc_tools.protoc (pip install grpcio grpcio-tools; scripts/test does): {}",
-        String::from_utf8_lossy(&generated.stderr)
-    );
+    let dir = python_greeter_stubs().await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/burst.py");
     let output = tokio::process::Command::new("python3")
         .arg(script)

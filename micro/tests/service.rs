@@ -11,6 +11,7 @@ use std::{
 
 use examples_support::*;
 use micro::registry::Memory;
+use micro_test_support::{concurrently, greeter_at, test_call};
 use proto::greeter::{
     FILE_DESCRIPTOR_SET, Request, Response,
     greeter_client::GreeterClient,
@@ -127,9 +128,7 @@ async fn greeter_chain_answers_a_plain_grpc_client() {
         .await
         .unwrap();
 
-    let mut plain = GreeterClient::connect(format!("http://{}", greeter1.local_addr()))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(greeter1.local_addr()).await;
     let reply = plain
         .hello(Request { name: "you".into() })
         .await
@@ -290,9 +289,7 @@ async fn deadline_exceeded_and_the_server_sees_the_deadline() {
 async fn garbage_timeout_headers_do_not_fail_the_call() {
     let registry = Memory::new();
     let (running, seen) = start_recording(&registry, Duration::ZERO).await;
-    let mut plain = GreeterClient::connect(format!("http://{}", running.local_addr()))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(running.local_addr()).await;
     for value in ["soon", "-5", "99999999999999999999999"] {
         let mut request = tonic::Request::new(Request::default());
         request
@@ -342,9 +339,7 @@ async fn metadata_and_deadline_cross_the_hop() {
         .await
         .unwrap();
 
-    let mut plain = GreeterClient::connect(format!("http://{}", greeter1.local_addr()))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(greeter1.local_addr()).await;
     let mut request = tonic::Request::new(Request::default());
     request
         .metadata_mut()
@@ -787,18 +782,12 @@ async fn a_concurrency_limit_wrapper_holds_across_the_reused_stack_copies() {
         .wrap_client(tower::limit::ConcurrencyLimitLayer::new(1))
         .client();
     let started = std::time::Instant::now();
-    let calls: Vec<_> = (0..4)
-        .map(|_| {
-            let client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .call::<_, Response>("greeter2", "Greeter.Test", Request::default())
-                    .await
-            })
-        })
-        .collect();
-    for call in calls {
-        call.await.unwrap().unwrap();
+    let calls = concurrently(4, 4, |_| {
+        let client = client.clone();
+        async move { test_call(&client, "").await }
+    });
+    for call in calls.await {
+        call.unwrap();
     }
     // One call at a time, each sleeping 50 ms at the server.
     let took = started.elapsed();

@@ -15,7 +15,10 @@ use std::{
 use http::Request as HttpRequest;
 use micro::{errors::Error, registry::Memory};
 use micro_core::{BoxError, Outcome, outcome::OutcomeFuture};
-use micro_test_support::ticker::{self, pb::TicksRequest, pb::ticker_client::TickerClient};
+use micro_test_support::{
+    concurrently, greeter_at, test_call,
+    ticker::{self, pb::TicksRequest, pb::ticker_client::TickerClient},
+};
 use proto::greeter::{
     FILE_DESCRIPTOR_SET, Request, Response,
     greeter_client::GreeterClient,
@@ -101,9 +104,7 @@ async fn a_handler_wrappers_timeout_is_go_micros_408_not_a_reset_stream() {
     let address = server.local_addr();
 
     // A plain tonic client.
-    let mut plain = GreeterClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(address).await;
     let status = plain.test(Request::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
     let err = micro_error(&status);
@@ -143,9 +144,7 @@ async fn any_handler_wrapper_error_leaves_as_a_status_with_go_micros_json() {
         })
     });
     let (server, _) = greeter2(&registry, Duration::ZERO, |s| s.wrap_handler(failing)).await;
-    let mut plain = GreeterClient::connect(format!("http://{}", server.local_addr()))
-        .await
-        .unwrap();
+    let mut plain = greeter_at(server.local_addr()).await;
     let status = plain.test(Request::default()).await.unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     let err = micro_error(&status);
@@ -339,22 +338,11 @@ async fn a_busy_node_is_waited_for_up_to_the_ready_timeout() {
     };
     for (ready_timeout, failures) in [(Duration::from_millis(50), 1), (Duration::from_secs(5), 0)] {
         let client = client_with(ready_timeout);
-        let calls: Vec<_> = (0..2)
-            .map(|_| {
-                let client = client.clone();
-                tokio::spawn(async move {
-                    client
-                        .call::<_, Response>("greeter2", "Greeter.Test", Request::default())
-                        .await
-                })
-            })
-            .collect();
-        let mut failed = Vec::new();
-        for call in calls {
-            if let Err(status) = call.await.unwrap() {
-                failed.push(status);
-            }
-        }
+        let calls = concurrently(2, 2, |_| {
+            let client = client.clone();
+            async move { test_call(&client, "").await }
+        });
+        let failed: Vec<_> = calls.await.into_iter().filter_map(Result::err).collect();
         assert_eq!(failed.len(), failures, "{ready_timeout:?}: {failed:?}");
         for status in failed {
             let err = micro_error(&status);
@@ -433,10 +421,7 @@ async fn the_retry_budget_keeps_a_dead_service_from_a_retry_storm() {
 
 /// A loopback port that was free a moment ago and has nothing listening.
 fn free_port_nothing_listens() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    drop(listener);
-    address
+    format!("127.0.0.1:{}", micro_test_support::free_port().unwrap())
 }
 
 /// Records every outcome it observes (as a client, call or handler wrapper).

@@ -5,8 +5,10 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use micro_registry::{
-    Action, Cache, Error, Event, Node, RegisterOptions, Registry, Service, WatchOptions, Watcher,
+    Action, Cache, Error, Node, RegisterOptions, Registry, Service, WatchOptions,
 };
+use micro_test_support::Poll;
+pub use micro_test_support::next_event;
 
 pub fn service(name: &str, id: &str, address: &str) -> Service {
     Service {
@@ -27,31 +29,12 @@ pub fn ttl(secs: u64) -> RegisterOptions {
     }
 }
 
-/// Polls `check` every 50 ms until it holds, for at most `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out after {limit:?} waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-pub async fn next_event(watcher: &mut Watcher, limit: Duration) -> Event {
-    tokio::time::timeout(limit, watcher.next())
-        .await
-        .expect("no event in time")
-        .expect("watch ended")
-        .expect("watch failed")
+/// Polls `check` every 50 ms until it holds, for at most `limit`; fails naming `what`.
+pub async fn eventually(limit: Duration, what: &str, check: impl AsyncFnMut() -> bool) {
+    Poll::within(limit)
+        .every(Duration::from_millis(50))
+        .expect(what, check)
+        .await;
 }
 
 pub async fn node_ids(registry: &dyn Registry, name: &str) -> Option<Vec<String>> {
