@@ -242,7 +242,11 @@ def step_burst(caller):
 
 def step_prometheus(caller):
     print("== Prometheus' counts equal the calls", flush=True)
-    up, _ = poll(20, lambda: prom('up{job="micro"}') and all(v == 1 for v in prom('up{job="micro"}').values()) and len(prom('up{job="micro"}')) == 2)
+    def both_up():
+        up = prom('up{job="micro"}')
+        return len(up) == 2 and all(v == 1 for v in up.values())
+
+    up, _ = poll(20, both_up)
     check(up, "Prometheus scrapes greeter1 and greeter2 (up == 1 for both)")
     want = {
         ('micro_request_total{service="greeter1",endpoint="Greeter.Hello",status="success"}', caller.ok),
@@ -277,13 +281,16 @@ def step_stop_start(caller):
     compose("stop", "greeter2")
     keys = etcd_keys("greeter2")
     check(keys == [], f"greeter2's key left etcd as it stopped: {keys}")
+    check(breaker_state() == ['micro_breaker_state{breaker="greeter2"} 0'],
+          f"greeter1's breaker closed before: {breaker_state()}")
     seen = []
     for i in range(30):
         code, msg = caller.hello(f"down-{i}")
         seen.append(code)
         if code == "OK" and msg.startswith("greeter1 <- fallback for"):
-            check(True, f"breaker open after {i} failed calls ({seen[:-1]}): the fallback "
-                        f"answers {msg!r}; greeter1 series {breaker_state()}")
+            check(breaker_state() == ['micro_breaker_state{breaker="greeter2"} 2'],
+                  f"breaker open after {i} failed calls ({seen[:-1]}): the fallback "
+                  f"answers {msg!r}; greeter1 series {breaker_state()}")
             break
         time.sleep(0.1)
     else:
@@ -300,7 +307,10 @@ def step_stop_start(caller):
         return msg if code == "OK" and msg == f"greeter1 <- test back from {node}" else None
 
     msg, waited = poll(30, real, step=0.3)
-    check(msg, f"breaker closed, calls answered by greeter2 again after {waited:.1f} s: {msg!r}")
+    check(msg, f"calls answered by greeter2 again after {waited:.1f} s: {msg!r}")
+    state = breaker_state()
+    check(state == ['micro_breaker_state{breaker="greeter2"} 0'],
+          f"greeter1's breaker closed (0 closed, 1 half-open, 2 open): {state}")
 
 
 def step_kill():
