@@ -49,7 +49,7 @@ pub struct Connected {
     /// Makes one call.
     pub call: Call,
     /// The client's tracer and metrics, when it observes.
-    pub observed: Option<Observed>,
+    pub observed: Option<Observation>,
 }
 
 impl std::fmt::Debug for Connected {
@@ -62,12 +62,12 @@ impl std::fmt::Debug for Connected {
 
 /// The tracer and the metrics of an observing load client.
 #[derive(Clone, Debug)]
-pub struct Observed {
+pub struct Observation {
     tracing: micro::trace::Tracing,
     metrics: micro::metrics::Metrics,
 }
 
-impl Observed {
+impl Observation {
     /// Sends the last spans and stops the tracer, then reads the metrics once (as a scrape
     /// at the end would): the client's span counts and its number of metric samples.
     pub async fn finish(self) -> anyhow::Result<(SpanCounts, u64)> {
@@ -162,7 +162,7 @@ pub async fn connect(target: &Target) -> anyhow::Result<Connected> {
             let channel = builder.client().channel(service.clone());
             let observed = match observe {
                 None => None,
-                Some(endpoint) => Some(Observed {
+                Some(endpoint) => Some(Observation {
                     tracing: builder.tracer().cloned().with_context(|| {
                         format!("the load client's tracing to {endpoint} did not start")
                     })?,

@@ -4,7 +4,6 @@
 //! loaded through discovery like micro-rs's rows.
 
 use std::{
-    net::TcpListener,
     path::{Path, PathBuf},
     process::Stdio,
     time::Duration,
@@ -126,13 +125,6 @@ impl Peers {
     }
 }
 
-/// A free loopback port: go-micro is always given `127.0.0.1:PORT`, or it advertises a
-/// non-loopback interface address.
-fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
-
 fn spawn(
     binary: &Path,
     etcd: &str,
@@ -154,7 +146,9 @@ fn spawn(
         .env("MICRO_SERVER_NAME", service)
         .env(
             "MICRO_SERVER_ADDRESS",
-            format!("127.0.0.1:{}", free_port()?),
+            // go-micro is always given `127.0.0.1:PORT`, or it advertises a non-loopback
+            // interface address.
+            format!("127.0.0.1:{}", micro_test_support::free_port()?),
         )
         .env("MICRO_BROKER_ADDRESS", "127.0.0.1:0")
         .env("MICRO_REGISTER_TTL", "10")

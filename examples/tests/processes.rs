@@ -2,93 +2,26 @@
 //! loopback ports): discovery across processes, kill -9 and graceful stop, etcd restarts,
 //! load spread, failover and calls while etcd is down.
 
-use std::{future::Future, process::Stdio, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
-use micro::registry::{Etcd, Registry};
-use micro_test_support::EtcdServer;
-use proto::greeter::{Request, Response, greeter_client::GreeterClient};
-use tokio::process::{Child, Command};
-
-const TTL: u64 = 2;
-const INTERVAL: u64 = 1;
+use micro::registry::Etcd;
+use micro_test_support::{
+    EtcdServer, Frozen, MicroProcess, REGISTER_INTERVAL as INTERVAL, REGISTER_TTL as TTL,
+    client_on, eventually, key_exists, node_address, sigterm, test_call,
+};
+use proto::greeter::{Request, greeter_client::GreeterClient};
+use tokio::process::Child;
 
 /// Starts an example binary against `etcd` with node id `id`.
 fn spawn(binary: &str, etcd: &EtcdServer, id: &str, extra: &[(&str, &str)]) -> Child {
-    let mut command = Command::new(binary);
-    command
-        .env("MICRO_REGISTRY", "etcd")
-        .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
-        .env("MICRO_REGISTER_TTL", TTL.to_string())
-        .env("MICRO_REGISTER_INTERVAL", INTERVAL.to_string())
-        .env("MICRO_SERVER_ADDRESS", "127.0.0.1:0")
-        .env("MICRO_SERVER_ID", id)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true);
-    for (key, value) in extra {
-        command.env(key, value);
-    }
-    command.spawn().expect("example binary starts")
+    MicroProcess::on(binary, etcd)
+        .id(id)
+        .envs(extra.iter().copied())
+        .spawn()
 }
 
 fn greeter2(etcd: &EtcdServer, id: &str) -> Child {
     spawn(env!("CARGO_BIN_EXE_greeter2"), etcd, id, &[])
-}
-
-/// Polls `check` every 20 ms until it is true or `limit` passes; returns the time it took.
-async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let started = tokio::time::Instant::now();
-    while started.elapsed() < limit {
-        if check().await {
-            return Some(started.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
-
-async fn key_exists(etcd: &EtcdServer, service: &str, id: &str) -> bool {
-    let Ok(mut client) = etcd.client().await else {
-        return false;
-    };
-    let key = micro::registry::node_key(service, id);
-    client
-        .get(key, None)
-        .await
-        .map(|r| r.count() == 1)
-        .unwrap_or(false)
-}
-
-async fn node_address(registry: &Etcd, service: &str, id: &str) -> Option<String> {
-    let services = registry.get_service(service).await.ok()?;
-    services
-        .iter()
-        .flat_map(|s| &s.nodes)
-        .find(|n| n.id == id)
-        .map(|n| n.address.clone())
-}
-
-fn client_on(etcd: &EtcdServer, strategy: micro::client::Strategy) -> micro::Client {
-    let options = micro::client::Options {
-        strategy,
-        ..Default::default()
-    };
-    micro::Service::new()
-        .registry(Etcd::new([etcd.endpoint()]))
-        .client_options(options)
-        .client()
-}
-
-async fn test_call(client: &micro::Client) -> Result<String, tonic::Status> {
-    let reply: Response = client
-        .call("greeter2", "Greeter.Test", Request { name: "t".into() })
-        .await?;
-    Ok(reply.msg)
 }
 
 #[tokio::test]
@@ -145,13 +78,7 @@ async fn killed_node_expires_after_ttl_and_stopped_node_leaves_at_once() {
         "removed before its TTL: {gone:?}"
     );
 
-    let pid = stopped.id().unwrap().to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .unwrap();
-    assert!(status.success());
+    sigterm(&stopped);
     let gone = eventually(Duration::from_secs(TTL), || async {
         !key_exists(&etcd, "greeter2", "greeter2-stopped").await
     })
@@ -215,7 +142,7 @@ async fn calls_spread_round_robin_survive_a_killed_node_and_an_etcd_outage() {
 
     let mut picks = Vec::new();
     for _ in 0..6 {
-        picks.push(test_call(&client).await.unwrap());
+        picks.push(test_call(&client, "t").await.unwrap());
     }
     for pair in picks.windows(2) {
         assert_ne!(pair[0], pair[1], "round robin did not alternate: {picks:?}");
@@ -225,13 +152,19 @@ async fn calls_spread_round_robin_survive_a_killed_node_and_an_etcd_outage() {
     a.start_kill().unwrap();
     a.wait().await.unwrap();
     for _ in 0..10 {
-        assert_eq!(test_call(&client).await.unwrap(), "test t from greeter2-b");
+        assert_eq!(
+            test_call(&client, "t").await.unwrap(),
+            "test t from greeter2-b"
+        );
     }
 
     // etcd down: the cache serves the known node.
     etcd.stop().await.unwrap();
     for _ in 0..5 {
-        assert_eq!(test_call(&client).await.unwrap(), "test t from greeter2-b");
+        assert_eq!(
+            test_call(&client, "t").await.unwrap(),
+            "test t from greeter2-b"
+        );
     }
     etcd.start_again().await.unwrap();
 }
@@ -288,12 +221,7 @@ async fn a_node_breaker_ejects_a_frozen_node() {
     }
     assert_eq!(seen.len(), 2, "both nodes answered: {seen:?}");
 
-    let pid = frozen.id().expect("running").to_string();
-    let stopped = std::process::Command::new("kill")
-        .args(["-STOP", &pid])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
+    let frozen = Frozen::freeze(&frozen);
     let (mut timeouts, mut ok) = (0, 0);
     for _ in 0..40 {
         match plain.hello(Request { name: "n".into() }).await {
@@ -307,9 +235,7 @@ async fn a_node_breaker_ejects_a_frozen_node() {
             }
         }
     }
-    let _ = std::process::Command::new("kill")
-        .args(["-CONT", &pid])
-        .status();
+    drop(frozen);
     eprintln!("node breaker: {timeouts} timeouts, {ok} answers");
     // Trip count (6) + calls in flight (1) + probes (0 within 60 s).
     assert!(timeouts <= 7, "{timeouts} timeouts");

@@ -1,15 +1,10 @@
-//! Printing: aligned tables for a person (colours only when stdout is a terminal), JSON for
-//! scripts.
+//! Printing: aligned tables for a person, JSON for scripts. Text is styled with `anstyle` and
+//! written through `anstream`'s `AutoStream`, which keeps the colours on a terminal and drops
+//! them on a pipe or when `NO_COLOR` is set.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 
 use anstyle::{AnsiColor, Style};
-
-/// Styles of the human output; all plain when stdout is not a terminal (or `NO_COLOR` is set).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Styles {
-    color: bool,
-}
 
 /// What a cell or word means, for its colour.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,27 +21,17 @@ pub(crate) enum Tone {
     Note,
 }
 
-impl Styles {
-    /// Colours when stdout is a terminal and `NO_COLOR` is unset.
-    pub(crate) fn detect() -> Styles {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        Styles { color }
-    }
-
-    /// `text` in `tone`.
-    pub(crate) fn paint(&self, tone: Tone, text: &str) -> String {
-        let style = match tone {
+impl Tone {
+    /// `text` in this tone (ANSI codes, dropped by [`print`] where colours do not belong).
+    pub(crate) fn paint(self, text: &str) -> String {
+        let style = match self {
             Tone::Plain => return text.to_owned(),
             Tone::Header => Style::new().bold(),
             Tone::Good => AnsiColor::Green.on_default(),
             Tone::Bad => AnsiColor::Red.on_default().bold(),
             Tone::Note => AnsiColor::Yellow.on_default(),
         };
-        if self.color {
-            format!("{}{text}{}", style.render(), style.render_reset())
-        } else {
-            text.to_owned()
-        }
+        format!("{}{text}{}", style.render(), style.render_reset())
     }
 }
 
@@ -83,7 +68,7 @@ impl Table {
 
     /// The table as text: columns two spaces apart, padded by the width of the plain text
     /// (colour codes do not count), no trailing spaces.
-    pub(crate) fn render(&self, styles: Styles) -> String {
+    pub(crate) fn render(&self) -> String {
         let columns = self
             .rows
             .iter()
@@ -109,7 +94,7 @@ impl Table {
                 if i > 0 {
                     line.push_str("  ");
                 }
-                line.push_str(&styles.paint(*tone, text));
+                line.push_str(&tone.paint(text));
                 if i + 1 < row.len() {
                     let pad = widths[i] - text.chars().count();
                     line.extend(std::iter::repeat_n(' ', pad));
@@ -122,9 +107,10 @@ impl Table {
     }
 }
 
-/// Writes `text` to stdout and flushes it.
+/// Writes `text` to stdout and flushes it; colour codes only on a terminal without
+/// `NO_COLOR` (`anstream::AutoStream`).
 pub(crate) fn print(text: &str) -> std::io::Result<()> {
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = anstream::stdout().lock();
     stdout.write_all(text.as_bytes())?;
     stdout.flush()
 }
@@ -153,27 +139,9 @@ mod tests {
         let mut table = Table::new(&["NAME", "NODES"]);
         table.row(["greeter1", "2"]);
         table.toned_row(vec![("g2".into(), Tone::Good), ("10".into(), Tone::Plain)]);
-        let plain = table.render(Styles { color: false });
-        assert_eq!(plain, "NAME      NODES\ngreeter1  2\ng2        10\n");
-        let colored = table.render(Styles { color: true });
-        let stripped: String = {
-            // Remove ESC [ ... m sequences.
-            let mut out = String::new();
-            let mut chars = colored.chars();
-            while let Some(c) = chars.next() {
-                if c == '\u{1b}' {
-                    for c in chars.by_ref() {
-                        if c == 'm' {
-                            break;
-                        }
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        };
+        let colored = table.render();
+        let plain = anstream::adapter::strip_str(&colored).to_string();
         assert_ne!(colored, plain);
-        assert_eq!(stripped, plain);
+        assert_eq!(plain, "NAME      NODES\ngreeter1  2\ng2        10\n");
     }
 }

@@ -1,7 +1,8 @@
 //! One node pick: random, round robin and p2c over 3 and 30 nodes (target <= 100 ns).
 //!
 //! Run with `cargo bench -p micro-client --bench select`.
-//! The selector is crate-private, so its source is compiled into this bench. "p2c (loads)"
+//! The selector is crate-private; the crate shows it to this bench in `micro_client::bench`
+//! (hidden, not an API). "p2c (loads)"
 //! looks both candidates' loads up by node id and reads them, then the chosen node again,
 //! as the dispatch does.
 //!
@@ -9,11 +10,6 @@
 //! times in `pick_once` instead of criterion:
 //! `SELECT_LOOP=100000 valgrind --tool=callgrind --toggle-collect='*pick_once*' <bench binary>`
 //! then `callgrind_annotate` gives the instructions of the `n` picks of each variant.
-#![allow(missing_docs)]
-
-#[allow(dead_code, unreachable_pub)]
-#[path = "../src/selector.rs"]
-mod selector;
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -21,8 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group};
+use micro_client::{
+    Strategy,
+    bench::{AllReady, Candidates, Load, Selector},
+};
 use micro_registry::{Node, Service};
-use selector::{AllReady, Candidates, Selector, Strategy, load::Load};
 
 fn services(nodes: usize) -> Vec<Service> {
     vec![Service {

@@ -10,6 +10,7 @@
 //! by default, within a retry budget per called service.
 
 mod dispatch;
+mod load;
 mod nodes;
 mod options;
 mod replay;
@@ -32,6 +33,14 @@ pub use options::{
     retry_not_sent,
 };
 pub use selector::{Filter, Strategy};
+
+/// The node pick's parts, for the `select` criterion bench (`benches/select.rs`): not an API,
+/// and not covered by semver.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::load::Load;
+    pub use crate::selector::{AllReady, Candidates, Selector};
+}
 
 use crate::{
     dispatch::{Shared, dispatch_service},

@@ -35,7 +35,7 @@ pub(crate) const DEFAULT_FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
 /// The load estimate of one node, shared by all tasks (clone it: clones share the estimate).
 #[derive(Clone, Debug)]
-pub(crate) struct Load {
+pub struct Load {
     shared: Arc<Shared>,
     failure_penalty: Duration,
 }
@@ -66,7 +66,7 @@ impl Load {
     /// A node assumed to answer in `default_rtt` until measured, forgetting with `decay`
     /// (a zero decay is taken as 1 ns: every update replaces the estimate), with
     /// [`DEFAULT_FAILURE_PENALTY`].
-    pub(crate) fn new(default_rtt: Duration, decay: Duration) -> Self {
+    pub fn new(default_rtt: Duration, decay: Duration) -> Self {
         Self::new_at(default_rtt, decay, Instant::now())
     }
 
@@ -87,7 +87,7 @@ impl Load {
 
     /// The same load with this failure penalty: the latency recorded at least for a failed
     /// or timed-out call (calls started from this handle and its later clones).
-    #[allow(dead_code)] // the tests'
+    #[cfg(test)]
     pub(crate) fn with_failure_penalty(mut self, penalty: Duration) -> Self {
         self.failure_penalty = penalty;
         self
@@ -95,7 +95,7 @@ impl Load {
 
     /// The cost of sending one more call at `now`: the latency estimate (in nanoseconds),
     /// decayed to `now`, times `pending + 1`. Lower is better. Takes no lock.
-    pub(crate) fn cost(&self, now: Instant) -> f64 {
+    pub fn cost(&self, now: Instant) -> f64 {
         let pending = self.pending();
         self.shared.estimate_at(now) * f64::from(pending.saturating_add(1))
     }

@@ -11,7 +11,7 @@ use parking_lot::RwLock;
 use tonic::transport::Endpoint;
 use tower::{ServiceExt, util::BoxCloneSyncService};
 
-use crate::selector::load::{DEFAULT_DECAY, DEFAULT_RTT, Load};
+use crate::load::{DEFAULT_DECAY, DEFAULT_RTT, Load};
 
 /// A node's stack and what the selector knows of it.
 pub(crate) struct NodeStack {

@@ -10,10 +10,6 @@ use std::{
 
 use micro_registry::{Node, Service};
 
-// The node load the caller's `Candidates::cost` reads for p2c (a child module, so that the
-// criterion bench can compile the selector with it).
-#[path = "load.rs"]
-pub(crate) mod load;
 use parking_lot::RwLock;
 use rand::Rng;
 
@@ -49,7 +45,7 @@ impl std::str::FromStr for Strategy {
 }
 
 /// What the caller knows of each node: whether its stack can take a call now, and its load.
-pub(crate) trait Candidates {
+pub trait Candidates {
     /// Whether `node` can take a call now. May have a side effect (polling the node's stack
     /// and keeping the readied copy): the selector calls it only for a node it would pick,
     /// at most once per node per [`Selector::select_ready`].
@@ -61,8 +57,7 @@ pub(crate) trait Candidates {
 
 /// Every node ready at the same cost: the selector's choice among the candidates only.
 #[derive(Debug, Default)]
-#[allow(dead_code)] // the tests' and the bench's
-pub(crate) struct AllReady;
+pub struct AllReady;
 
 impl Candidates for AllReady {
     fn ready(&mut self, _: &Node) -> bool {
@@ -110,7 +105,7 @@ impl Filter {
 
 /// Chooses nodes.
 #[derive(Debug, Default)]
-pub(crate) struct Selector {
+pub struct Selector {
     strategy: Strategy,
     filters: Vec<Filter>,
     /// Round robin's rotation counter per service.
@@ -118,7 +113,8 @@ pub(crate) struct Selector {
 }
 
 impl Selector {
-    pub(crate) fn new(strategy: Strategy, filters: Vec<Filter>) -> Self {
+    /// A selector with this strategy and the client's filters.
+    pub fn new(strategy: Strategy, filters: Vec<Filter>) -> Self {
         Selector {
             strategy,
             filters,
@@ -135,7 +131,7 @@ impl Selector {
     /// A node of `services` that passes the filters (the client's and the call's), preferring
     /// nodes not yet `tried`; `None` when no node passes. Every node counts as ready, at the
     /// same cost ([`AllReady`]).
-    #[allow(dead_code)] // the tests' and the bench's
+    #[cfg(test)]
     pub(crate) fn select<'a>(
         &self,
         name: &str,
@@ -150,7 +146,7 @@ impl Selector {
     /// chosen by the strategy, preferring nodes not yet `tried`; `None` when no candidate is
     /// ready. `nodes.ready` is asked only of nodes the strategy would pick, at most once per
     /// node. No allocation.
-    pub(crate) fn select_ready<'a>(
+    pub fn select_ready<'a>(
         &self,
         name: &str,
         services: &'a [Service],
@@ -329,6 +325,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::load;
     use std::time::Duration;
 
     fn node(id: &str, label: Option<(&str, &str)>) -> Node {

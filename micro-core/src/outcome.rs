@@ -4,7 +4,8 @@
 //! body), the `grpc-status` in the trailers at the end of the body, an error from the body, a
 //! body dropped before its end (the caller cancelled), or an error from a service (a status, a
 //! timer, a load shedder, a connection failure, anything else). [`Outcome`] reads each of them
-//! the same way, and [`ObservedBody`] / [`Observed`] report it exactly once.
+//! the same way, and [`OutcomeBody`] / [`OutcomeFuture`] report it exactly once (to an
+//! [`OnOutcome`]).
 //!
 //! tower-http's `GrpcErrorsAsFailures` was the model, but it answers only "failure or not" from
 //! a code bitmask: it keeps neither go-micro's error JSON, nor whether the request reached a
@@ -290,21 +291,21 @@ impl<F: OnOutcome> Drop for Report<F> {
 pin_project! {
     /// A response body that reports its call's outcome once: at the trailers, on an error, at
     /// an end without trailers (a protocol error), or as cancelled when dropped before its end.
-    pub struct ObservedBody<B, F: OnOutcome> {
+    pub struct OutcomeBody<B, F: OnOutcome> {
         #[pin]
         inner: B,
         report: Report<F>,
     }
 }
 
-impl<B, F: OnOutcome> ObservedBody<B, F> {
+impl<B, F: OnOutcome> OutcomeBody<B, F> {
     /// The inner body.
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
 }
 
-impl<B, F> Body for ObservedBody<B, F>
+impl<B, F> Body for OutcomeBody<B, F>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -355,41 +356,44 @@ where
 
 /// Reports the outcome of `response` once: now, if its head already says (a trailers-only
 /// response), else when its body ends.
-pub fn observe<B, F: OnOutcome>(response: Response<B>, on: F) -> Response<ObservedBody<B, F>> {
+pub fn report_outcome<B, F: OnOutcome>(
+    response: Response<B>,
+    on: F,
+) -> Response<OutcomeBody<B, F>> {
     let mut report = Report(Some(on));
     if let Some(outcome) = Outcome::from_headers(response.headers()) {
         report.send(&outcome);
     }
-    response.map(|inner| ObservedBody { inner, report })
+    response.map(|inner| OutcomeBody { inner, report })
 }
 
 pin_project! {
     /// A service's response future whose call's outcome is reported once: from the error, from
     /// the response head, at the end of the body, or as cancelled if either is dropped first.
-    pub struct Observed<Fut, F: OnOutcome> {
+    pub struct OutcomeFuture<Fut, F: OnOutcome> {
         #[pin]
         inner: Fut,
         report: Report<F>,
     }
 }
 
-impl<Fut, F: OnOutcome> Observed<Fut, F> {
-    /// Observes the call `inner` answers.
+impl<Fut, F: OnOutcome> OutcomeFuture<Fut, F> {
+    /// Reports the outcome of the call `inner` answers to `on`.
     pub fn new(inner: Fut, on: F) -> Self {
-        Observed {
+        OutcomeFuture {
             inner,
             report: Report(Some(on)),
         }
     }
 }
 
-impl<Fut, B, E, F> Future for Observed<Fut, F>
+impl<Fut, B, E, F> Future for OutcomeFuture<Fut, F>
 where
     Fut: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
     F: OnOutcome,
 {
-    type Output = Result<Response<ObservedBody<B, F>>, BoxError>;
+    type Output = Result<Response<OutcomeBody<B, F>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -400,7 +404,7 @@ where
                 if let Some(outcome) = Outcome::from_headers(response.headers()) {
                     report.send(&outcome);
                 }
-                Poll::Ready(Ok(response.map(|inner| ObservedBody { inner, report })))
+                Poll::Ready(Ok(response.map(|inner| OutcomeBody { inner, report })))
             }
             Poll::Ready(Err(err)) => {
                 let err: BoxError = err.into();
@@ -409,6 +413,23 @@ where
             }
         }
     }
+}
+
+/// The former name of [`OutcomeBody`].
+#[deprecated(since = "0.1.0", note = "renamed `OutcomeBody`: it reports an outcome")]
+pub type ObservedBody<B, F> = OutcomeBody<B, F>;
+
+/// The former name of [`OutcomeFuture`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `OutcomeFuture`: it reports an outcome"
+)]
+pub type Observed<Fut, F> = OutcomeFuture<Fut, F>;
+
+/// The former name of [`report_outcome`].
+#[deprecated(since = "0.1.0", note = "renamed `report_outcome`")]
+pub fn observe<B, F: OnOutcome>(response: Response<B>, on: F) -> Response<OutcomeBody<B, F>> {
+    report_outcome(response, on)
 }
 
 #[cfg(test)]
@@ -573,7 +594,7 @@ mod tests {
             Ok(Frame::trailers(trailers(Status::unavailable("late")))),
         ];
         let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-        let response = observe(Response::new(body), make());
+        let response = report_outcome(Response::new(body), make());
         assert!(seen.lock().unwrap().is_empty());
         let collected = response.into_body().collect().await.unwrap();
         assert_eq!(&collected.to_bytes()[..], b"onetwo");
@@ -592,21 +613,21 @@ mod tests {
         let body = http_body_util::StreamBody::new(futures::stream::pending::<
             Result<Frame<Bytes>, Status>,
         >());
-        drop(observe(Response::new(body), make()));
+        drop(report_outcome(Response::new(body), make()));
         // An error from the body.
         let frames = vec![Err::<Frame<Bytes>, _>(Status::data_loss("cut"))];
         let body = http_body_util::StreamBody::new(futures::stream::iter(frames));
-        let _ = observe(Response::new(body), make())
+        let _ = report_outcome(Response::new(body), make())
             .into_body()
             .collect()
             .await;
         // Trailers-only: reported from the head, once, though the body is read to its end.
         let mut response = Response::new(http_body_util::Empty::<Bytes>::new());
         *response.headers_mut() = trailers(Status::not_found("x"));
-        let _ = observe(response, make()).into_body().collect().await;
+        let _ = report_outcome(response, make()).into_body().collect().await;
         // Ended without any status: a protocol error.
         let body = http_body_util::Full::new(Bytes::from_static(b"x"));
-        let _ = observe(Response::new(body), make())
+        let _ = report_outcome(Response::new(body), make())
             .into_body()
             .collect()
             .await;
@@ -628,8 +649,8 @@ mod tests {
         let failing = std::future::ready(Err::<Response<http_body_util::Empty<Bytes>>, _>(
             tower::timeout::error::Elapsed::new(),
         ));
-        assert!(Observed::new(failing, make()).await.is_err());
-        drop(Observed::new(
+        assert!(OutcomeFuture::new(failing, make()).await.is_err());
+        drop(OutcomeFuture::new(
             std::future::pending::<Result<Response<http_body_util::Empty<Bytes>>, Status>>(),
             make(),
         ));

@@ -6,7 +6,7 @@
 //! and reflection. On shutdown it reports NOT_SERVING and deregisters, keeps accepting for
 //! the deregister delay (so watching clients drop the node first), then stops accepting and
 //! drains in-flight calls within the grace period. A started server dropped without
-//! [`Running::stop`] deregisters too.
+//! [`RunningServer::stop`] deregisters too.
 
 mod address;
 mod endpoints;
@@ -169,7 +169,7 @@ impl Server {
 
     /// Binds, registers and starts serving. Registration failure is logged and retried every
     /// register interval (as go-micro does); health reports SERVING once registered.
-    pub async fn start(self, registry: Arc<dyn Registry>) -> Result<Running, Error> {
+    pub async fn start(self, registry: Arc<dyn Registry>) -> Result<RunningServer, Error> {
         let Server {
             options,
             hosted,
@@ -271,7 +271,7 @@ impl Server {
             stop_registering.clone(),
         ));
         tracing::info!(service = %options.name, node = %node.id, %address, registered, "server started");
-        Ok(Running {
+        Ok(RunningServer {
             local_addr,
             node,
             registration,
@@ -339,10 +339,10 @@ fn registration(
     }
 }
 
-/// A started server. Stop it with [`Running::stop`]; dropped without stopping, it
+/// A started server. Stop it with [`RunningServer::stop`]; dropped without stopping, it
 /// deregisters and stops serving in the background (if a tokio runtime is still there;
 /// otherwise the registration expires with its TTL).
-pub struct Running {
+pub struct RunningServer {
     local_addr: SocketAddr,
     node: NodeInfo,
     registration: Registration,
@@ -360,7 +360,14 @@ pub struct Running {
     stopped: bool,
 }
 
-impl Running {
+/// The former name of [`RunningServer`].
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `RunningServer` (`micro::Running` is a started service)"
+)]
+pub type Running = RunningServer;
+
+impl RunningServer {
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -413,7 +420,7 @@ impl Running {
     }
 }
 
-impl Drop for Running {
+impl Drop for RunningServer {
     /// Not stopped (dropped, or `stop` cancelled half way): stop re-registering, and in the
     /// background report NOT_SERVING, deregister and stop serving (no delay: nobody waits).
     fn drop(&mut self) {

@@ -1,5 +1,8 @@
-//! Test helpers for micro-rs: starts a real etcd on a free loopback port; a test-only
-//! server-streaming service ([`ticker`]).
+//! Test helpers for micro-rs, each written once: a real etcd on a free loopback port
+//! ([`EtcdServer`]), a poll loop ([`eventually`], [`Poll`]), example binaries started with
+//! their `MICRO_*` environment ([`MicroProcess`]), the greeters as tests use them ([`greeter`]),
+//! real observability peers ([`peers`]), a missing peer failing the test ([`mod@require`]), and a
+//! test-only server-streaming service ([`ticker`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -11,7 +14,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod greeter;
 pub mod peers;
+pub mod process;
+pub mod require;
+pub mod wait;
+
+pub use greeter::{
+    client_on, concurrently, greeter2, key_exists, node_address, python_greeter_stubs, test_call,
+};
+pub use process::{Frozen, MicroProcess, REGISTER_INTERVAL, REGISTER_TTL, signal, sigterm};
+pub use require::require;
+pub use wait::{Poll, eventually, poll};
 
 use std::{
     fs::File,
@@ -246,7 +260,8 @@ fn is_executable(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// A free loopback port (bound, then released): for a peer that must be told its port.
+pub fn free_port() -> anyhow::Result<u16> {
     let listener =
         TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a free loopback port")?;
     Ok(listener.local_addr()?.port())

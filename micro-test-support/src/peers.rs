@@ -6,11 +6,11 @@
 //! small HTTP GET.
 
 use std::{
-    net::{Ipv4Addr, SocketAddr, TcpListener},
+    net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::{Arc, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context, bail};
@@ -21,11 +21,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tempfile::TempDir;
 
-/// A free loopback port (bound, then released).
-pub fn free_port() -> anyhow::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a free port")?;
-    Ok(listener.local_addr()?.port())
-}
+pub use crate::{free_port, wait::poll};
 
 /// `GET url`: the status and the body. Plain HTTP on loopback only.
 pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
@@ -40,24 +36,6 @@ pub async fn http_get(url: &str) -> anyhow::Result<(u16, String)> {
     })
     .await
     .context("joining the HTTP GET")?
-}
-
-/// Polls `check` every 200 ms until it returns `Some` or `limit` passes.
-pub async fn poll<T, F, Fut>(limit: Duration, mut check: F) -> Option<T>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if started.elapsed() > limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// A child process killed (and reaped) on drop.

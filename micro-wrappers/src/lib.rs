@@ -22,5 +22,5 @@ pub use breaker::{AdaptiveBreaker, BreakerLayer, CircuitBreaker, HystrixCircuit}
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use ratelimit::{Bucket, RateLimitLayer};
 
-/// A boxed error, the default error type of the guarded requests.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A boxed error, the default error type of the guarded requests (micro-core's, re-exported).
+pub use micro_core::BoxError;

@@ -5,7 +5,7 @@ use std::{sync::Arc, time::Duration};
 use clap::Parser;
 use micro_registry::{Etcd, Registry};
 
-use crate::{Error, default_registry};
+use crate::{ServiceError, default_registry};
 
 /// The flags `Service::init` reads. A flag wins over its environment variable; either wins
 /// over what the code set.
@@ -174,7 +174,10 @@ impl Flags {
 /// assert_eq!(registry.name(), "etcd");
 /// assert!(micro::registry_from_flags("consul", &[]).is_err());
 /// ```
-pub fn registry_from_flags(kind: &str, addresses: &[String]) -> Result<Arc<dyn Registry>, Error> {
+pub fn registry_from_flags(
+    kind: &str,
+    addresses: &[String],
+) -> Result<Arc<dyn Registry>, ServiceError> {
     match kind {
         "memory" | "" => Ok(default_registry()),
         "etcd" => {
@@ -192,7 +195,7 @@ pub fn registry_from_flags(kind: &str, addresses: &[String]) -> Result<Arc<dyn R
             }
             Ok(Arc::new(etcd))
         }
-        other => Err(Error::Options(format!(
+        other => Err(ServiceError::Options(format!(
             "registry {other:?} is not supported (memory, etcd)"
         ))),
     }

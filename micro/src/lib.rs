@@ -7,7 +7,7 @@
 //!
 //! ```no_run
 //! # use std::time::Duration;
-//! # async fn run() -> Result<(), micro::Error> {
+//! # async fn run() -> Result<(), micro::ServiceError> {
 //! let mut service = micro::Service::new()
 //!     .name("greeter1")
 //!     .registry(micro::registry::Etcd::new(["127.0.0.1:2379"]))
@@ -29,7 +29,15 @@ pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{
     BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, Wrapper,
 };
-pub use service::{Error, Running, Service, default_registry};
+pub use service::{Running, Service, ServiceError, default_registry};
+
+/// The former name of [`ServiceError`], a service's lifecycle error (go-micro's error model is
+/// [`errors::Error`]).
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `ServiceError`; `micro::errors::Error` is go-micro's error model"
+)]
+pub type Error = ServiceError;
 
 /// go-micro's error model (`{id, code, detail, status}`), as go-micro's `errors` package.
 pub mod errors {

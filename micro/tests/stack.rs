@@ -14,7 +14,7 @@ use std::{
 
 use http::Request as HttpRequest;
 use micro::{errors::Error, registry::Memory};
-use micro_core::{BoxError, Outcome, outcome::Observed};
+use micro_core::{BoxError, Outcome, outcome::OutcomeFuture};
 use micro_test_support::ticker::{self, pb::TicksRequest, pb::ticker_client::TickerClient};
 use proto::greeter::{
     FILE_DESCRIPTOR_SET, Request, Response,
@@ -466,9 +466,9 @@ where
     S: Service<HttpRequest<Body>, Response = http::Response<B>>,
     S::Error: Into<BoxError>,
 {
-    type Response = http::Response<micro_core::outcome::ObservedBody<B, Report>>;
+    type Response = http::Response<micro_core::outcome::OutcomeBody<B, Report>>;
     type Error = BoxError;
-    type Future = Observed<S::Future, Report>;
+    type Future = OutcomeFuture<S::Future, Report>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -479,7 +479,7 @@ where
         let report: Report = Box::new(move |outcome: &Outcome| {
             seen.lock().unwrap().push(outcome.clone());
         });
-        Observed::new(self.inner.call(request), report)
+        OutcomeFuture::new(self.inner.call(request), report)
     }
 }
 

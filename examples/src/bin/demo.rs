@@ -2,12 +2,21 @@
 //! TCP, then a plain tonic client (any gRPC client would do) calls greeter1 a few times.
 //! Then the resilience wrappers at work: greeter1's client breaker opens while greeter2 is
 //! stopped (the fallback answers), goes half-open and closes once greeter2 is back, and
-//! greeter2's rate limiter refuses a burst. Every transition is printed as it happens.
+//! greeter2's rate limiter refuses a burst. Last, a few of the series greeter1 serves on
+//! `/metrics`.
+//!
+//! It prints the story only: numbered, aligned lines, each transition as it happens. Logs go
+//! to stderr at `warn` unless `RUST_LOG` asks for more (`RUST_LOG=info` shows every hop).
+//! Colours only on a terminal without `NO_COLOR` (`anstream`).
 //!
 //! Run with: `cargo run -p examples --bin demo`
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Mutex,
+    time::{Duration, Instant},
+};
 
+use anstyle::{AnsiColor, Style};
 use examples::{Greeter1, Greeter2};
 use micro::wrappers::breaker::{BreakerLayer, Fallback, Settings};
 use micro::wrappers::ratelimit::{LimitEvent, RateLimitLayer};
@@ -19,6 +28,84 @@ use tonic::transport::Channel;
 
 /// How long greeter1's breaker stays open before a half-open probe.
 const OPEN_FOR: Duration = Duration::from_secs(2);
+
+/// What a line of the story is about; its label is printed in its colour.
+#[derive(Clone, Copy)]
+enum Kind {
+    Start,
+    Call,
+    Stop,
+    Breaker,
+    Limiter,
+    Metric,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Start => "start",
+            Kind::Call => "call",
+            Kind::Stop => "stop",
+            Kind::Breaker => "breaker",
+            Kind::Limiter => "limiter",
+            Kind::Metric => "metric",
+        }
+    }
+
+    fn style(self) -> Style {
+        match self {
+            Kind::Start | Kind::Stop => Style::new().bold(),
+            Kind::Call => AnsiColor::Green.on_default(),
+            Kind::Breaker => AnsiColor::Yellow.on_default().bold(),
+            Kind::Limiter => AnsiColor::Red.on_default(),
+            Kind::Metric => AnsiColor::Cyan.on_default(),
+        }
+    }
+}
+
+/// The story's last line number. The breaker and limiter callbacks print too, as things
+/// happen (the limiter's from concurrent calls): a line is numbered and printed under the lock.
+static LINE: Mutex<usize> = Mutex::new(0);
+
+/// Prints one numbered line of the story: `NN  kind     text`.
+fn story(kind: Kind, text: impl std::fmt::Display) {
+    let mut line = LINE.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    *line += 1;
+    let n = *line;
+    let style = kind.style();
+    anstream::println!("{n:>2}  {style}{:<8}{style:#} {text}", kind.label());
+}
+
+/// A heading between the acts of the story.
+fn act(title: &str) {
+    let style = Style::new().bold().underline();
+    anstream::println!("\n{style}{title}{style:#}");
+}
+
+/// A call's line: what was called, how long it took, what came back.
+fn call_line(name: &str, started: Instant, result: &Result<String, tonic::Status>) {
+    story(
+        Kind::Call,
+        format_args!(
+            "{name:<8} {:>7.1} ms  {}",
+            started.elapsed().as_secs_f64() * 1e3,
+            describe(result)
+        ),
+    );
+}
+
+/// Logs on stderr (colours as the story's): `warn` and above unless `RUST_LOG` says
+/// otherwise, except the breaker's own warning of each transition, which the story prints.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,micro_wrappers::breaker=error")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(anstream::stderr)
+        .try_init();
+}
 
 async fn start_greeter2(limit: Option<RateLimitLayer>) -> anyhow::Result<micro::Running> {
     let mut service = micro::Service::new()
@@ -33,10 +120,13 @@ async fn start_greeter2(limit: Option<RateLimitLayer>) -> anyhow::Result<micro::
         .handle(GreeterServer::new(Greeter2::default()))
         .start()
         .await?;
-    println!(
-        "greeter2 listening on {} as node {}",
-        running.local_addr(),
-        running.node().id
+    story(
+        Kind::Start,
+        format_args!(
+            "greeter2 on {} (node {})",
+            running.local_addr(),
+            running.node().id
+        ),
     );
     Ok(running)
 }
@@ -65,9 +155,10 @@ fn describe(result: &Result<String, tonic::Status>) -> String {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    examples::init_logging();
+    init_logging();
     let demo_started = Instant::now();
 
+    act("The chain: caller -> greeter1 Greeter.Hello -> greeter2 Greeter.Test (sleeps 100 ms)");
     let greeter2 = start_greeter2(None).await?;
 
     // greeter1's client: a gobreaker per called service, with a fallback for Greeter.Test.
@@ -80,7 +171,9 @@ async fn main() -> anyhow::Result<()> {
                 })
             }),
         )
-        .on_state_change(|name, from, to| println!("  >> breaker {name}: {from} -> {to}"));
+        .on_state_change(|name, from, to| {
+            story(Kind::Breaker, format_args!("{name}: {from} -> {to}"))
+        });
     // Prometheus metrics on a free loopback port (the seed serves them on :9000); the breaker
     // feeds the health series too.
     let greeter1 = micro::Service::new()
@@ -98,61 +191,61 @@ async fn main() -> anyhow::Result<()> {
         }))
         .start()
         .await?;
-    println!(
-        "greeter1 listening on {} as node {}",
-        greeter1.local_addr(),
-        greeter1.node().id
+    story(
+        Kind::Start,
+        format_args!(
+            "greeter1 on {} (node {})",
+            greeter1.local_addr(),
+            greeter1.node().id
+        ),
     );
 
     // An outside caller: plain tonic over TCP, knowing only greeter1's address.
     let mut caller = GreeterClient::connect(format!("http://{}", greeter1.local_addr())).await?;
     for i in 1..=3 {
         let started = Instant::now();
-        let reply = caller
-            .hello(Request {
-                name: format!("demo-{i}"),
-            })
-            .await?
-            .into_inner();
-        println!(
-            "call {i}: caller -> greeter1 Greeter.Hello -> greeter2 Greeter.Test (sleeps 100 ms) -> {:?} in {:.1} ms",
-            reply.msg,
-            started.elapsed().as_secs_f64() * 1e3
-        );
+        let result = hello(&mut caller, &format!("demo-{i}")).await;
+        call_line(&format!("demo-{i}"), started, &result);
+        result?;
     }
 
-    println!("\n== circuit breaker: stopping greeter2");
+    act("Circuit breaker: greeter2 stops, greeter1's breaker opens, its fallback answers");
     greeter2.stop().await?;
+    story(Kind::Stop, "greeter2 deregistered and stopped");
     for i in 1..=10 {
+        let started = Instant::now();
         let result = hello(&mut caller, &format!("down-{i}")).await;
-        println!("call down-{i}: {}", describe(&result));
+        call_line(&format!("down-{i}"), started, &result);
         if result.is_ok() {
             break;
         }
     }
-    println!("greeter2 back (new node); the breaker probes after {OPEN_FOR:?}");
     let limit = RateLimitLayer::new(5.0, 3)?.on_event(|endpoint, event| {
         if event == LimitEvent::Refused {
-            println!("  >> greeter2 limiter: refused a call to {endpoint} (429)");
+            story(
+                Kind::Limiter,
+                format_args!("greeter2 refused a call to {endpoint} (429)"),
+            );
         }
     });
     let greeter2 = start_greeter2(Some(limit)).await?;
+    story(
+        Kind::Start,
+        format_args!("greeter2 is back; the breaker probes after {OPEN_FOR:?}"),
+    );
     let waiting = Instant::now();
     loop {
+        let started = Instant::now();
         let result = hello(&mut caller, "back").await;
         let real = result.as_ref().is_ok_and(|m| m.contains("test back"));
         if real || waiting.elapsed() > OPEN_FOR * 5 {
-            println!(
-                "call back after {:.1} s: {}",
-                waiting.elapsed().as_secs_f64(),
-                describe(&result)
-            );
+            call_line("back", started, &result);
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    println!("\n== rate limit: greeter2 allows 5 calls/s, bursts of 3; a burst of 10 at once");
+    act("Rate limit: greeter2 allows 5 calls/s, bursts of 3; a burst of 10 at once");
     // Let the limiter's bucket refill after the probe.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let burst: Vec<_> = (1..=10)
@@ -170,36 +263,46 @@ async fn main() -> anyhow::Result<()> {
                 if error.code == 429 {
                     refused += 1;
                 } else {
-                    println!("unexpected: {}", describe(&Err(status)));
+                    story(
+                        Kind::Call,
+                        format_args!("unexpected: {}", describe(&Err(status))),
+                    );
                 }
             }
         }
     }
-    println!("burst of 10: {admitted} admitted, {refused} refused with 429 \"too many request\"");
-    println!("(a 429 is the caller's own error: greeter1's breaker stays closed)");
+    story(
+        Kind::Call,
+        format_args!(
+            "burst of 10: {admitted} admitted, {refused} refused with 429 \"too many request\" \
+             (the caller's own error: greeter1's breaker stays closed)"
+        ),
+    );
 
     if let (Some(address), Some(metrics)) = (greeter1.metrics_addr(), greeter1.metrics()) {
-        println!(
-            "\n== metrics: greeter1 serves http://{address}/metrics (and /health, /ready); some of its series"
-        );
+        act(&format!(
+            "Metrics: greeter1 serves http://{address}/metrics (and /health, /ready); a few series"
+        ));
         let shown = [
             "micro_request_total{",
             "micro_client_request_total{",
-            "micro_breaker_state{",
             "micro_breaker_transitions_total{",
         ];
         metrics
             .encode()
             .lines()
             .filter(|line| shown.iter().any(|name| line.starts_with(name)))
-            .for_each(|line| println!("  {line}"));
+            .for_each(|line| story(Kind::Metric, line));
     }
 
     greeter1.stop().await?;
     greeter2.stop().await?;
-    println!(
-        "both services deregistered and stopped ({:.1} s)",
-        demo_started.elapsed().as_secs_f64()
+    story(
+        Kind::Stop,
+        format_args!(
+            "both services deregistered and stopped ({:.1} s)",
+            demo_started.elapsed().as_secs_f64()
+        ),
     );
     Ok(())
 }

@@ -5,7 +5,7 @@ use micro::registry::{Endpoint, Service, Value};
 use crate::{
     cli::Output,
     error::CliError,
-    output::{Styles, Table, Tone, pairs, print, print_json},
+    output::{Table, Tone, pairs, print, print_json},
     target::Source,
 };
 
@@ -14,12 +14,12 @@ pub(crate) async fn run(source: &Source, service: &str, output: Output) -> Resul
     match output {
         // go-micro's own JSON of the service, one entry per version.
         Output::Json => print_json(&versions)?,
-        Output::Table => print(&render(&versions, Styles::detect()))?,
+        Output::Table => print(&render(&versions))?,
     }
     Ok(())
 }
 
-fn render(versions: &[Service], styles: Styles) -> String {
+fn render(versions: &[Service]) -> String {
     let mut out = String::new();
     for (i, service) in versions.iter().enumerate() {
         if i > 0 {
@@ -27,15 +27,15 @@ fn render(versions: &[Service], styles: Styles) -> String {
         }
         out.push_str(&format!(
             "{} {}  {} {}\n",
-            styles.paint(Tone::Header, "service"),
+            Tone::Header.paint("service"),
             service.name,
-            styles.paint(Tone::Header, "version"),
+            Tone::Header.paint("version"),
             service.version
         ));
         if !service.metadata.is_empty() {
             out.push_str(&format!(
                 "{} {}\n",
-                styles.paint(Tone::Header, "metadata"),
+                Tone::Header.paint("metadata"),
                 pairs(&service.metadata)
             ));
         }
@@ -44,7 +44,7 @@ fn render(versions: &[Service], styles: Styles) -> String {
         for node in &service.nodes {
             nodes.row([node.id.clone(), node.address.clone(), pairs(&node.metadata)]);
         }
-        out.push_str(&nodes.render(styles));
+        out.push_str(&nodes.render());
         out.push('\n');
         if service.endpoints.is_empty() {
             out.push_str("no endpoints listed (the node registered none)\n");
@@ -58,7 +58,7 @@ fn render(versions: &[Service], styles: Styles) -> String {
                 shape(endpoint.response.as_ref()),
             ]);
         }
-        out.push_str(&endpoints.render(styles));
+        out.push_str(&endpoints.render());
     }
     out
 }

@@ -9,7 +9,7 @@ use tonic_health::pb::{
 use crate::{
     cli::{Global, HealthArgs, Output},
     error::CliError,
-    output::{Styles, Table, Tone, print, print_json},
+    output::{Table, Tone, print, print_json},
     target::{self, Source},
 };
 
@@ -83,7 +83,7 @@ pub(crate) async fn run(global: &Global, args: HealthArgs) -> Result<(), CliErro
                     (r.detail.clone(), Tone::Plain),
                 ]);
             }
-            print(&table.render(Styles::detect()))?;
+            print(&table.render())?;
         }
     }
     if all_serving {

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::{
     cli::Output,
     error::CliError,
-    output::{Styles, Table, print, print_json},
+    output::{Table, print, print_json},
     target::Source,
 };
 
@@ -37,7 +37,7 @@ pub(crate) async fn run(source: &Source, output: Output) -> Result<(), CliError>
             for s in &summaries {
                 table.row([s.name.clone(), s.versions.join(","), s.nodes.to_string()]);
             }
-            print(&table.render(Styles::detect()))?;
+            print(&table.render())?;
         }
     }
     Ok(())

@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::{
     cli::Output,
     error::CliError,
-    output::{Styles, Tone, print, print_json},
+    output::{Tone, print, print_json},
     target::Source,
 };
 
@@ -46,14 +46,13 @@ pub(crate) async fn run(
         "micro: watching {what} in {} (Ctrl-C to stop)",
         source.label
     );
-    let styles = Styles::detect();
     loop {
         let next = tokio::select! {
             next = watcher.next() => next,
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         match next {
-            Some(Ok(ref event)) => print_event(event, output, styles)?,
+            Some(Ok(ref event)) => print_event(event, output)?,
             Some(Err(ref err)) => eprintln!("micro: watch: {err}; watching again"),
             None => eprintln!("micro: watch ended; watching again"),
         }
@@ -83,7 +82,7 @@ async fn rewatch(source: &Source, options: &WatchOptions) -> Option<micro::regis
     }
 }
 
-fn print_event(event: &Event, output: Output, styles: Styles) -> Result<(), CliError> {
+fn print_event(event: &Event, output: Output) -> Result<(), CliError> {
     let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
     let lines = event.service.nodes.iter().map(|node| Line {
         time: time.clone(),
@@ -107,7 +106,7 @@ fn print_event(event: &Event, output: Output, styles: Styles) -> Result<(), CliE
                 print(&format!(
                     "{}  {}  {}  {}  {}  {}\n",
                     line.time,
-                    styles.paint(tone, &action),
+                    tone.paint(&action),
                     line.service,
                     line.version,
                     line.node,

@@ -8,7 +8,7 @@ use std::{
 use http::{Request, Response};
 use micro_core::{
     BoxError, CallInfo, Outcome,
-    outcome::{Observed, ObservedBody, OnOutcome},
+    outcome::{OnOutcome, OutcomeBody, OutcomeFuture},
 };
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -52,7 +52,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
 {
-    type Response = Response<ObservedBody<ResBody, Measure>>;
+    type Response = Response<OutcomeBody<ResBody, Measure>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
@@ -84,7 +84,7 @@ where
             }))
         };
         ResponseFuture {
-            inner: Observed::new(self.inner.call(request), measure),
+            inner: OutcomeFuture::new(self.inner.call(request), measure),
         }
     }
 }
@@ -122,7 +122,7 @@ pin_project! {
     /// The response future of [`MetricsService`].
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: Observed<F, Measure>,
+        inner: OutcomeFuture<F, Measure>,
     }
 }
 
@@ -131,7 +131,7 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<Response<ObservedBody<B, Measure>>, BoxError>;
+    type Output = Result<Response<OutcomeBody<B, Measure>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx)

@@ -7,7 +7,7 @@ use std::{
 use http::Response;
 use micro_core::{
     BoxError,
-    outcome::{Observed, ObservedBody},
+    outcome::{OutcomeBody, OutcomeFuture},
 };
 use opentelemetry::context::WithContext;
 use pin_project_lite::pin_project;
@@ -19,12 +19,12 @@ pin_project! {
     /// call's span as the current OpenTelemetry context, ending the span with the call.
     pub struct ResponseFuture<F> {
         #[pin]
-        inner: Observed<WithContext<F>, SpanEnd>,
+        inner: OutcomeFuture<WithContext<F>, SpanEnd>,
     }
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: Observed<WithContext<F>, SpanEnd>) -> Self {
+    pub(crate) fn new(inner: OutcomeFuture<WithContext<F>, SpanEnd>) -> Self {
         ResponseFuture { inner }
     }
 }
@@ -34,7 +34,7 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<Response<ObservedBody<B, SpanEnd>>, BoxError>;
+    type Output = Result<Response<OutcomeBody<B, SpanEnd>>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         self.project().inner.poll(cx)

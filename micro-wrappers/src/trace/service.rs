@@ -6,7 +6,7 @@ use std::{
 use http::{Request, Response};
 use micro_core::{
     BoxError, CallInfo,
-    outcome::{Observed, OnOutcome},
+    outcome::{OnOutcome, OutcomeFuture},
 };
 use opentelemetry::{
     Context, KeyValue,
@@ -69,7 +69,7 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     S::Error: Into<BoxError>,
 {
-    type Response = Response<micro_core::outcome::ObservedBody<ResBody, SpanEnd>>;
+    type Response = Response<micro_core::outcome::OutcomeBody<ResBody, SpanEnd>>;
     type Error = BoxError;
     type Future = ResponseFuture<S::Future>;
 
@@ -80,7 +80,7 @@ where
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
         if is_infrastructure(request.uri().path()) {
             let future = self.inner.call(request);
-            return ResponseFuture::new(Observed::new(
+            return ResponseFuture::new(OutcomeFuture::new(
                 future.with_context(Context::current()),
                 SpanEnd(None),
             ));
@@ -106,7 +106,7 @@ where
             let _attached = cx.clone().attach();
             self.inner.call(request)
         };
-        ResponseFuture::new(Observed::new(
+        ResponseFuture::new(OutcomeFuture::new(
             future.with_context(cx.clone()),
             SpanEnd(Some((cx, self.side))),
         ))

@@ -163,14 +163,14 @@ impl Observe {
 
     /// Binds the metrics endpoint, if configured: a taken port is an error naming the address
     /// and the setting.
-    pub(crate) async fn bind(&self) -> Result<Option<TcpListener>, crate::Error> {
+    pub(crate) async fn bind(&self) -> Result<Option<TcpListener>, crate::ServiceError> {
         if self.metrics.is_none() {
             return Ok(None);
         }
         let address = self.metrics_address.clone().unwrap_or_default();
         match TcpListener::bind(address.trim()).await {
             Ok(listener) => Ok(Some(listener)),
-            Err(source) => Err(crate::Error::Metrics { address, source }),
+            Err(source) => Err(crate::ServiceError::Metrics { address, source }),
         }
     }
 

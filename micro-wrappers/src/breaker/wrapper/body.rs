@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use micro_core::BoxError;
-use micro_core::outcome::ObservedBody;
+use micro_core::outcome::OutcomeBody;
 use pin_project_lite::pin_project;
 
 use super::future::Reporter;
@@ -27,7 +27,7 @@ pin_project! {
         /// The dependency's answer.
         Inner {
             #[pin]
-            body: ObservedBody<B, Reporter>,
+            body: OutcomeBody<B, Reporter>,
         },
         /// A fallback's answer: one frame, then the trailers.
         Local {
@@ -47,7 +47,7 @@ impl<B> ResponseBody<B> {
         }
     }
 
-    pub(crate) fn inner(body: ObservedBody<B, Reporter>) -> Self {
+    pub(crate) fn inner(body: OutcomeBody<B, Reporter>) -> Self {
         ResponseBody {
             kind: Kind::Inner { body },
         }

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use http::Response;
 use http_body_util::combinators::Collect;
-use micro_core::outcome::{OnOutcome, observe};
+use micro_core::outcome::{OnOutcome, report_outcome};
 use micro_core::{BoxError, Error, Outcome};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -53,7 +53,7 @@ pin_project! {
 pin_project! {
     #[project = Projected]
     enum State<F> {
-        /// Let through: the inner call, observed.
+        /// Let through: the inner call, its outcome reported.
         Called {
             #[pin]
             inner: F,
@@ -119,7 +119,9 @@ where
                     let reporter = reporter
                         .take()
                         .unwrap_or_else(|| Reporter::new(Guard::None, Classifier::default()));
-                    Poll::Ready(Ok(observe(response, reporter).map(ResponseBody::inner)))
+                    Poll::Ready(Ok(
+                        report_outcome(response, reporter).map(ResponseBody::inner)
+                    ))
                 }
                 Poll::Ready(Err(err)) => {
                     let err: BoxError = err.into();
