@@ -22,7 +22,7 @@ pub(crate) enum Tone {
 }
 
 impl Tone {
-    /// `text` in this tone (ANSI codes, dropped by [`print`] where colours do not belong).
+    /// `text` in this tone (ANSI codes, dropped by [`print()`] where colours do not belong).
     pub(crate) fn paint(self, text: &str) -> String {
         let style = match self {
             Tone::Plain => return text.to_owned(),
