@@ -21,7 +21,7 @@ pub(crate) const METRICS_SETTING: &str = "MICRO_METRICS_ADDRESS / --metrics_addr
 
 /// What a service was asked to observe, and what it built for that.
 #[derive(Default)]
-pub(crate) struct Observe {
+pub(crate) struct Observation {
     /// `host:port`, or `off`.
     pub(crate) metrics_address: Option<String>,
     pub(crate) metrics_config: Option<MetricsConfig>,
@@ -39,7 +39,7 @@ pub(crate) struct Observe {
     stop: CancellationToken,
 }
 
-impl Observe {
+impl Observation {
     fn metrics_on(&self) -> bool {
         self.metrics_address
             .as_deref()
@@ -193,7 +193,7 @@ impl Observe {
     }
 
     /// Starts serving the endpoint on `listener`.
-    pub(crate) fn start(&self, listener: Option<TcpListener>, readiness: Readiness) -> Running {
+    pub(crate) fn start(&self, listener: Option<TcpListener>, readiness: Readiness) -> Observing {
         let stop = self.stop.clone();
         let endpoint = listener.and_then(|listener| {
             let metrics = self.metrics.clone()?;
@@ -204,7 +204,7 @@ impl Observe {
                 http::serve(listener, metrics, readiness, stop.clone()),
             ))
         });
-        Running {
+        Observing {
             endpoint,
             stop,
             tracing: self.tracing.clone(),
@@ -231,14 +231,14 @@ fn clone_error(err: &ConfigError) -> ConfigError {
 }
 
 /// The observing parts of a started service.
-pub(crate) struct Running {
+pub(crate) struct Observing {
     endpoint: Option<(SocketAddr, JoinHandle<()>)>,
     stop: CancellationToken,
     tracing: Option<Tracing>,
     metrics: Option<Metrics>,
 }
 
-impl Running {
+impl Observing {
     pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
         self.endpoint.as_ref().map(|(address, _)| *address)
     }

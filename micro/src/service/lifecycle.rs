@@ -51,7 +51,7 @@ impl Service {
 /// in the background (the stop hooks do not run).
 pub struct Running {
     server: micro_server::RunningServer,
-    observe: crate::observe::Running,
+    observe: crate::observe::Observing,
     before_stop: Vec<Hook>,
     after_stop: Vec<Hook>,
 }

@@ -52,7 +52,7 @@ pub struct Service {
     after_start: Vec<Hook>,
     before_stop: Vec<Hook>,
     after_stop: Vec<Hook>,
-    observe: crate::observe::Observe,
+    observe: crate::observe::Observation,
 }
 
 impl Default for Service {
