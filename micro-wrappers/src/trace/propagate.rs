@@ -121,22 +121,43 @@ fn hex_into(out: &mut [u8], value: u128) {
     }
 }
 
-/// Hex digits, 1 to 32 of them, as a number; `lower` refuses capitals (W3C).
+/// The value of each byte as a hex digit, 0xff when it is none; `UPPER` also reads capitals.
+const fn digits(upper: bool) -> [u8; 256] {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        if upper {
+            table[b"0123456789ABCDEF"[i] as usize] = i as u8;
+        }
+        i += 1;
+    }
+    table
+}
+const LOWER_DIGITS: [u8; 256] = digits(false);
+const ANY_DIGITS: [u8; 256] = digits(true);
+
+/// Hex digits, 1 to 32 of them, as a number; `lower` refuses capitals (W3C). Read by
+/// table, 16 digits at a time in a `u64` (an id is parsed on every traced call).
 fn hex(s: &[u8], lower: bool) -> Option<u128> {
     if s.is_empty() || s.len() > 32 {
         return None;
     }
-    let mut n: u128 = 0;
-    for &b in s {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' if !lower => b - b'A' + 10,
-            _ => return None,
-        };
-        n = (n << 4) | u128::from(d);
-    }
-    Some(n)
+    let table = if lower { &LOWER_DIGITS } else { &ANY_DIGITS };
+    let half = |part: &[u8]| -> Option<u64> {
+        let mut n: u64 = 0;
+        let mut bad = 0u8;
+        for &b in part {
+            let d = table[b as usize];
+            bad |= d;
+            n = (n << 4) | u64::from(d & 0xf);
+        }
+        (bad & 0xf0 == 0).then_some(n)
+    };
+    let split = s.len().saturating_sub(16);
+    let low = half(&s[split..])?;
+    let high = half(&s[..split])?;
+    Some((u128::from(high) << 64) | u128::from(low))
 }
 
 fn ids(trace: Option<u128>, span: Option<u128>) -> Option<(u128, u64)> {
@@ -302,6 +323,32 @@ mod tests {
             map.append(*name, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn hex_reads_as_from_str_radix() {
+        for s in [
+            "0",
+            "f",
+            "F",
+            "00f067aa0ba902b7",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "1234567890abcdef1",
+            "ffffffffffffffffffffffffffffffff",
+            "aB",
+            "g",
+            "12 4",
+            "-1",
+            "+1",
+            "",
+            "123456789012345678901234567890123",
+        ] {
+            let want = (!s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u128::from_str_radix(s, 16).unwrap());
+            assert_eq!(hex(s.as_bytes(), false), want, "{s:?}");
+            let lower = want.filter(|_| !s.bytes().any(|b| b.is_ascii_uppercase()));
+            assert_eq!(hex(s.as_bytes(), true), lower, "{s:?} lowercase");
+        }
     }
 
     fn one(format: Propagation, pairs: &[(&'static str, &str)]) -> Option<Remote> {
