@@ -114,10 +114,27 @@ fn put(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
 
 /// `value` as `out.len()` lowercase hex digits (its low `4 * out.len()` bits).
 fn hex_into(out: &mut [u8], value: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let n = out.len();
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = DIGITS[((value >> (4 * (n - 1 - i))) & 0xf) as usize];
+    /// Each byte as its two lowercase hex digits.
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        pairs
+    };
+    // From the last digit: a byte (two digits) at a time.
+    let mut rest = value;
+    for chunk in out.rchunks_mut(2) {
+        let pair = PAIRS[(rest & 0xff) as usize];
+        match chunk {
+            [high, low] => (*high, *low) = (pair[0], pair[1]),
+            [low] => *low = pair[1],
+            _ => {}
+        }
+        rest >>= if chunk.len() == 2 { 8 } else { 4 };
     }
 }
 
@@ -323,6 +340,22 @@ mod tests {
             map.append(*name, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn hex_writes_as_format() {
+        for value in [0, 1, 0xab, TRACE, u128::from(SPAN), u128::MAX] {
+            for width in [1usize, 2, 3, 16, 31, 32] {
+                let mut out = vec![0u8; width];
+                hex_into(&mut out, value);
+                let all = format!("{value:032x}");
+                assert_eq!(
+                    std::str::from_utf8(&out).unwrap(),
+                    &all[32 - width..],
+                    "{value:x} {width}"
+                );
+            }
+        }
     }
 
     #[test]
