@@ -148,9 +148,10 @@ impl Encoder {
     pub(crate) fn encode(&mut self, spans: &[SpanRecord]) {
         self.spans.clear();
         for record in spans {
-            let code = fill(&mut self.span, record);
+            let view = view(record);
+            let code = fill(&mut self.span, record, &view);
             let code: &[u8] = code.map_or(&[], |code| &self.codes[code]);
-            let attributes: &[u8] = match view(record).endpoint {
+            let attributes: &[u8] = match view.endpoint {
                 Some(endpoint) => Self::attributes(&mut self.attributes, endpoint),
                 None => &[],
             };
@@ -181,8 +182,7 @@ const CODES: i64 = 17;
 
 /// Refills `span` with `record`, reusing its buffers; the endpoint's attributes and the
 /// status code attribute (returned, when it is a gRPC code) are added encoded by the caller.
-fn fill(span: &mut Span, record: &SpanRecord) -> Option<usize> {
-    let view = view(record);
+fn fill(span: &mut Span, record: &SpanRecord, view: &View<'_>) -> Option<usize> {
     span.trace_id.clear();
     span.trace_id
         .extend_from_slice(&record.trace_id.0.to_be_bytes());
