@@ -68,8 +68,9 @@ pub(crate) struct Encoder {
     scope: Vec<u8>,
     /// The endpoints' attributes (field 9 of `Span`), encoded, by endpoint.
     attributes: Vec<Option<Vec<u8>>>,
+    /// The status code attribute (field 9 of `Span`), encoded, by gRPC code.
+    codes: Vec<Vec<u8>>,
     span: Span,
-    one: Vec<u8>,
     spans: Vec<u8>,
     /// The request of the last batch.
     pub(crate) out: Vec<u8>,
@@ -104,8 +105,22 @@ impl Encoder {
             resource,
             scope,
             attributes: Vec::new(),
+            codes: (0..CODES)
+                .map(|code| {
+                    let mut out = Vec::new();
+                    let value = Some(AnyValue {
+                        value: Some(Value::IntValue(code)),
+                    });
+                    let attribute = KeyValue {
+                        key: CODE_KEY.to_owned(),
+                        value,
+                        ..Default::default()
+                    };
+                    prost::encoding::message::encode(9, &attribute, &mut out);
+                    out
+                })
+                .collect(),
             span: Span::default(),
-            one: Vec::new(),
             spans: Vec::new(),
             out: Vec::new(),
         }
@@ -133,22 +148,27 @@ impl Encoder {
     pub(crate) fn encode(&mut self, spans: &[SpanRecord]) {
         self.spans.clear();
         for record in spans {
-            fill(&mut self.span, record);
-            self.one.clear();
+            let view = view(record);
+            let code = fill(&mut self.span, record, &view);
+            let code: &[u8] = code.map_or(&[], |code| &self.codes[code]);
+            let attributes: &[u8] = match view.endpoint {
+                Some(endpoint) => Self::attributes(&mut self.attributes, endpoint),
+                None => &[],
+            };
+            // Encoded in place: the span, then its encoded attributes.
+            let len = self.span.encoded_len() + attributes.len() + code.len();
+            header(&mut self.spans, 2, len);
             // `encode` cannot fail on a Vec (it grows).
-            let _ = self.span.encode(&mut self.one);
-            if let Some(endpoint) = view(record).endpoint {
-                let attributes = Self::attributes(&mut self.attributes, endpoint);
-                self.one.extend_from_slice(attributes);
-            }
-            header(&mut self.spans, 2, self.one.len());
-            self.spans.extend_from_slice(&self.one);
+            let _ = self.span.encode(&mut self.spans);
+            self.spans.extend_from_slice(attributes);
+            self.spans.extend_from_slice(code);
         }
         let scope_spans = self.scope.len() + self.spans.len();
         let mut scope_header = Vec::with_capacity(8);
         header(&mut scope_header, 2, scope_spans);
         let resource_spans = self.resource.len() + scope_header.len() + scope_spans;
         self.out.clear();
+        self.out.reserve(resource_spans + 8);
         header(&mut self.out, 1, resource_spans);
         self.out.extend_from_slice(&self.resource);
         self.out.extend_from_slice(&scope_header);
@@ -157,10 +177,12 @@ impl Encoder {
     }
 }
 
-/// Refills `span` with `record`, reusing its buffers; the endpoint's attributes are added
-/// encoded by the caller.
-fn fill(span: &mut Span, record: &SpanRecord) {
-    let view = view(record);
+/// The gRPC status codes, 0 to 16, whose attribute is encoded once.
+const CODES: i64 = 17;
+
+/// Refills `span` with `record`, reusing its buffers; the endpoint's attributes and the
+/// status code attribute (returned, when it is a gRPC code) are added encoded by the caller.
+fn fill(span: &mut Span, record: &SpanRecord, view: &View<'_>) -> Option<usize> {
     span.trace_id.clear();
     span.trace_id
         .extend_from_slice(&record.trace_id.0.to_be_bytes());
@@ -182,7 +204,16 @@ fn fill(span: &mut Span, record: &SpanRecord) {
     span.start_time_unix_nano = record.begin_time_unix_ns;
     span.end_time_unix_nano = record.begin_time_unix_ns + record.duration_ns;
     span.attributes.clear();
+    let mut code = None;
     for (key, value) in tags(record) {
+        if key == CODE_KEY
+            && code.is_none()
+            && let Ok(n) = value.parse::<i64>()
+            && (0..CODES).contains(&n)
+        {
+            code = Some(n as usize);
+            continue;
+        }
         span.attributes.push(match (key, value.parse::<i64>()) {
             (CODE_KEY, Ok(code)) => KeyValue {
                 key: key.to_owned(),
@@ -207,6 +238,7 @@ fn fill(span: &mut Span, record: &SpanRecord) {
         code: status::StatusCode::Error as i32,
     });
     span.flags = 0x100 | 1;
+    code
 }
 
 /// Sends encoded `ExportTraceServiceRequest` bytes as they are (tonic's codec for a message
@@ -328,7 +360,8 @@ impl Export for Grpc {
 
     fn export(&mut self, spans: &[SpanRecord]) -> Result<(), String> {
         self.encoder.encode(spans);
-        let body = bytes::Bytes::copy_from_slice(&self.encoder.out);
+        // The request's bytes, not a copy (the next batch allocates its own, once).
+        let body = bytes::Bytes::from(std::mem::take(&mut self.encoder.out));
         let client = &mut self.client;
         let call = async {
             client.ready().await.map_err(|e| e.to_string())?;

@@ -114,29 +114,67 @@ fn put(headers: &mut HeaderMap, name: HeaderName, value: &[u8]) {
 
 /// `value` as `out.len()` lowercase hex digits (its low `4 * out.len()` bits).
 fn hex_into(out: &mut [u8], value: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let n = out.len();
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = DIGITS[((value >> (4 * (n - 1 - i))) & 0xf) as usize];
+    /// Each byte as its two lowercase hex digits.
+    const PAIRS: [[u8; 2]; 256] = {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut pairs = [[0; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            pairs[i] = [DIGITS[i >> 4], DIGITS[i & 0xf]];
+            i += 1;
+        }
+        pairs
+    };
+    // From the last digit: a byte (two digits) at a time.
+    let mut rest = value;
+    for chunk in out.rchunks_mut(2) {
+        let pair = PAIRS[(rest & 0xff) as usize];
+        match chunk {
+            [high, low] => (*high, *low) = (pair[0], pair[1]),
+            [low] => *low = pair[1],
+            _ => {}
+        }
+        rest >>= if chunk.len() == 2 { 8 } else { 4 };
     }
 }
 
-/// Hex digits, 1 to 32 of them, as a number; `lower` refuses capitals (W3C).
+/// The value of each byte as a hex digit, 0xff when it is none; `UPPER` also reads capitals.
+const fn digits(upper: bool) -> [u8; 256] {
+    let mut table = [0xff; 256];
+    let mut i = 0;
+    while i < 16 {
+        table[b"0123456789abcdef"[i] as usize] = i as u8;
+        if upper {
+            table[b"0123456789ABCDEF"[i] as usize] = i as u8;
+        }
+        i += 1;
+    }
+    table
+}
+const LOWER_DIGITS: [u8; 256] = digits(false);
+const ANY_DIGITS: [u8; 256] = digits(true);
+
+/// Hex digits, 1 to 32 of them, as a number; `lower` refuses capitals (W3C). Read by
+/// table, 16 digits at a time in a `u64` (an id is parsed on every traced call).
 fn hex(s: &[u8], lower: bool) -> Option<u128> {
     if s.is_empty() || s.len() > 32 {
         return None;
     }
-    let mut n: u128 = 0;
-    for &b in s {
-        let d = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' if !lower => b - b'A' + 10,
-            _ => return None,
-        };
-        n = (n << 4) | u128::from(d);
-    }
-    Some(n)
+    let table = if lower { &LOWER_DIGITS } else { &ANY_DIGITS };
+    let half = |part: &[u8]| -> Option<u64> {
+        let mut n: u64 = 0;
+        let mut bad = 0u8;
+        for &b in part {
+            let d = table[b as usize];
+            bad |= d;
+            n = (n << 4) | u64::from(d & 0xf);
+        }
+        (bad & 0xf0 == 0).then_some(n)
+    };
+    let split = s.len().saturating_sub(16);
+    let low = half(&s[split..])?;
+    let high = half(&s[..split])?;
+    Some((u128::from(high) << 64) | u128::from(low))
 }
 
 fn ids(trace: Option<u128>, span: Option<u128>) -> Option<(u128, u64)> {
@@ -302,6 +340,48 @@ mod tests {
             map.append(*name, HeaderValue::from_str(value).unwrap());
         }
         map
+    }
+
+    #[test]
+    fn hex_writes_as_format() {
+        for value in [0, 1, 0xab, TRACE, u128::from(SPAN), u128::MAX] {
+            for width in [1usize, 2, 3, 16, 31, 32] {
+                let mut out = vec![0u8; width];
+                hex_into(&mut out, value);
+                let all = format!("{value:032x}");
+                assert_eq!(
+                    std::str::from_utf8(&out).unwrap(),
+                    &all[32 - width..],
+                    "{value:x} {width}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hex_reads_as_from_str_radix() {
+        for s in [
+            "0",
+            "f",
+            "F",
+            "00f067aa0ba902b7",
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "1234567890abcdef1",
+            "ffffffffffffffffffffffffffffffff",
+            "aB",
+            "g",
+            "12 4",
+            "-1",
+            "+1",
+            "",
+            "123456789012345678901234567890123",
+        ] {
+            let want = (!s.is_empty() && s.len() <= 32 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+                .then(|| u128::from_str_radix(s, 16).unwrap());
+            assert_eq!(hex(s.as_bytes(), false), want, "{s:?}");
+            let lower = want.filter(|_| !s.bytes().any(|b| b.is_ascii_uppercase()));
+            assert_eq!(hex(s.as_bytes(), true), lower, "{s:?} lowercase");
+        }
     }
 
     fn one(format: Propagation, pairs: &[(&'static str, &str)]) -> Option<Remote> {
