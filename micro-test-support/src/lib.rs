@@ -72,30 +72,44 @@ impl std::fmt::Debug for EtcdServer {
 }
 
 impl EtcdServer {
-    /// Starts etcd (found on `PATH` or at `/usr/bin/etcd`) and waits until it serves.
+    /// Starts etcd (found on `PATH` or at `/usr/bin/etcd`) and waits until it serves. A port
+    /// taken between [`free_port`] and etcd's bind (another test's process took it) is no
+    /// failure of the test: etcd is started again on new ports, at most three times.
     pub async fn start() -> anyhow::Result<Self> {
         let binary = find_etcd()?;
-        let client_port = free_port()?;
-        let mut peer_port = free_port()?;
-        while peer_port == client_port {
-            peer_port = free_port()?;
+        let mut attempt = 1;
+        loop {
+            let client_port = free_port()?;
+            let mut peer_port = free_port()?;
+            while peer_port == client_port {
+                peer_port = free_port()?;
+            }
+            let root = tempfile::Builder::new()
+                .prefix("micro-etcd-")
+                .tempdir()
+                .context("creating etcd temp dir")?;
+            let data_dir = root.path().join("data-0");
+            let mut server = EtcdServer {
+                binary: binary.clone(),
+                client_port,
+                peer_port,
+                root,
+                data_dir,
+                generation: 0,
+                child: None,
+            };
+            match server.spawn_and_wait().await {
+                Ok(()) => return Ok(server),
+                Err(e) if attempt < 3 && format!("{e:#}").contains("address already in use") => {
+                    tracing::warn!(
+                        attempt,
+                        "a test etcd's port was taken, starting it on others"
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let root = tempfile::Builder::new()
-            .prefix("micro-etcd-")
-            .tempdir()
-            .context("creating etcd temp dir")?;
-        let data_dir = root.path().join("data-0");
-        let mut server = EtcdServer {
-            binary,
-            client_port,
-            peer_port,
-            root,
-            data_dir,
-            generation: 0,
-            child: None,
-        };
-        server.spawn_and_wait().await?;
-        Ok(server)
     }
 
     /// The client endpoint, `127.0.0.1:PORT`.
