@@ -24,7 +24,9 @@ use std::{
 };
 
 use micro::client::{EjectionEvent, Options, Strategy};
-use micro_test_support::{EtcdServer, MicroProcess, eventually, free_port, key_exists};
+use micro_test_support::{
+    EtcdServer, MicroProcess, eventually, free_port, key_exists, node_of, served_by, test_call,
+};
 use proto::greeter::{Request, greeter_client::GreeterClient};
 use tokio::process::Child;
 
@@ -33,11 +35,6 @@ fn greeter2(etcd: &EtcdServer, id: &str, ttl: u64, interval: u64) -> Child {
         .register(ttl, interval)
         .id(id)
         .spawn()
-}
-
-/// The node that answered, from greeter2's reply (`test <name> from <node>`).
-fn node_of(msg: &str) -> &str {
-    msg.rsplit(' ').next().unwrap_or_default()
 }
 
 /// Rolling SIGKILL through greeter1: 16 calls in flight for 12 s, a greeter2 node killed (and
@@ -58,19 +55,15 @@ async fn rolling_kills_lose_no_call_when_test_is_idempotent() {
     let greeter1 = GreeterClient::new(channel);
 
     // Both greeter2 nodes answer through greeter1 before the first kill.
-    let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
-    let both = eventually(Duration::from_secs(20), || {
-        let (mut client, seen) = (greeter1.clone(), seen.clone());
+    let seen = served_by(2, Duration::from_secs(20), || {
+        let mut client = greeter1.clone();
         async move {
-            if let Ok(reply) = client.hello(Request { name: "w".into() }).await {
-                let msg = reply.into_inner().msg;
-                seen.lock().unwrap().insert(node_of(&msg).to_owned());
-            }
-            seen.lock().unwrap().len() == 2
+            let reply = client.hello(Request { name: "w".into() }).await.ok()?;
+            Some(reply.into_inner().msg)
         }
     })
     .await;
-    assert!(both.is_some(), "served by {:?} only", seen.lock().unwrap());
+    assert_eq!(seen.len(), 2, "served by {seen:?} only");
 
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (
@@ -138,18 +131,11 @@ async fn rolling_kills_fail_only_calls_in_flight_when_test_is_not_idempotent() {
     let client = micro::client::Client::builder()
         .options(options)
         .build(micro::registry::Cache::new(registry));
-    let seen = Arc::new(Mutex::new(std::collections::HashSet::new()));
-    let both = eventually(Duration::from_secs(20), || {
-        let (client, seen) = (client.clone(), seen.clone());
-        async move {
-            if let Ok(msg) = test_call(&client).await {
-                seen.lock().unwrap().insert(node_of(&msg).to_owned());
-            }
-            seen.lock().unwrap().len() == 2
-        }
+    let seen = served_by(2, Duration::from_secs(20), || async {
+        test_call(&client, "c").await.ok()
     })
     .await;
-    assert!(both.is_some(), "served by {:?} only", seen.lock().unwrap());
+    assert_eq!(seen.len(), 2, "served by {seen:?} only");
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
@@ -162,7 +148,7 @@ async fn rolling_kills_fail_only_calls_in_flight_when_test_is_not_idempotent() {
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let started = Instant::now();
-                    match test_call(&client).await {
+                    match test_call(&client, "c").await {
                         Ok(_) => {
                             ok.fetch_add(1, Ordering::Relaxed);
                         }
@@ -386,13 +372,6 @@ fn client(
         .build(micro::registry::Cache::new(registry))
 }
 
-async fn test_call(client: &micro::Client) -> Result<String, tonic::Status> {
-    let reply: proto::greeter::Response = client
-        .call("greeter2", "Greeter.Test", Request { name: "c".into() })
-        .await?;
-    Ok(reply.msg)
-}
-
 const CALLERS: usize = 8;
 const CUT: Duration = Duration::from_secs(10);
 /// Timeouts in a row that eject (the default).
@@ -444,18 +423,11 @@ async fn cut_off_node(strategy: Strategy, n: u8) {
         let seen = Arc::new(Seen::default());
         let client = client(&etcd, strategy, attempt_timeout, seen.clone());
         // Both nodes answer first.
-        let served = Arc::new(Mutex::new(std::collections::HashSet::new()));
-        let both = eventually(Duration::from_secs(20), || {
-            let (client, served) = (client.clone(), served.clone());
-            async move {
-                if let Ok(msg) = test_call(&client).await {
-                    served.lock().unwrap().insert(node_of(&msg).to_owned());
-                }
-                served.lock().unwrap().len() == 2
-            }
+        let served = served_by(2, Duration::from_secs(20), || async {
+            test_call(&client, "c").await.ok()
         })
         .await;
-        assert!(both.is_some(), "served by {:?}", served.lock().unwrap());
+        assert_eq!(served.len(), 2, "served by {served:?}");
 
         let stop = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicUsize::new(0));
@@ -467,7 +439,7 @@ async fn cut_off_node(strategy: Strategy, n: u8) {
                 let (healed_at, back_after) = (healed_at.clone(), back_after.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
-                        match test_call(&client).await {
+                        match test_call(&client, "c").await {
                             Ok(msg) if node_of(&msg) == "g2-cut" => {
                                 if let Some(healed) = *healed_at.lock().unwrap() {
                                     back_after.lock().unwrap().get_or_insert(healed.elapsed());
@@ -564,14 +536,14 @@ async fn the_last_node_is_never_ejected_and_calls_fail_honestly() {
     let seen = Arc::new(Seen::default());
     let client = client(&etcd, Strategy::Random, None, seen.clone());
     let up = eventually(Duration::from_secs(20), || async {
-        test_call(&client).await.is_ok()
+        test_call(&client, "c").await.is_ok()
     })
     .await;
     assert!(up.is_some(), "greeter2 answers");
     only.start_kill().unwrap();
     only.wait().await.unwrap();
     for _ in 0..5 {
-        let err = test_call(&client).await.expect_err("no node listens");
+        let err = test_call(&client, "c").await.expect_err("no node listens");
         let message = err.message().to_lowercase();
         assert!(
             message.contains("refused") && !message.contains("none available"),

@@ -3,13 +3,9 @@
 //! timeout. p2c counts pending calls and timeouts as load and steers away from the frozen
 //! node; random keeps sending it about half of the calls.
 
-use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
-use micro_test_support::{EtcdServer, Frozen, MicroProcess, concurrently, eventually, test_call};
+use micro_test_support::{EtcdServer, Frozen, MicroProcess, concurrently, served_by, test_call};
 use tokio::process::Child;
 
 /// Longer than the whole test: the frozen node cannot renew, and must stay listed.
@@ -62,23 +58,11 @@ async fn p2c_steers_away_from_a_frozen_node_and_random_does_not() {
 
     // Both nodes serve both clients before one is frozen.
     for client in [&p2c, &random] {
-        let served = Arc::new(Mutex::new(HashSet::new()));
-        let both = eventually(Duration::from_secs(20), || {
-            let (client, served) = (client.clone(), served.clone());
-            async move {
-                if let Ok(msg) = test_call(&client, "p").await {
-                    let node = msg.rsplit(' ').next().unwrap_or("").to_owned();
-                    served.lock().unwrap().insert(node);
-                }
-                served.lock().unwrap().len() == 2
-            }
+        let served = served_by(2, Duration::from_secs(20), || async {
+            test_call(client, "p").await.ok()
         })
         .await;
-        assert!(
-            both.is_some(),
-            "served by {:?} only",
-            served.lock().unwrap()
-        );
+        assert_eq!(served.len(), 2, "served by {served:?} only");
     }
     let _frozen = Frozen::freeze(&frozen);
 

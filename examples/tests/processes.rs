@@ -6,8 +6,8 @@ use std::{sync::Arc, time::Duration};
 
 use micro::registry::Etcd;
 use micro_test_support::{
-    EtcdServer, Frozen, MicroProcess, Poll, REGISTER_INTERVAL as INTERVAL, REGISTER_TTL as TTL,
-    client_on, eventually, greeter_at, key_exists, node_address, sigterm, test_call,
+    EtcdServer, Frozen, MicroProcess, REGISTER_INTERVAL as INTERVAL, REGISTER_TTL as TTL,
+    client_on, eventually, greeter_at, key_exists, node_address, served_by, sigterm, test_call,
 };
 use proto::greeter::Request;
 use tokio::process::Child;
@@ -207,17 +207,14 @@ async fn a_node_breaker_ejects_a_frozen_node() {
         .unwrap();
     let mut plain = greeter_at(address).await;
     // Both nodes answer before the freeze.
-    let mut seen = std::collections::HashSet::new();
-    Poll::within(Duration::from_secs(20))
-        .every(Duration::ZERO)
-        .until(async || {
-            if let Ok(reply) = plain.hello(Request { name: "w".into() }).await {
-                let msg = reply.into_inner().msg;
-                seen.insert(msg.rsplit(' ').next().unwrap_or_default().to_owned());
-            }
-            seen.len() == 2
-        })
-        .await;
+    let seen = served_by(2, Duration::from_secs(20), || {
+        let mut plain = plain.clone();
+        async move {
+            let reply = plain.hello(Request { name: "w".into() }).await.ok()?;
+            Some(reply.into_inner().msg)
+        }
+    })
+    .await;
     assert_eq!(seen.len(), 2, "both nodes answered: {seen:?}");
 
     let frozen = Frozen::freeze(&frozen);

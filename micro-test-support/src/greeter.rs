@@ -4,6 +4,7 @@
 //! the greeter proto.
 
 use std::{
+    collections::HashSet,
     future::Future,
     path::Path,
     sync::{
@@ -66,6 +67,29 @@ pub async fn test_call(client: &micro::Client, name: &str) -> Result<String, ton
         .call("greeter2", "Greeter.Test", Request { name: name.into() })
         .await?;
     Ok(reply.msg)
+}
+
+/// The node that answered, from a greeter reply (`... from <node>`).
+pub fn node_of(msg: &str) -> &str {
+    msg.rsplit(' ').next().unwrap_or_default()
+}
+
+/// Calls `call` (a greeter reply's message, or `None` when the call failed) until `n`
+/// distinct nodes have answered or `limit` has passed: the nodes that answered.
+pub async fn served_by<F, Fut>(n: usize, limit: Duration, mut call: F) -> HashSet<String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<String>>,
+{
+    let mut seen = HashSet::new();
+    crate::eventually(limit, async || {
+        if let Some(msg) = call().await {
+            seen.insert(node_of(&msg).to_owned());
+        }
+        seen.len() >= n
+    })
+    .await;
+    seen
 }
 
 /// `n` calls made by `call(i)`, each in its own task, at most `in_flight` at a time: their

@@ -22,7 +22,7 @@ pub mod wait;
 
 pub use greeter::{
     Answer, Backend, client_on, concurrently, greeter_at, greeter2, key_exists, next_event,
-    node_address, python_greeter_stubs, test_call,
+    node_address, node_of, python_greeter_stubs, served_by, test_call,
 };
 pub use process::{Frozen, MicroProcess, REGISTER_INTERVAL, REGISTER_TTL, signal, sigterm};
 pub use require::require;
