@@ -1,8 +1,8 @@
 //! Test helpers for micro-rs, each written once: a real etcd on a free loopback port
 //! ([`EtcdServer`]), a poll loop ([`eventually`], [`Poll`]), example binaries started with
 //! their `MICRO_*` environment ([`MicroProcess`]), the greeters as tests use them ([`greeter`]),
-//! real observability peers ([`peers`]), a missing peer failing the test ([`mod@require`]), and a
-//! test-only server-streaming service ([`ticker`]).
+//! real observability peers ([`peers`]), a real NATS server ([`NatsServer`]), a missing peer
+//! failing the test ([`mod@require`]), and a test-only server-streaming service ([`ticker`]).
 //!
 //! ```no_run
 //! # async fn demo() -> anyhow::Result<()> {
@@ -15,6 +15,7 @@
 //! ```
 
 pub mod greeter;
+pub mod nats;
 pub mod peers;
 pub mod process;
 pub mod require;
@@ -24,6 +25,7 @@ pub use greeter::{
     Answer, Backend, client_on, concurrently, greeter_at, greeter2, key_exists, next_event,
     node_address, node_of, python_greeter_stubs, served_by, test_call,
 };
+pub use nats::NatsServer;
 pub use process::{Frozen, MicroProcess, REGISTER_INTERVAL, REGISTER_TTL, signal, sigterm};
 pub use require::require;
 pub use wait::{Poll, eventually, poll};
