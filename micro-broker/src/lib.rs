@@ -18,10 +18,14 @@
 //! [`dispatch`] runs a subscription's messages through a handler (a tower service, so
 //! subscriber wrappers are tower layers) with a bounded number in flight.
 
+pub mod context;
 pub mod dispatch;
 pub mod envelope;
+pub mod lazy;
 pub mod memory;
+pub mod metrics;
 pub mod nats;
+pub mod typed;
 
 use std::{
     collections::BTreeMap,
@@ -36,8 +40,11 @@ use futures::{Stream, future::BoxFuture};
 
 pub use dispatch::{Event, Handler, Observer, Outcome, SubscriberHandle, SubscriberStats};
 pub use envelope::EnvelopeError;
+pub use lazy::Lazy;
 pub use memory::Memory;
+pub use metrics::BrokerMetrics;
 pub use nats::{Nats, NatsStats};
+pub use typed::{Publication, PublishService, Publisher};
 
 /// The header naming the body's encoding (go-micro's gRPC client: `application/grpc+proto`).
 pub const CONTENT_TYPE: &str = "Content-Type";
@@ -287,6 +294,14 @@ pub enum Error {
         topic: String,
         /// Why.
         reason: String,
+    },
+    /// A publish wrapper failed the message.
+    #[error("publish to {topic:?}: {source}")]
+    Wrapper {
+        /// The topic.
+        topic: String,
+        /// The wrapper's error.
+        source: micro_core::BoxError,
     },
     /// The message could not be encoded.
     #[error("encoding a message for {topic:?}: {reason}")]

@@ -79,6 +79,14 @@ impl Descriptors {
         Some(endpoints)
     }
 
+    /// The shape of the message `full_name` (`greeter.Response`), if a descriptor has it.
+    pub(crate) fn message_value(&self, full_name: &str) -> Option<Value> {
+        let full_name = full_name.trim_start_matches('.');
+        self.messages
+            .contains_key(full_name)
+            .then(|| self.value_of(full_name, short(full_name), 0))
+    }
+
     /// The shape of the message `type_name` (`.greeter.Request`) as a go-micro Value.
     fn value_of(&self, type_name: &str, field_name: &str, depth: usize) -> Value {
         let mut value = Value {

@@ -19,7 +19,7 @@ mod registrar;
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use micro_core::{NodeInfo, Wrapper};
-use micro_registry::{Metadata, Node, Registry, Service as Registration};
+use micro_registry::{Endpoint, Metadata, Node, Registry, Service as Registration};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
@@ -108,6 +108,8 @@ pub struct Server {
     encoded_descriptors: Vec<Vec<u8>>,
     layers: Vec<Arc<dyn Wrapper>>,
     readiness: Readiness,
+    /// Endpoints listed after the hosted services' (go-micro's subscribers).
+    extra_endpoints: Vec<Endpoint>,
 }
 
 impl Server {
@@ -120,7 +122,21 @@ impl Server {
             encoded_descriptors: Vec::new(),
             layers: Vec::new(),
             readiness: Readiness::default(),
+            extra_endpoints: Vec::new(),
         }
+    }
+
+    /// Lists `endpoint` in the registry after the hosted services' endpoints (go-micro lists
+    /// its subscribers there: `{"topic":..,"subscriber":"true"}`).
+    pub fn add_endpoint(&mut self, endpoint: Endpoint) -> &mut Self {
+        self.extra_endpoints.push(endpoint);
+        self
+    }
+
+    /// The shape of a message (`greeter.Response`) as go-micro lists it, if a descriptor
+    /// added with [`Server::add_descriptors`] describes it.
+    pub fn message_value(&self, full_name: &str) -> Option<micro_registry::Value> {
+        self.descriptors.message_value(full_name)
     }
 
     /// The server's readiness (registered within the TTL and serving), known before it
@@ -177,6 +193,7 @@ impl Server {
             encoded_descriptors,
             layers,
             readiness,
+            extra_endpoints,
         } = self;
         let listener = TcpListener::bind(&options.address)
             .await
@@ -190,7 +207,9 @@ impl Server {
         })?;
         let address = address::advertised(local_addr, options.advertise.as_deref()).await;
         let names = hosted.names();
-        let registration = registration(&options, &names, &descriptors, &address, registry.name());
+        let mut registration =
+            registration(&options, &names, &descriptors, &address, registry.name());
+        registration.endpoints.extend(extra_endpoints);
         let node = NodeInfo {
             id: registration.nodes[0].id.as_str().into(),
             address: address.as_str().into(),

@@ -22,6 +22,16 @@ pub struct Flags {
         value_delimiter = ','
     )]
     pub registry_address: Vec<String>,
+    /// Broker for events: memory (embedded, default) or nats.
+    #[arg(long, env = "MICRO_BROKER")]
+    pub broker: Option<String>,
+    /// Comma-separated broker addresses, host:port (nats default 127.0.0.1:4222).
+    #[arg(
+        long = "broker_address",
+        env = "MICRO_BROKER_ADDRESS",
+        value_delimiter = ','
+    )]
+    pub broker_address: Vec<String>,
     /// Registration TTL, whole seconds.
     #[arg(long = "register_ttl", env = "MICRO_REGISTER_TTL")]
     pub register_ttl: Option<u64>,

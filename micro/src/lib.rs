@@ -29,7 +29,9 @@ pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{
     BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, Wrapper,
 };
-pub use service::{Running, Service, ServiceError, default_registry};
+pub use service::{
+    DEFAULT_MAX_IN_FLIGHT, Running, Service, ServiceError, Subscriber, default_registry,
+};
 
 /// The former name of [`ServiceError`], a service's lifecycle error (go-micro's error model is
 /// [`errors::Error`]).
@@ -42,6 +44,12 @@ pub type Error = ServiceError;
 /// go-micro's error model (`{id, code, detail, status}`), as go-micro's `errors` package.
 pub mod errors {
     pub use micro_core::{Error, grpc_to_http, http_to_grpc};
+}
+
+/// Events: brokers (embedded, NATS), go-micro's envelope, publishers and subscriber
+/// dispatch (see [`Service::publisher`] and [`Service::subscribe`]).
+pub mod broker {
+    pub use micro_broker::*;
 }
 
 /// Service discovery: registries and the model.

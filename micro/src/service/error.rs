@@ -30,6 +30,9 @@ pub enum ServiceError {
         /// Why.
         source: std::io::Error,
     },
+    /// The broker could not be connected or a subscription made.
+    #[error("broker: {0}")]
+    Broker(micro_broker::Error),
     /// A tracing setting is wrong or an exporter could not be built.
     #[error("tracing: {0}")]
     Tracing(#[from] micro_wrappers::trace::ConfigError),

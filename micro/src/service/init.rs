@@ -69,6 +69,9 @@ impl Service {
             })?;
             options.metadata.insert(key.to_owned(), value.to_owned());
         }
+        if let Some(kind) = flags.broker.as_deref() {
+            self.broker_from_flags(kind, &flags.broker_address)?;
+        }
         if let Some(kind) = flags.registry.as_deref() {
             self.registry = registry_from_flags(kind, &flags.registry_address)?;
         }

@@ -15,6 +15,7 @@ impl Service {
         let name = self.server.options().name.clone();
         self.observe.decide(&name)?;
         let listener = self.observe.bind().await?;
+        let subscribers = self.start_events().await?;
         self.observe.wrap_server(&mut self.server);
         run_hooks("before start", &mut self.before_start)?;
         let readiness = self.server.readiness();
@@ -23,12 +24,14 @@ impl Service {
         if let Err(err) = run_hooks("after start", &mut self.after_start) {
             tracing::error!(%err, "stopping the server");
             running.stop().await;
+            stop_subscribers(subscribers).await;
             observe.stop().await;
             return Err(err);
         }
         Ok(Running {
             server: running,
             observe,
+            subscribers,
             before_stop: self.before_stop,
             after_stop: self.after_stop,
         })
@@ -52,6 +55,7 @@ impl Service {
 pub struct Running {
     server: micro_server::RunningServer,
     observe: crate::observe::Observing,
+    subscribers: Vec<micro_broker::SubscriberHandle>,
     before_stop: Vec<Hook>,
     after_stop: Vec<Hook>,
 }
@@ -92,11 +96,19 @@ impl Running {
     /// metrics endpoint stops and the last spans are sent after the drain.
     pub async fn stop(mut self) -> Result<(), ServiceError> {
         let before = run_hooks("before stop", &mut self.before_stop);
-        self.server.stop().await;
+        // Subscribers stop with the server (go-micro unsubscribes when it deregisters).
+        let subscribers = std::mem::take(&mut self.subscribers);
+        tokio::join!(self.server.stop(), stop_subscribers(subscribers));
         self.observe.stop().await;
         before?;
         run_hooks("after stop", &mut self.after_stop)
     }
+}
+
+/// Unsubscribes every subscriber and waits for the messages they are handling.
+async fn stop_subscribers(subscribers: Vec<micro_broker::SubscriberHandle>) {
+    let grace = std::time::Duration::from_secs(5);
+    futures::future::join_all(subscribers.into_iter().map(|s| s.stop(grace))).await;
 }
 
 /// Completes on SIGTERM, SIGINT or SIGQUIT.

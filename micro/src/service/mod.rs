@@ -4,6 +4,7 @@
 //! (`error`).
 
 mod error;
+mod events;
 mod hooks;
 mod init;
 mod lifecycle;
@@ -18,6 +19,7 @@ use micro_registry::{Cache, Memory, Registry};
 use micro_server::Server;
 
 pub use error::ServiceError;
+pub use events::{DEFAULT_MAX_IN_FLIGHT, Subscriber};
 pub use lifecycle::Running;
 
 use hooks::Hook;
@@ -53,6 +55,7 @@ pub struct Service {
     before_stop: Vec<Hook>,
     after_stop: Vec<Hook>,
     observe: crate::observe::Observation,
+    events: events::Events,
 }
 
 impl Default for Service {
@@ -74,6 +77,7 @@ impl Service {
             before_stop: Vec::new(),
             after_stop: Vec::new(),
             observe: Default::default(),
+            events: Default::default(),
         }
     }
     /// Changes the client's configuration; once the client is built it is fixed.

@@ -1,0 +1,250 @@
+//! Events through a service: typed publish / subscribe on the embedded broker and on a real
+//! NATS (started by the test), subscribers listed in the registry as go-micro lists them,
+//! metadata and trace position carried, bad input counted, unsupported brokers refused.
+
+use std::{sync::Arc, time::Duration};
+
+use micro::{
+    CallContext,
+    broker::{Memory, Message},
+    registry::{Memory as MemoryRegistry, Registry},
+};
+use micro_core::TraceParent;
+use micro_test_support::{NatsServer, eventually};
+use parking_lot::Mutex;
+use proto::greeter::{FILE_DESCRIPTOR_SET, Response};
+
+/// Waits for `check`, failing the test with `what` when it does not hold within `limit`.
+async fn wait_for(limit: Duration, what: &str, check: impl AsyncFnMut() -> bool) {
+    assert!(
+        eventually(limit, check).await.is_some(),
+        "not within {limit:?}: {what}"
+    );
+}
+
+type Seen = Arc<Mutex<Vec<(String, Option<String>, Option<(u128, u64)>)>>>;
+
+/// A subscriber that records each message, its `x-user` metadata and trace position.
+fn recording(topic: &str, seen: &Seen) -> micro::Subscriber {
+    let seen = seen.clone();
+    micro::Subscriber::new(topic, move |event: Response| {
+        let seen = seen.clone();
+        async move {
+            let (user, trace) = CallContext::with_current(|context| {
+                (
+                    context
+                        .metadata
+                        .get("x-user")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                    context.trace.as_ref().map(|t| (t.trace_id, t.span_id)),
+                )
+            })
+            .unwrap_or_default();
+            if event.msg == "fail" {
+                return Err("asked to fail");
+            }
+            seen.lock().push((event.msg, user, trace));
+            Ok(())
+        }
+    })
+}
+
+#[tokio::test]
+async fn embedded_publish_reaches_subscribers_with_metadata_and_trace() -> anyhow::Result<()> {
+    let broker = Memory::new();
+    let registry = MemoryRegistry::new();
+    let seen: Seen = Default::default();
+    let consumer = micro::Service::new()
+        .name("consumer")
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .descriptors(FILE_DESCRIPTOR_SET)?
+        .subscriber(recording("greeter.events", &seen))
+        .start()
+        .await?;
+    let producer = micro::Service::new()
+        .name("producer")
+        .registry(registry.clone())
+        .broker(broker.clone());
+    let events = producer.publisher::<Response>("greeter.events");
+
+    // Published while handling a call: the call's metadata and span travel along.
+    let mut metadata = http::HeaderMap::new();
+    metadata.insert("x-user", "ada".parse()?);
+    let context = CallContext {
+        deadline: None,
+        metadata,
+        trace: Some(TraceParent {
+            trace_id: 7,
+            span_id: 9,
+            sampled: true,
+            state: None,
+        }),
+    };
+    context
+        .scope(events.publish(&Response { msg: "one".into() }))
+        .await?;
+    events.publish(&Response { msg: "fail".into() }).await?;
+    events.publish(&Response { msg: "two".into() }).await?;
+    // A body that is not a greeter.Response: counted as failed, the subscription goes on.
+    micro::broker::Broker::publish(
+        &broker,
+        "greeter.events",
+        Message::new(&b"\xff\xff\xff"[..]),
+    )
+    .await?;
+    events
+        .publish(&Response {
+            msg: "three".into(),
+        })
+        .await?;
+    wait_for(
+        Duration::from_secs(5),
+        "three messages handled",
+        async || seen.lock().len() == 3,
+    )
+    .await;
+    let seen = seen.lock().clone();
+    assert_eq!(
+        seen[0],
+        ("one".into(), Some("ada".into()), Some((7, 9))),
+        "metadata and trace carried"
+    );
+    assert_eq!(seen[1], ("two".into(), None, None));
+    assert_eq!(seen[2].0, "three");
+    let counts = consumer_counts(&producer, "greeter.events");
+    assert_eq!(counts, (4, 0, 0), "published, counted on the producer side");
+
+    // Listed in the registry as go-micro lists a subscriber.
+    let services = registry.get_service("consumer").await?;
+    let endpoint = services[0]
+        .endpoints
+        .iter()
+        .find(|e| e.metadata.get("subscriber").map(String::as_str) == Some("true"))
+        .expect("the subscriber is listed");
+    assert_eq!(endpoint.name, "Func");
+    assert_eq!(endpoint.metadata["topic"], "greeter.events");
+    let request = endpoint.request.as_ref().expect("the message's shape");
+    assert_eq!(
+        (request.name.as_str(), request.kind.as_str()),
+        ("Response", "Response")
+    );
+    assert_eq!(request.values[0].name, "msg");
+    assert_eq!(services[0].nodes[0].metadata["broker"], "memory");
+    consumer.stop().await?;
+    Ok(())
+}
+
+fn consumer_counts(service: &micro::Service, topic: &str) -> (u64, u64, u64) {
+    service.broker_metrics().topic(topic).get()
+}
+
+#[tokio::test]
+async fn nats_fan_out_and_queue_group_through_services() -> anyhow::Result<()> {
+    let nats = NatsServer::start().await?;
+    let registry = MemoryRegistry::new();
+    let flags = |name: &str| {
+        vec![
+            "test".to_owned(),
+            "--server_name".into(),
+            name.into(),
+            "--broker".into(),
+            "nats".into(),
+            "--broker_address".into(),
+            nats.address(),
+        ]
+    };
+    let (a, b, q1, q2): (Seen, Seen, Seen, Seen) = Default::default();
+    let mut running = Vec::new();
+    for (name, subscriber) in [
+        ("plain-a", recording("orders", &a)),
+        ("plain-b", recording("orders", &b)),
+        ("worker-1", recording("orders", &q1).queue("workers")),
+        ("worker-2", recording("orders", &q2).queue("workers")),
+    ] {
+        let service = micro::Service::new()
+            .registry(registry.clone())
+            .try_init_from(flags(name))?
+            .subscriber(subscriber);
+        running.push(service.start().await?);
+    }
+    let producer = micro::Service::new()
+        .registry(registry.clone())
+        .try_init_from(flags("producer"))?;
+    let orders = producer.publisher::<Response>("orders");
+    // The subscriptions are made before `start` returns; give NATS a moment to route them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for n in 0..100 {
+        orders
+            .publish(&Response {
+                msg: format!("order {n}"),
+            })
+            .await?;
+    }
+    wait_for(
+        Duration::from_secs(10),
+        "every message delivered",
+        async || {
+            a.lock().len() == 100
+                && b.lock().len() == 100
+                && q1.lock().len() + q2.lock().len() == 100
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        q1.lock().len() + q2.lock().len(),
+        100,
+        "each message once in the group"
+    );
+    assert!(!q1.lock().is_empty() && !q2.lock().is_empty());
+    let services = registry.get_service("worker-1").await?;
+    assert_eq!(services[0].nodes[0].metadata["broker"], "nats");
+    for service in running {
+        service.stop().await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn unsupported_brokers_are_a_clear_error_naming_the_supported_ones() {
+    for kind in ["http", "rabbitmq", "kafka"] {
+        let err = micro::Service::new()
+            .try_init_from(["test", "--broker", kind])
+            .err()
+            .expect("refused");
+        let text = err.to_string();
+        assert!(
+            text.contains(kind) && text.contains("memory") && text.contains("nats"),
+            "{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_nats_fails_the_start_with_no_node_registered() -> anyhow::Result<()> {
+    let port = micro_test_support::free_port()?;
+    let registry = MemoryRegistry::new();
+    let service = micro::Service::new()
+        .name("lonely")
+        .registry(registry.clone())
+        .try_init_from([
+            "test".to_owned(),
+            "--broker=nats".into(),
+            format!("--broker_address=127.0.0.1:{port}"),
+        ])?;
+    let err = service.start().await.err().expect("no NATS there");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+    assert!(
+        registry
+            .get_service("lonely")
+            .await
+            .unwrap_or_default()
+            .is_empty()
+    );
+    Ok(())
+}
