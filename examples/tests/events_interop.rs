@@ -10,7 +10,10 @@
 
 use std::{path::PathBuf, process::Stdio, sync::Arc, time::Duration};
 
-use micro::{CallContext, TraceParent};
+use micro::{
+    CallContext,
+    broker::context::{call_context, sampled, trace_of},
+};
 use micro_test_support::{NatsServer, eventually, require::go_binaries};
 use proto::greeter::Response;
 use serde::Deserialize;
@@ -77,10 +80,7 @@ async fn go_micro_publisher_to_micro_rs_subscriber() -> anyhow::Result<()> {
                             .get("x-user")
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_owned),
-                        context
-                            .trace
-                            .as_ref()
-                            .map(|t| format!("{:032x}", t.trace_id)),
+                        trace_of(context).map(|t| format!("{:032x}", t.trace_id)),
                     )
                 })
                 .unwrap_or_default();
@@ -148,16 +148,7 @@ async fn micro_rs_publisher_to_go_micro_subscriber() -> anyhow::Result<()> {
     for n in 0..3 {
         let mut metadata = http_metadata();
         metadata.insert("x-user", "ferris".parse()?);
-        let context = CallContext {
-            deadline: None,
-            metadata,
-            trace: Some(TraceParent {
-                trace_id,
-                span_id: 0x77 + n,
-                sampled: true,
-                state: None,
-            }),
-        };
+        let context = call_context(metadata, Some(sampled(trace_id, 0x77 + n)));
         context
             .scope(events.publish(&Response {
                 msg: format!("rust {n}"),

@@ -28,7 +28,7 @@ pub fn inject(context: &CallContext, message: &mut Message) {
             .header
             .insert(name.as_str().to_owned(), value.to_owned());
     }
-    if let Some(parent) = &context.trace {
+    if let Some(parent) = &trace_of(context) {
         // The span in the context is more precise than a trace header the call came with.
         message.header.retain(|key, _| {
             !key.eq_ignore_ascii_case(TRACEPARENT) && !key.eq_ignore_ascii_case(TRACESTATE)
@@ -67,10 +67,31 @@ pub fn extract(message: &Message) -> CallContext {
                 .and_then(|s| HeaderValue::from_str(s).ok());
             parent
         });
+    call_context(metadata, trace)
+}
+
+/// A call context of `metadata` and trace position `trace`, no deadline. (The one place this
+/// crate builds a `CallContext`.)
+pub fn call_context(metadata: HeaderMap, trace: Option<TraceParent>) -> CallContext {
     CallContext {
         deadline: None,
         metadata,
         trace,
+    }
+}
+
+/// The trace position of `context`. (The one place this crate reads it.)
+pub fn trace_of(context: &CallContext) -> Option<TraceParent> {
+    context.trace.clone()
+}
+
+/// A sampled trace position (`trace_id`, `span_id`), nothing else set.
+pub fn sampled(trace_id: u128, span_id: u64) -> TraceParent {
+    TraceParent {
+        trace_id,
+        span_id,
+        sampled: true,
+        ..Default::default()
     }
 }
 
@@ -111,11 +132,9 @@ pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
     let trace_id = u128::from_str_radix(trace, 16).ok()?;
     let span_id = u64::from_str_radix(span, 16).ok()?;
     let flags = u8::from_str_radix(flags, 16).ok()?;
-    (trace_id != 0 && span_id != 0).then_some(TraceParent {
-        trace_id,
-        span_id,
+    (trace_id != 0 && span_id != 0).then(|| TraceParent {
         sampled: flags & 1 == 1,
-        state: None,
+        ..sampled(trace_id, span_id)
     })
 }
 
@@ -125,12 +144,7 @@ mod tests {
 
     #[test]
     fn traceparent_round_trip_and_garbage() {
-        let parent = TraceParent {
-            trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
-            span_id: 0x00f067aa0ba902b7,
-            sampled: true,
-            state: None,
-        };
+        let parent = sampled(0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7);
         let text = format_traceparent(&parent);
         assert_eq!(
             text,
@@ -156,16 +170,13 @@ mod tests {
             "traceparent",
             HeaderValue::from_static("00-11111111111111111111111111111111-2222222222222222-01"),
         );
-        let context = CallContext {
-            deadline: None,
+        let context = call_context(
             metadata,
-            trace: Some(TraceParent {
-                trace_id: 1,
-                span_id: 2,
-                sampled: true,
+            Some(TraceParent {
                 state: Some(HeaderValue::from_static("k=v")),
+                ..sampled(1, 2)
             }),
-        };
+        );
         let mut message = Message::new("");
         message
             .header
@@ -179,7 +190,7 @@ mod tests {
         assert!(!message.header.contains_key("traceparent"));
         let back = extract(&message);
         assert_eq!(
-            back.trace.as_ref().map(|t| (t.trace_id, t.span_id)),
+            trace_of(&back).map(|t| (t.trace_id, t.span_id)),
             Some((1, 2))
         );
         assert_eq!(back.metadata.get("x-user").unwrap(), "ada");

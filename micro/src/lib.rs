@@ -27,8 +27,7 @@ mod service;
 pub use flags::{BreakerFlag, BreakerScopeFlag, Flags, registry_from_flags};
 pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{
-    BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, TraceParent,
-    Wrapper,
+    BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, Wrapper,
 };
 pub use service::{
     DEFAULT_MAX_IN_FLIGHT, Running, Service, ServiceError, Subscriber, default_registry,

@@ -6,10 +6,12 @@ use std::{sync::Arc, time::Duration};
 
 use micro::{
     CallContext,
-    broker::{Memory, Message},
+    broker::{
+        Memory, Message,
+        context::{call_context, sampled, trace_of},
+    },
     registry::{Memory as MemoryRegistry, Registry},
 };
-use micro_core::TraceParent;
 use micro_test_support::{NatsServer, eventually};
 use parking_lot::Mutex;
 use proto::greeter::{FILE_DESCRIPTOR_SET, Response};
@@ -37,7 +39,7 @@ fn recording(topic: &str, seen: &Seen) -> micro::Subscriber {
                         .get("x-user")
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_owned),
-                    context.trace.as_ref().map(|t| (t.trace_id, t.span_id)),
+                    trace_of(context).map(|t| (t.trace_id, t.span_id)),
                 )
             })
             .unwrap_or_default();
@@ -72,16 +74,7 @@ async fn embedded_publish_reaches_subscribers_with_metadata_and_trace() -> anyho
     // Published while handling a call: the call's metadata and span travel along.
     let mut metadata = http::HeaderMap::new();
     metadata.insert("x-user", "ada".parse()?);
-    let context = CallContext {
-        deadline: None,
-        metadata,
-        trace: Some(TraceParent {
-            trace_id: 7,
-            span_id: 9,
-            sampled: true,
-            state: None,
-        }),
-    };
+    let context = call_context(metadata, Some(sampled(7, 9)));
     context
         .scope(events.publish(&Response { msg: "one".into() }))
         .await?;
@@ -246,5 +239,78 @@ async fn an_unreachable_nats_fails_the_start_with_no_node_registered() -> anyhow
             .unwrap_or_default()
             .is_empty()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn wrappers_see_every_message_and_the_series_count_per_topic() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let broker = Memory::new();
+    let seen: Seen = Default::default();
+    let wrapped = Arc::new(AtomicUsize::new(0));
+    let count = wrapped.clone();
+    let service = micro::Service::new()
+        .name("observed")
+        .registry(MemoryRegistry::new())
+        .broker(broker)
+        .metrics_address("127.0.0.1:0")
+        // A publish wrapper adds metadata; a subscriber wrapper counts what it sees.
+        .wrap_publish(tower::layer::layer_fn(
+            |inner: micro::broker::PublishService| {
+                tower::service_fn(move |mut publication: micro::broker::Publication| {
+                    publication
+                        .message
+                        .header
+                        .insert("x-user".into(), "wrapper".into());
+                    tower::ServiceExt::oneshot(inner.clone(), publication)
+                })
+            },
+        ))
+        .wrap_subscriber(tower::layer::layer_fn(
+            move |inner: micro::broker::Handler| {
+                let count = count.clone();
+                tower::service_fn(move |event: micro::broker::Event| {
+                    count.fetch_add(1, Ordering::Relaxed);
+                    tower::ServiceExt::oneshot(inner.clone(), event)
+                })
+            },
+        ))
+        .subscriber(recording("audit", &seen));
+    let audit = service.publisher::<Response>("audit");
+    let running = service.start().await?;
+    for msg in ["a", "fail", "b"] {
+        audit.publish(&Response { msg: msg.into() }).await?;
+    }
+    wait_for(Duration::from_secs(5), "two handled", async || {
+        seen.lock().len() == 2
+    })
+    .await;
+    assert_eq!(
+        seen.lock()[0].1.as_deref(),
+        Some("wrapper"),
+        "the publish wrapper's header"
+    );
+    wait_for(
+        Duration::from_secs(5),
+        "the wrapper saw three",
+        async || wrapped.load(Ordering::Relaxed) == 3,
+    )
+    .await;
+    let address = running.metrics_addr().expect("metrics on");
+    let expected = [
+        r#"micro_broker_published_total{topic="audit"} 3"#,
+        r#"micro_broker_delivered_total{topic="audit"} 2"#,
+        r#"micro_broker_failed_total{topic="audit"} 1"#,
+    ];
+    let mut text = String::new();
+    wait_for(Duration::from_secs(5), "the broker series", async || {
+        text = micro_test_support::peers::http_get(&format!("http://{address}/metrics"))
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        expected.iter().all(|line| text.contains(line))
+    })
+    .await;
+    running.stop().await?;
     Ok(())
 }
