@@ -60,6 +60,39 @@ impl Greeter for Greeter2 {
     }
 }
 
+/// greeter2's handler that also publishes each `Test` answer (a `greeter.Response`) on an
+/// event topic (`greeter.events` in the binaries and the demo). A failed publish is logged;
+/// the call still answers.
+#[derive(Clone, Debug)]
+pub struct Greeter2Events {
+    /// The handler answering the calls.
+    pub inner: Greeter2,
+    /// Where the answers are published.
+    pub events: micro::broker::Publisher<Response>,
+}
+
+#[tonic::async_trait]
+impl Greeter for Greeter2Events {
+    async fn hello(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        self.inner.hello(request).await
+    }
+
+    async fn test(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, Status> {
+        let response = self.inner.test(request).await?;
+        // Published in the call's context: its metadata and trace go along.
+        if let Err(error) = self.events.publish(response.get_ref()).await {
+            tracing::warn!(%error, topic = self.events.topic(), "publishing the answer failed");
+        }
+        Ok(response)
+    }
+}
+
 /// greeter1's handler: calls greeter2's `Test`. Generic over the channel so the same handler
 /// runs over a micro [`Channel`] (discovery, balancing, retries, wrappers; the default) or a
 /// plain tonic channel (the benchmark's bare-tonic peer).

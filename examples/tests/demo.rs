@@ -37,9 +37,11 @@ async fn the_demo_prints_only_the_story_of_the_chain_the_breaker_the_limiter_and
         };
         assert_eq!(number, next, "line {line:?} out of order in:\n{text}");
         assert!(
-            ["start", "call", "stop", "breaker", "limiter", "metric"]
-                .iter()
-                .any(|kind| rest.starts_with(kind)),
+            [
+                "start", "call", "stop", "breaker", "limiter", "metric", "event"
+            ]
+            .iter()
+            .any(|kind| rest.starts_with(kind)),
             "line {line:?} has no kind"
         );
         next += 1;
@@ -58,6 +60,8 @@ async fn the_demo_prints_only_the_story_of_the_chain_the_breaker_the_limiter_and
         "  metric   micro_request_total{service=\"greeter1\",endpoint=\"Greeter.Hello\",status=\"success\"}",
         "  metric   micro_breaker_transitions_total{breaker=\"greeter2\",from=\"closed\",to=\"open\"} 1",
         "  stop     both services deregistered and stopped",
+        "  event    greeter1 got greeter.events \"test demo-1 from greeter2-",
+        "  metric   micro_broker_delivered_total{topic=\"greeter.events\"}",
     ] {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }

@@ -3,7 +3,8 @@
 //! Then the resilience wrappers at work: greeter1's client breaker opens while greeter2 is
 //! stopped (the fallback answers), goes half-open and closes once greeter2 is back, and
 //! greeter2's rate limiter refuses a burst. Last, a few of the series greeter1 serves on
-//! `/metrics`.
+//! `/metrics`. Throughout, greeter2 publishes each `Test` answer on `greeter.events` (the
+//! embedded broker) and greeter1's subscriber prints it.
 //!
 //! It prints the story only: numbered, aligned lines, each transition as it happens. Logs go
 //! to stderr at `warn` unless `RUST_LOG` asks for more (`RUST_LOG=info` shows every hop).
@@ -17,7 +18,7 @@ use std::{
 };
 
 use anstyle::{AnsiColor, Style};
-use examples::{Greeter1, Greeter2};
+use examples::{Greeter1, Greeter2, Greeter2Events};
 use micro::wrappers::breaker::{BreakerLayer, Fallback, Settings};
 use micro::wrappers::ratelimit::{LimitEvent, RateLimitLayer};
 use proto::greeter::{
@@ -38,6 +39,7 @@ enum Kind {
     Breaker,
     Limiter,
     Metric,
+    Event,
 }
 
 impl Kind {
@@ -49,6 +51,7 @@ impl Kind {
             Kind::Breaker => "breaker",
             Kind::Limiter => "limiter",
             Kind::Metric => "metric",
+            Kind::Event => "event",
         }
     }
 
@@ -59,6 +62,7 @@ impl Kind {
             Kind::Breaker => AnsiColor::Yellow.on_default().bold(),
             Kind::Limiter => AnsiColor::Red.on_default(),
             Kind::Metric => AnsiColor::Cyan.on_default(),
+            Kind::Event => AnsiColor::Magenta.on_default(),
         }
     }
 }
@@ -116,8 +120,13 @@ async fn start_greeter2(limit: Option<RateLimitLayer>) -> anyhow::Result<micro::
     if let Some(limit) = limit {
         service = service.wrap_handler(limit);
     }
+    // Each Test answer is published on greeter.events (the embedded broker); greeter1 prints them.
+    let events = service.publisher("greeter.events");
     let running = service
-        .handle(GreeterServer::new(Greeter2::default()))
+        .handle(GreeterServer::new(Greeter2Events {
+            inner: Greeter2::default(),
+            events,
+        }))
         .start()
         .await?;
     story(
@@ -181,7 +190,14 @@ async fn main() -> anyhow::Result<()> {
         .register_ttl(Duration::from_secs(5))
         .register_interval(Duration::from_secs(4))
         .descriptors(FILE_DESCRIPTOR_SET)?
-        .metrics_address("127.0.0.1:0");
+        .metrics_address("127.0.0.1:0")
+        .subscribe("greeter.events", |event: Response| async move {
+            story(
+                Kind::Event,
+                format_args!("greeter1 got greeter.events {:?}", event.msg),
+            );
+            Ok::<_, std::convert::Infallible>(())
+        });
     let breaker = greeter1.health().observe_breaker(breaker);
     let mut greeter1 = greeter1.wrap_client(breaker);
     let client_of_greeter2 = GreeterClient::new(greeter1.client().channel("greeter2"));
@@ -287,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
             "micro_request_total{",
             "micro_client_request_total{",
             "micro_breaker_transitions_total{",
+            "micro_broker_delivered_total{",
         ];
         metrics
             .encode()
