@@ -12,6 +12,8 @@ Examples:
   micro call --proto proto/greeter.proto -I proto greeter2 Greeter.Test '{\"name\": \"x\"}'
   micro health greeter1
   micro watch greeter1
+  micro subscribe greeter.events --proto proto/greeter.proto --message greeter.Response
+  micro publish greeter.events '{\"msg\": \"hi\"}' --proto proto/greeter.proto --message greeter.Response
   MICRO_REGISTRY_ADDRESS=10.0.0.1:2379 micro services --output json";
 
 /// The micro command: list, describe, call, health-check and watch services found in the
@@ -75,6 +77,12 @@ pub(crate) enum Command {
     /// Registry events as they happen: create, update, delete, with node and time.
     #[command(after_help = "Examples:\n  micro watch\n  micro watch greeter1 --output json")]
     Watch(WatchArgs),
+    /// Publishes one message (JSON, typed by --proto/--message) to a topic on the broker.
+    #[command(after_help = PUBLISH_HELP)]
+    Publish(crate::commands::events::PublishArgs),
+    /// Prints the messages of a topic as they arrive (one JSON line each with -o json).
+    #[command(after_help = SUBSCRIBE_HELP)]
+    Subscribe(crate::commands::events::SubscribeArgs),
     /// Prints a shell completion script.
     #[command(
         after_help = "Examples:\n  micro completions bash > /etc/bash_completion.d/micro\n  micro completions zsh > \"${fpath[1]}/_micro\"\n  micro completions fish > ~/.config/fish/completions/micro.fish"
@@ -96,6 +104,23 @@ Examples:
   echo '{\"name\": \"John\"}' | micro call greeter1 Greeter.Hello -
   micro call --proto greeter.proto -I ./proto greeter Greeter.Hello '{\"name\": \"John\"}'
   micro call --address 127.0.0.1:8081 greeter1 Greeter.Hello '{}'";
+
+const PUBLISH_HELP: &str = "\
+The message is protobuf-encoded in go-micro's envelope ({Header, Body} JSON on NATS, headers
+Content-Type: application/grpc+proto and Micro-Topic), so go-micro subscribers take it.
+
+Examples:
+  micro publish greeter.events '{\"msg\": \"hi\"}' --proto proto/greeter.proto --message greeter.Response
+  micro publish greeter.events - -m user=alice --proto greeter.proto --message greeter.Response < msg.json
+  micro publish orders '{}' --broker nats --broker_address 10.0.0.1:4222 --proto o.proto --message o.Order";
+
+const SUBSCRIBE_HELP: &str = "\
+Without --proto/--message the body is printed as base64.
+
+Examples:
+  micro subscribe greeter.events --proto proto/greeter.proto --message greeter.Response
+  micro subscribe greeter.events -o json --count 1 --proto greeter.proto --message greeter.Response
+  micro subscribe orders --queue audit --broker_address 10.0.0.1:4222";
 
 /// `micro describe [service] <name>`.
 #[derive(Debug, Args)]

@@ -1,5 +1,6 @@
 //! `micro`: go-micro's command-line tool for micro-rs (and go-micro) services, working from
-//! the registry: `services`, `describe`, `call` with JSON, `health`, `watch`.
+//! the registry: `services`, `describe`, `call` with JSON, `health`, `watch`; and events:
+//! `publish` and `subscribe`.
 //!
 //! Exit codes: 0 success; 1 a failed call (go-micro's error JSON on stderr) or a node not
 //! serving; 2 bad input (usage, malformed JSON, a field of the wrong type, an unknown
@@ -67,6 +68,8 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Call(args) => commands::call::run(&global, args).await,
         Command::Health(args) => commands::health::run(&global, args).await,
+        Command::Publish(args) => commands::events::publish(args, global.output).await,
+        Command::Subscribe(args) => commands::events::subscribe(args, global.output).await,
         Command::Watch(args) => {
             commands::watch::run(&Source::from_flags(&global)?, args.service, global.output).await
         }

@@ -103,7 +103,7 @@ pub(crate) async fn run(global: &Global, args: CallArgs) -> Result<(), CliError>
 }
 
 /// The request text as JSON; `-` reads stdin.
-fn read_request(text: &str) -> Result<serde_json::Value, CliError> {
+pub(crate) fn read_request(text: &str) -> Result<serde_json::Value, CliError> {
     let owned;
     let text = if text == "-" {
         let mut buffer = String::new();

@@ -64,7 +64,11 @@ fn render(versions: &[Service]) -> String {
 }
 
 fn endpoint_name(endpoint: &Endpoint) -> String {
-    if endpoint.metadata.get("stream").map(String::as_str) == Some("true") {
+    // go-micro lists a subscriber as an endpoint with the topic in its metadata.
+    if endpoint.metadata.get("subscriber").map(String::as_str) == Some("true") {
+        let topic = endpoint.metadata.get("topic").map_or("?", String::as_str);
+        format!("{} (subscriber of {topic})", endpoint.name)
+    } else if endpoint.metadata.get("stream").map(String::as_str) == Some("true") {
         format!("{} (stream)", endpoint.name)
     } else {
         endpoint.name.clone()
