@@ -20,6 +20,7 @@
 pub mod client;
 pub mod compare;
 pub mod discovery;
+pub mod events;
 pub mod gomicro;
 pub mod load;
 pub mod observe;

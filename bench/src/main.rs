@@ -121,6 +121,26 @@ enum Command {
         #[arg(long)]
         share_cpus: bool,
     },
+    /// Events: publish -> subscriber delivery through one local NATS (started here), micro
+    /// against bare async-nats in the same run, and go-micro's publisher -> subscriber
+    /// (`MICRO_INTEROP_BIN`'s goevents) with `--go`.
+    Events {
+        /// Rounds of every scenario (medians reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Messages per scenario and round.
+        #[arg(long, default_value_t = 100_000)]
+        messages: u64,
+        /// At most this many messages published and not yet received (Rust scenarios).
+        #[arg(long, default_value_t = 512)]
+        window: usize,
+        /// Size of the message's text, bytes.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Also go-micro (interop/cmd/goevents from MICRO_INTEROP_BIN or target/interop).
+        #[arg(long)]
+        go: bool,
+    },
     /// Registration and discovery latencies, idle RSS.
     Discovery {
         /// etcd endpoint to use instead of starting one.
@@ -314,6 +334,16 @@ async fn main() -> anyhow::Result<()> {
             }
             print!("{}", compare::table(&comparison));
             Ok(())
+        }
+        Command::Events {
+            rounds,
+            messages,
+            window,
+            size,
+            go,
+        } => {
+            let binaries = go.then(micro_test_support::require::go_binaries);
+            bench::events::run(rounds, messages, window, size, binaries.as_deref()).await
         }
         Command::Discovery {
             etcd,

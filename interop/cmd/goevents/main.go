@@ -10,7 +10,10 @@
 //	GOEVENTS_COUNT   pub: how many messages (msg "go <n>"), each in a trace of its own, with
 //	                 the metadata X-User=gopher; prints {"n":n,"trace_id":".."} per message
 //	GOEVENTS_QUEUE   sub: queue group (none: every message)
-//	GOEVENTS_QUIET   sub: print nothing per message; print {"received":n} on SIGTERM (bench)
+//	GOEVENTS_QUIET   the bench: no OpenTelemetry wrappers, nothing printed per message; pub prints {"published":n,"cpu_ms":..}
+//	                 at the end; sub prints {"received":n,"cpu_ms":..} once it has
+//	                 GOEVENTS_EXPECT messages, and on SIGTERM
+//	GOEVENTS_EXPECT  sub: how many messages make the bench's run complete
 //
 // sub prints {"ready":true} once subscribed, then per message one JSON line: the message,
 // the metadata the handler saw and the trace id of its "Sub from" span.
@@ -23,6 +26,7 @@ import (
 	"os"
 	"strconv"
 	"sync/atomic"
+	"syscall"
 
 	"go-micro.dev/v5"
 	grpcclient "go-micro.dev/v5/client/grpc"
@@ -50,6 +54,15 @@ func emit(v any) {
 	fmt.Println(string(b))
 }
 
+// cpuMillis is this process's user + system CPU time so far, in ms.
+func cpuMillis() int64 {
+	var usage syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
+		logger.Fatal(err)
+	}
+	return usage.Utime.Nano()/1e6 + usage.Stime.Nano()/1e6
+}
+
 func main() {
 	mode := os.Getenv("GOEVENTS_MODE")
 	topic := os.Getenv("GOEVENTS_TOPIC")
@@ -64,10 +77,15 @@ func main() {
 		micro.Server(grpcserver.NewServer()),
 		micro.Client(grpcclient.NewClient()),
 	)
-	service.Init(
-		micro.WrapClient(otelwrap.NewClientWrapper()),
-		micro.WrapSubscriber(otelwrap.NewSubscriberWrapper()),
-	)
+	// Parses go-micro's flags and environment (MICRO_BROKER, ...).
+	service.Init()
+	// The bench (GOEVENTS_QUIET) measures plain go-micro, as micro-rs's side runs untraced.
+	if os.Getenv("GOEVENTS_QUIET") == "" {
+		service.Init(
+			micro.WrapClient(otelwrap.NewClientWrapper()),
+			micro.WrapSubscriber(otelwrap.NewSubscriberWrapper()),
+		)
+	}
 
 	switch mode {
 	case "pub":
@@ -77,24 +95,33 @@ func main() {
 		}
 		event := micro.NewEvent(topic, service.Client())
 		tracer := otel.Tracer("goevents")
+		quiet := os.Getenv("GOEVENTS_QUIET") != ""
 		for n := 0; n < count; n++ {
 			ctx := metadata.NewContext(context.Background(), metadata.Metadata{"X-User": "gopher"})
 			ctx, span := tracer.Start(ctx, "goevents publish")
 			if err := event.Publish(ctx, &pb.Response{Msg: fmt.Sprintf("go %d", n)}); err != nil {
 				logger.Fatalf("publish %d: %v", n, err)
 			}
-			emit(map[string]any{"n": n, "trace_id": span.SpanContext().TraceID().String()})
+			if !quiet {
+				emit(map[string]any{"n": n, "trace_id": span.SpanContext().TraceID().String()})
+			}
 			span.End()
 		}
 		// go-micro's NATS publish is buffered by nats.go: closing the connection sends the rest.
 		if err := service.Options().Broker.Disconnect(); err != nil {
 			logger.Fatalf("disconnect: %v", err)
 		}
+		if quiet {
+			emit(map[string]int64{"published": int64(count), "cpu_ms": cpuMillis()})
+		}
 	case "sub":
 		quiet := os.Getenv("GOEVENTS_QUIET") != ""
+		expect, _ := strconv.ParseInt(os.Getenv("GOEVENTS_EXPECT"), 10, 64)
 		var received atomic.Int64
 		handler := func(ctx context.Context, msg *pb.Response) error {
-			received.Add(1)
+			if n := received.Add(1); n == expect {
+				emit(map[string]int64{"received": n, "cpu_ms": cpuMillis()})
+			}
 			if quiet {
 				return nil
 			}
@@ -115,7 +142,10 @@ func main() {
 		}
 		service.Init(
 			micro.AfterStart(func() error { emit(map[string]bool{"ready": true}); return nil }),
-			micro.AfterStop(func() error { emit(map[string]int64{"received": received.Load()}); return nil }),
+			micro.AfterStop(func() error {
+				emit(map[string]int64{"received": received.Load(), "cpu_ms": cpuMillis()})
+				return nil
+			}),
 		)
 		if err := service.Run(); err != nil {
 			logger.Fatal(err)
