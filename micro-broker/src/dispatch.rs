@@ -187,6 +187,7 @@ async fn run(
         }
     };
     let record = Arc::new(record);
+    let inline = in_flight.available_permits() == 1;
     loop {
         // A permit first: the next message is taken only when there is room for it.
         let permit = tokio::select! {
@@ -215,27 +216,39 @@ async fn run(
             topic: delivery.topic,
             message,
         };
-        let handler = handler.clone();
-        let record = record.clone();
-        tokio::spawn(async move {
-            let topic = event.topic.clone();
-            let handled = AssertUnwindSafe(handler.oneshot(event))
-                .catch_unwind()
-                .await;
-            let outcome = match handled {
-                Ok(Ok(())) => Outcome::Delivered,
-                Ok(Err(error)) => {
-                    tracing::warn!(%topic, %error, "subscriber failed");
-                    Outcome::Failed
-                }
-                Err(_) => {
-                    tracing::error!(%topic, "subscriber panicked");
-                    Outcome::Failed
-                }
-            };
-            record(&topic, outcome);
-            drop(permit);
-        });
+        let handle = handle(handler.clone(), event, record.clone(), permit);
+        if inline {
+            // One at a time: no task per message, the order kept.
+            handle.await;
+        } else {
+            tokio::spawn(handle);
+        }
     }
     tracing::debug!(topic = subscription.topic(), "subscriber ended");
+}
+
+/// Runs one event through the handler, records how it ended, then frees its permit.
+async fn handle(
+    handler: Handler,
+    event: Event,
+    record: Arc<impl Fn(&str, Outcome)>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    let topic = event.topic.clone();
+    let handled = AssertUnwindSafe(handler.oneshot(event))
+        .catch_unwind()
+        .await;
+    let outcome = match handled {
+        Ok(Ok(())) => Outcome::Delivered,
+        Ok(Err(error)) => {
+            tracing::warn!(%topic, %error, "subscriber failed");
+            Outcome::Failed
+        }
+        Err(_) => {
+            tracing::error!(%topic, "subscriber panicked");
+            Outcome::Failed
+        }
+    };
+    record(&topic, outcome);
+    drop(permit);
 }
