@@ -77,11 +77,10 @@ fn histogram() -> Histogram<u64> {
 
 /// The message micro publishes: its text carries the send time, padded to `size` bytes.
 fn message(sent_ns: u64, size: usize) -> Response {
-    let mut msg = sent_ns.to_string();
-    msg.push(' ');
-    while msg.len() < size {
-        msg.push('x');
-    }
+    use std::fmt::Write as _;
+    let mut msg = String::with_capacity(size.max(21));
+    let _ = write!(msg, "{sent_ns:020} ");
+    msg.extend(std::iter::repeat_n('x', size.saturating_sub(msg.len())));
     Response { msg }
 }
 

@@ -51,7 +51,7 @@ pub fn extract(message: &Message) -> CallContext {
             continue;
         }
         let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()),
+            HeaderName::from_bytes(key.as_bytes()),
             HeaderValue::from_str(value),
         ) else {
             continue;
@@ -126,7 +126,7 @@ pub fn parse_traceparent(value: &str) -> Option<TraceParent> {
     {
         return None;
     }
-    if version == "00" && parts.next().is_some() {
+    if u8::from_str_radix(version, 16).is_err() || (version == "00" && parts.next().is_some()) {
         return None;
     }
     let trace_id = u128::from_str_radix(trace, 16).ok()?;

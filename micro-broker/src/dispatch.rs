@@ -26,7 +26,7 @@ use futures::{FutureExt as _, StreamExt as _};
 use micro_core::BoxError;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tower::{ServiceExt as _, util::BoxCloneSyncService};
+use tower::{Service as _, ServiceExt as _, util::BoxCloneSyncService};
 
 use crate::{Message, Subscription};
 
@@ -174,7 +174,7 @@ pub fn spawn(
 
 async fn run(
     mut subscription: Subscription,
-    handler: Handler,
+    mut handler: Handler,
     in_flight: Arc<Semaphore>,
     stats: Arc<SubscriberStats>,
     observer: Option<Observer>,
@@ -216,12 +216,18 @@ async fn run(
             topic: delivery.topic,
             message,
         };
-        let handle = handle(handler.clone(), event, record.clone(), permit);
+        let topic = event.topic.clone();
         if inline {
-            // One at a time: no task per message, the order kept.
-            handle.await;
+            // One at a time: no task per message, the order kept, the handler not cloned.
+            let handled = async {
+                let ready = handler.ready().await?;
+                ready.call(event).await
+            };
+            handle(handled, topic, &*record, permit).await;
         } else {
-            tokio::spawn(handle);
+            let handled = handler.clone().oneshot(event);
+            let record = record.clone();
+            tokio::spawn(async move { handle(handled, topic, &*record, permit).await });
         }
     }
     tracing::debug!(topic = subscription.topic(), "subscriber ended");
@@ -229,15 +235,12 @@ async fn run(
 
 /// Runs one event through the handler, records how it ended, then frees its permit.
 async fn handle(
-    handler: Handler,
-    event: Event,
-    record: Arc<impl Fn(&str, Outcome)>,
+    handled: impl std::future::Future<Output = Result<(), BoxError>>,
+    topic: Arc<str>,
+    record: &impl Fn(&str, Outcome),
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
-    let topic = event.topic.clone();
-    let handled = AssertUnwindSafe(handler.oneshot(event))
-        .catch_unwind()
-        .await;
+    let handled = AssertUnwindSafe(handled).catch_unwind().await;
     let outcome = match handled {
         Ok(Ok(())) => Outcome::Delivered,
         Ok(Err(error)) => {

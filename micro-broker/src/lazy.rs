@@ -74,9 +74,13 @@ impl Broker for Lazy {
         }
     }
 
-    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), Error>> {
-        let topic = topic.to_owned();
-        Box::pin(async move { self.connect().await?.publish(&topic, message).await })
+    fn publish<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(async move {
+            match self.connected.get() {
+                Some(broker) => broker.publish(topic, message).await,
+                None => self.connect().await?.publish(topic, message).await,
+            }
+        })
     }
 
     fn subscribe(

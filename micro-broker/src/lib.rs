@@ -190,7 +190,7 @@ pub trait Broker: Send + Sync + 'static {
     fn address(&self) -> String;
 
     /// Publishes `message` to `topic`. Returns once the broker took it (not once delivered).
-    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), Error>>;
+    fn publish<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<(), Error>>;
 
     /// Subscribes to `topic`.
     fn subscribe(
@@ -207,7 +207,7 @@ impl<B: Broker + ?Sized> Broker for Arc<B> {
     fn address(&self) -> String {
         (**self).address()
     }
-    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), Error>> {
+    fn publish<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<(), Error>> {
         (**self).publish(topic, message)
     }
     fn subscribe(

@@ -108,7 +108,7 @@ impl Broker for Memory {
         String::new()
     }
 
-    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), Error>> {
+    fn publish<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<(), Error>> {
         self.deliver(topic, message);
         Box::pin(async { Ok(()) })
     }

@@ -187,22 +187,21 @@ impl Broker for Nats {
         self.address.to_string()
     }
 
-    fn publish(&self, topic: &str, message: Message) -> BoxFuture<'_, Result<(), Error>> {
-        let topic = topic.to_owned();
+    fn publish<'a>(&'a self, topic: &'a str, message: Message) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(async move {
             if !self.is_connected() {
                 self.stats.refused.fetch_add(1, Ordering::Relaxed);
                 return Err(Error::NotConnected {
-                    topic,
+                    topic: topic.to_owned(),
                     address: self.address.to_string(),
                 });
             }
             let payload = envelope::encode(&message);
             self.client
-                .publish(topic.clone(), payload)
+                .publish(async_nats::Subject::from(topic), payload)
                 .await
                 .map_err(|e| Error::Publish {
-                    topic,
+                    topic: topic.to_owned(),
                     reason: e.to_string(),
                 })
         })

@@ -46,7 +46,7 @@ pub fn broker_service(broker: Arc<dyn Broker>) -> PublishService {
 /// Publishes messages of type `M` on one topic.
 pub struct Publisher<M> {
     topic: Arc<str>,
-    service: PublishService,
+    path: Path,
     counters: Option<Arc<TopicCounters>>,
     _message: PhantomData<fn(&M)>,
 }
@@ -55,7 +55,7 @@ impl<M> Clone for Publisher<M> {
     fn clone(&self) -> Self {
         Publisher {
             topic: self.topic.clone(),
-            service: self.service.clone(),
+            path: self.path.clone(),
             counters: self.counters.clone(),
             _message: PhantomData,
         }
@@ -70,6 +70,13 @@ impl<M> std::fmt::Debug for Publisher<M> {
     }
 }
 
+/// How a publisher reaches its broker: straight, or through publish wrappers.
+#[derive(Clone)]
+enum Path {
+    Direct(Arc<dyn Broker>),
+    Wrapped(PublishService),
+}
+
 impl<M: prost::Message> Publisher<M> {
     /// A publisher on `topic` through `service` (the wrapped publish path), counting in
     /// `counters` if given.
@@ -80,7 +87,22 @@ impl<M: prost::Message> Publisher<M> {
     ) -> Self {
         Publisher {
             topic: topic.into(),
-            service,
+            path: Path::Wrapped(service),
+            counters,
+            _message: PhantomData,
+        }
+    }
+
+    /// A publisher on `topic` straight to `broker` (no publish wrappers: no tower service per
+    /// message), counting in `counters` if given.
+    pub fn direct(
+        topic: impl Into<Arc<str>>,
+        broker: Arc<dyn Broker>,
+        counters: Option<Arc<TopicCounters>>,
+    ) -> Self {
+        Publisher {
+            topic: topic.into(),
+            path: Path::Direct(broker),
             counters,
             _message: PhantomData,
         }
@@ -109,43 +131,52 @@ impl<M: prost::Message> Publisher<M> {
     /// Publishes an already encoded message as it is (headers and body), through the same
     /// wrappers.
     pub async fn publish_raw(&self, message: Message) -> Result<(), Error> {
-        let publication = Publication {
-            topic: self.topic.clone(),
-            message,
+        let result = match &self.path {
+            Path::Direct(broker) => broker.publish(&self.topic, message).await,
+            Path::Wrapped(service) => {
+                let publication = Publication {
+                    topic: self.topic.clone(),
+                    message,
+                };
+                let result = service.clone().oneshot(publication).await;
+                result.map_err(|error| match error.downcast::<Error>() {
+                    Ok(error) => *error,
+                    Err(other) => Error::Wrapper {
+                        topic: self.topic.to_string(),
+                        source: other,
+                    },
+                })
+            }
         };
-        let result = self.service.clone().oneshot(publication).await;
         if let Some(counters) = &self.counters {
             match result {
                 Ok(()) => counters.published(),
                 Err(_) => counters.failed(),
             }
         }
-        result.map_err(|error| match error.downcast::<Error>() {
-            Ok(error) => *error,
-            Err(other) => Error::Wrapper {
-                topic: self.topic.to_string(),
-                source: other,
-            },
-        })
+        result
     }
 }
+
+/// The content types go-micro's codec table maps to protobuf.
+const PROTOBUF: [&str; 5] = [
+    "application/grpc+proto",
+    "application/grpc",
+    "application/proto",
+    "application/protobuf",
+    "application/octet-stream",
+];
 
 /// Decodes a body of `content_type` as the protobuf message `M`.
 pub fn decode<M: prost::Message + Default>(message: &Message) -> Result<M, BoxError> {
     let content_type = message.get(CONTENT_TYPE).unwrap_or(DEFAULT_CONTENT_TYPE);
-    let base = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    match base.as_str() {
-        ""
-        | "application/grpc+proto"
-        | "application/grpc"
-        | "application/proto"
-        | "application/protobuf"
-        | "application/octet-stream" => Ok(M::decode(message.body.as_ref())?),
+    let base = content_type.split(';').next().unwrap_or_default().trim();
+    let protobuf = base.is_empty()
+        || PROTOBUF
+            .iter()
+            .any(|known| known.eq_ignore_ascii_case(base));
+    match base {
+        _ if protobuf => Ok(M::decode(message.body.as_ref())?),
         other => Err(format!(
             "content type {other:?}: micro-rs subscribers decode protobuf bodies \
              (application/grpc+proto and its aliases)"

@@ -9,6 +9,9 @@
 //! `GREETER1_BREAKER_OPEN_SECS=2` gives its client of greeter2 the demo's breaker (a gobreaker
 //! that answers `Greeter.Test` with a fallback while open and probes again after that many
 //! seconds); the flags' breakers (`MICRO_CLIENT_BREAKER`) have no fallback and stay open 60 s.
+//!
+//! With `MICRO_BROKER` set it also subscribes to `greeter.events` (what greeter2 publishes)
+//! and logs each event at `info`.
 
 use std::time::Duration;
 
@@ -64,6 +67,12 @@ async fn main() -> anyhow::Result<()> {
         service = service.wrap_client(breaker);
     }
     let mut service = service.init();
+    if std::env::var_os("MICRO_BROKER").is_some_and(|b| !b.is_empty()) {
+        service = service.subscribe("greeter.events", |event: Response| async move {
+            tracing::info!(msg = %event.msg, "greeter.events");
+            Ok::<_, std::convert::Infallible>(())
+        });
+    }
     let greeter2 = GreeterClient::new(service.client().channel("greeter2"));
     service
         .handle(GreeterServer::new(Greeter1 { greeter2 }))

@@ -235,11 +235,15 @@ impl Service {
     /// ```
     pub fn publisher<M: prost::Message>(&self, topic: impl Into<String>) -> Publisher<M> {
         let topic: String = topic.into();
-        let mut service = micro_broker::typed::broker_service(Arc::new(self.events.broker.clone()));
+        let broker: Arc<dyn Broker> = Arc::new(self.events.broker.clone());
+        let counters = self.events.metrics.topic(&topic);
+        if self.events.publish_wrappers.is_empty() {
+            return Publisher::direct(topic, broker, Some(counters));
+        }
+        let mut service = micro_broker::typed::broker_service(broker);
         for wrap in self.events.publish_wrappers.iter().rev() {
             service = wrap(service);
         }
-        let counters = self.events.metrics.topic(&topic);
         Publisher::new(topic, service, Some(counters))
     }
 
