@@ -7,7 +7,7 @@ the first failure raises and the script exits non-zero. Third-party client: Pyth
 stubs generated from proto/proto/greeter.proto at run time with grpc_tools.
 
 Ports: the compose file's defaults on 127.0.0.1 (greeter1 gRPC 8081, metrics 9001/9002,
-etcd 2379, Jaeger query 16686, Zipkin 9411, Prometheus 9090).
+etcd 2379, NATS monitoring 8222, Jaeger query 16686, Zipkin 9411, Prometheus 9090).
 """
 import base64
 import json
@@ -378,9 +378,29 @@ def step_etcd_replaced(caller):
     check(msg, f"calls succeed again ({waited:.1f} s): {msg!r}")
 
 
+def step_events(caller):
+    """greeter2 publishes each Test answer on greeter.events through NATS; greeter1's
+    subscriber handles them (its micro_broker_delivered_total grows)."""
+    print("== events: greeter2 -> NATS -> greeter1", flush=True)
+    delivered = 'micro_broker_delivered_total{topic="greeter.events"}'
+    published = 'micro_broker_published_total{topic="greeter.events"}'
+    before = series(9001, delivered)
+    for i in range(5):
+        code, _ = caller.hello(f"event-{i}")
+        check(code == "OK", f"event call {i}: {code}")
+    ok, _ = poll(10, lambda: series(9001, delivered) >= before + 5)
+    check(ok, f"greeter1 handled greeter2's events: {delivered} "
+              f"{before:g} -> {series(9001, delivered):g}")
+    check(series(9002, published) >= 5,
+          f"greeter2 published them: {published} {series(9002, published):g}")
+    healthz = http_status(f"http://{HOST}:8222/healthz")
+    check(healthz == 200, f"NATS /healthz answers {healthz}")
+
+
 def main():
     caller = Caller()
     step_calls(caller)
+    step_events(caller)
     step_trace(caller)
     step_burst(caller)
     step_prometheus(caller)
