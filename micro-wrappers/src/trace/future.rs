@@ -17,7 +17,8 @@ use super::service::SpanEnd;
 pin_project! {
     #[project = InnerProjection]
     enum Inner<F> {
-        /// A handler's future, run with the call's context (its server span) as current.
+        /// A handler's future, run with a context of its own carrying its server span (a bare
+        /// tonic app: no server entry set a context).
         Scoped { #[pin] future: TaskLocalFuture<CallContext, F> },
         /// A call made (or an untraced call).
         Plain { #[pin] future: F },
@@ -25,10 +26,9 @@ pin_project! {
 }
 
 pin_project! {
-    /// The response future of [`Trace`](super::Trace): the inner future, polled with the
-    /// call's span as the local parent (so that the spans the handler opens are its
-    /// children), ending the span with the call: at the response head, at the end of its body
-    /// (streams), on an error, or as cancelled when dropped first.
+    /// The response future of [`Trace`](super::Trace): the inner future, ending the span with
+    /// the call: at the response head, at the end of its body (streams), on an error, or as
+    /// cancelled when dropped first.
     pub struct ResponseFuture<F> {
         #[pin]
         inner: Inner<F>,
@@ -70,14 +70,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = match this.inner.project() {
-            InnerProjection::Scoped { future } => {
-                let _parent = this
-                    .end
-                    .as_ref()
-                    .and_then(SpanEnd::span)
-                    .map(fastrace::Span::set_local_parent);
-                std::task::ready!(future.poll(cx))
-            }
+            InnerProjection::Scoped { future } => std::task::ready!(future.poll(cx)),
             InnerProjection::Plain { future } => std::task::ready!(future.poll(cx)),
         };
         let Some(end) = this.end.take() else {

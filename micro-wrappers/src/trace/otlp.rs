@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use fastrace::collector::SpanRecord;
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     resource::v1::Resource,
@@ -15,37 +14,9 @@ use super::{
     Side,
     config::{ConfigError, OtlpProtocol, Resolved},
     export::{Export, Maker},
-    service::{CODE_KEY, ENDPOINT_KEY, ERROR_KEY, Endpoint, endpoint_of},
+    record::SpanRecord,
+    service::{CODE_KEY, Endpoint},
 };
-
-/// What the exporters read from a span: its endpoint (ours) and its error, if any.
-pub(crate) struct View<'a> {
-    pub(crate) endpoint: Option<&'static Endpoint>,
-    pub(crate) error: Option<&'a str>,
-}
-
-pub(crate) fn view(span: &SpanRecord) -> View<'_> {
-    let mut view = View {
-        endpoint: None,
-        error: None,
-    };
-    for (key, value) in &span.properties {
-        if key == ENDPOINT_KEY {
-            view.endpoint = endpoint_of(value);
-        } else if key == ERROR_KEY {
-            view.error = Some(value);
-        }
-    }
-    view
-}
-
-/// The properties a user set, and ours but the internal ones.
-pub(crate) fn tags(span: &SpanRecord) -> impl Iterator<Item = (&str, &str)> {
-    span.properties
-        .iter()
-        .filter(|(key, _)| key != ENDPOINT_KEY && key != ERROR_KEY)
-        .map(|(key, value)| (&**key, &**value))
-}
 
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -148,10 +119,12 @@ impl Encoder {
     pub(crate) fn encode(&mut self, spans: &[SpanRecord]) {
         self.spans.clear();
         for record in spans {
-            let view = view(record);
-            let code = fill(&mut self.span, record, &view);
-            let code: &[u8] = code.map_or(&[], |code| &self.codes[code]);
-            let attributes: &[u8] = match view.endpoint {
+            fill(&mut self.span, record);
+            let code: &[u8] = match record.code {
+                Some(code) => self.codes.get(code as usize).map_or(&[], |c| &c[..]),
+                None => &[],
+            };
+            let attributes: &[u8] = match record.endpoint {
                 Some(endpoint) => Self::attributes(&mut self.attributes, endpoint),
                 None => &[],
             };
@@ -181,22 +154,22 @@ impl Encoder {
 const CODES: i64 = 17;
 
 /// Refills `span` with `record`, reusing its buffers; the endpoint's attributes and the
-/// status code attribute (returned, when it is a gRPC code) are added encoded by the caller.
-fn fill(span: &mut Span, record: &SpanRecord, view: &View<'_>) -> Option<usize> {
+/// status code attribute are added encoded by the caller.
+fn fill(span: &mut Span, record: &SpanRecord) {
     span.trace_id.clear();
     span.trace_id
-        .extend_from_slice(&record.trace_id.0.to_be_bytes());
+        .extend_from_slice(&record.trace_id.to_be_bytes());
     span.span_id.clear();
     span.span_id
-        .extend_from_slice(&record.span_id.0.to_be_bytes());
+        .extend_from_slice(&record.span_id.to_be_bytes());
     span.parent_span_id.clear();
-    if record.parent_id.0 != 0 {
+    if record.parent_id != 0 {
         span.parent_span_id
-            .extend_from_slice(&record.parent_id.0.to_be_bytes());
+            .extend_from_slice(&record.parent_id.to_be_bytes());
     }
     span.name.clear();
-    span.name.push_str(&record.name);
-    span.kind = match view.endpoint.map(|e| e.side) {
+    span.name.push_str(record.name());
+    span.kind = match record.endpoint.map(|e| e.side) {
         Some(Side::Server) => span::SpanKind::Server,
         Some(Side::Client) => span::SpanKind::Client,
         None => span::SpanKind::Internal,
@@ -204,41 +177,17 @@ fn fill(span: &mut Span, record: &SpanRecord, view: &View<'_>) -> Option<usize> 
     span.start_time_unix_nano = record.begin_time_unix_ns;
     span.end_time_unix_nano = record.begin_time_unix_ns + record.duration_ns;
     span.attributes.clear();
-    let mut code = None;
-    for (key, value) in tags(record) {
-        if key == CODE_KEY
-            && code.is_none()
-            && let Ok(n) = value.parse::<i64>()
-            && (0..CODES).contains(&n)
-        {
-            code = Some(n as usize);
-            continue;
-        }
-        span.attributes.push(match (key, value.parse::<i64>()) {
-            (CODE_KEY, Ok(code)) => KeyValue {
-                key: key.to_owned(),
-                value: Some(AnyValue {
-                    value: Some(Value::IntValue(code)),
-                }),
-                ..Default::default()
-            },
-            _ => text(key, value),
-        });
-    }
-    span.events.clear();
-    span.events
-        .extend(record.events.iter().map(|e| span::Event {
-            time_unix_nano: e.timestamp_unix_ns,
-            name: e.name.to_string(),
-            attributes: e.properties.iter().map(|(k, v)| text(k, v)).collect(),
-            dropped_attributes_count: 0,
-        }));
-    span.status = view.error.map(|message| Status {
-        message: message.to_owned(),
+    span.attributes.extend(
+        record
+            .properties
+            .iter()
+            .map(|(key, value)| text(key, value)),
+    );
+    span.status = record.error.as_ref().map(|message| Status {
+        message: message.to_string(),
         code: status::StatusCode::Error as i32,
     });
     span.flags = 0x100 | 1;
-    code
 }
 
 /// Sends encoded `ExportTraceServiceRequest` bytes as they are (tonic's codec for a message
@@ -414,7 +363,6 @@ impl Export for Http {
 
 #[cfg(test)]
 mod tests {
-    use fastrace::collector::{SpanId, TraceId};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message as _;
 
@@ -432,24 +380,24 @@ mod tests {
             usize::MAX,
         );
         let ours = SpanRecord {
-            trace_id: TraceId(7),
-            span_id: SpanId(8),
-            parent_id: SpanId(9),
+            trace_id: 7,
+            span_id: 8,
+            parent_id: 9,
             begin_time_unix_ns: 1_000,
             duration_ns: 500,
-            name: endpoint.name.into(),
-            properties: vec![
-                (ENDPOINT_KEY.into(), endpoint.key().into()),
-                (CODE_KEY.into(), "14".into()),
-                (ERROR_KEY.into(), "down".into()),
-            ],
+            endpoint: Some(endpoint),
+            code: Some(14),
+            error: Some("down".into()),
             ..Default::default()
         };
         let users = SpanRecord {
-            span_id: SpanId(10),
-            parent_id: SpanId(8),
-            name: "user".into(),
-            properties: vec![("k".into(), "v".into())],
+            span_id: 10,
+            parent_id: 8,
+            endpoint: None,
+            name: "user",
+            code: None,
+            error: None,
+            properties: vec![("k", "v".into())],
             ..ours.clone()
         };
         let mut encoder = Encoder::new("svc");
