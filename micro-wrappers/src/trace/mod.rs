@@ -50,6 +50,7 @@ pub use config::{
 pub use export::{ExportError, SpanStats, Tracing};
 pub use future::ResponseFuture;
 pub use layer::TraceLayer;
+pub(crate) use service::Tracer;
 pub use service::{SpanEnd, Trace};
 pub use user::HandlerSpans;
 

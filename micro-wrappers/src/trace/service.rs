@@ -28,8 +28,7 @@ use super::{
 #[derive(Clone, Debug)]
 pub struct Trace<S> {
     inner: S,
-    tracing: Tracing,
-    side: Side,
+    tracer: Tracer,
 }
 
 impl<S> Trace<S> {
@@ -37,8 +36,7 @@ impl<S> Trace<S> {
     pub fn new(inner: S, tracing: Tracing, side: Side) -> Self {
         Trace {
             inner,
-            tracing,
-            side,
+            tracer: Tracer { tracing, side },
         }
     }
 
@@ -70,47 +68,63 @@ where
 {
     type Response = Response<OutcomeBody<ResBody, SpanEnd>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, SpanEnd>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        let (end, context) = self.tracer.start(&mut request);
+        ResponseFuture::new(self.inner.call(request), context, end)
+    }
+}
+
+/// One side of one [`Tracing`]: starts the spans of the calls it sees.
+#[derive(Clone, Debug)]
+pub(crate) struct Tracer {
+    pub(crate) tracing: Tracing,
+    pub(crate) side: Side,
+}
+
+impl Tracer {
+    pub(crate) fn new(tracing: &Tracing, side: Side) -> Self {
+        Tracer {
+            tracing: tracing.clone(),
+            side,
+        }
+    }
+
+    /// Starts the call's span (if sampled): a server span is set in the call's context, for
+    /// the spans its handler opens and the calls it makes (in the server entry's context, or
+    /// else in the one returned, for the handler's future); a client span is injected into
+    /// the request's headers.
+    pub(crate) fn start<B>(&self, request: &mut Request<B>) -> (SpanEnd, Option<CallContext>) {
         if is_infrastructure(request.uri().path()) {
-            return ResponseFuture::plain(self.inner.call(request), SpanEnd(None));
+            return (SpanEnd(None), None);
         }
         match self.side {
             Side::Server => {
-                let (span, parent) = self.server_span(&request);
-                // The spans the handler opens and the calls it makes find their parent in the
-                // call's context: the server entry's, set in place, else one of our own.
+                let (span, parent) = self.server_span(request);
                 let mut parent = Some(parent);
                 CallContext::with_current(|context| {
                     if let Some(parent) = parent.take() {
                         context.set_trace(parent);
                     }
                 });
-                let future = self.inner.call(request);
-                match parent {
-                    None => ResponseFuture::plain(future, SpanEnd(span)),
-                    Some(parent) => ResponseFuture::scoped(
-                        CallContext::with_trace(parent).scope(future),
-                        SpanEnd(span),
-                    ),
-                }
+                (SpanEnd(span), parent.map(CallContext::with_trace))
             }
             Side::Client => {
                 let (span, parent) = self.client_span();
                 propagate::inject(request.headers_mut(), &self.tracing.inner.formats, &parent);
-                let span = span.map(|open| open.at(self.endpoint(&request)));
-                ResponseFuture::plain(self.inner.call(request), SpanEnd(span))
+                (
+                    SpanEnd(span.map(|open| open.at(self.endpoint(request)))),
+                    None,
+                )
             }
         }
     }
-}
 
-impl<S> Trace<S> {
     fn endpoint<B>(&self, request: &Request<B>) -> &'static Endpoint {
         let info = CallInfo::of(request);
         let node = if self.side == Side::Server {
@@ -222,6 +236,13 @@ pub(crate) struct Open {
 
 /// Ends a call's span with its outcome (nothing for unsampled or untraced calls).
 pub struct SpanEnd(pub(crate) Option<Open>);
+
+impl SpanEnd {
+    /// Ends no span.
+    pub(crate) fn none() -> Self {
+        SpanEnd(None)
+    }
+}
 
 impl std::fmt::Debug for SpanEnd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
