@@ -16,8 +16,9 @@ pin_project! {
     #[project = InnerProjection]
     enum Inner<F> {
         /// A handler's future, run with a context of its own carrying its server span (a bare
-        /// tonic app: no server entry set a context).
-        Scoped { #[pin] future: TaskLocalFuture<CallContext, F> },
+        /// tonic app: no server entry set a context). Boxed, so that the common future stays
+        /// small.
+        Scoped { future: Pin<Box<TaskLocalFuture<CallContext, F>>> },
         /// A call made, or a handler's future in the server entry's context.
         Plain { #[pin] future: F },
     }
@@ -48,7 +49,7 @@ impl<F: Future, E: OnOutcome> ResponseFuture<F, E> {
     pub(crate) fn new(future: F, context: Option<CallContext>, end: E) -> Self {
         let inner = match context {
             Some(context) => Inner::Scoped {
-                future: context.scope(future),
+                future: Box::pin(context.scope(future)),
             },
             None => Inner::Plain { future },
         };
@@ -70,7 +71,7 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = match this.inner.project() {
-            InnerProjection::Scoped { future } => std::task::ready!(future.poll(cx)),
+            InnerProjection::Scoped { future } => std::task::ready!(future.as_mut().poll(cx)),
             InnerProjection::Plain { future } => std::task::ready!(future.poll(cx)),
         };
         let Some(end) = this.end.take() else {

@@ -37,11 +37,15 @@ pub(crate) struct Encoder {
     resource: Vec<u8>,
     /// `scope` (field 1 of `ScopeSpans`), encoded.
     scope: Vec<u8>,
-    /// The endpoints' attributes (field 9 of `Span`), encoded, by endpoint.
-    attributes: Vec<Option<Vec<u8>>>,
+    /// What every span of an endpoint says (name, kind, attributes: the official `Span` type
+    /// with those fields only), encoded, by endpoint.
+    endpoints: Vec<Option<Vec<u8>>>,
     /// The status code attribute (field 9 of `Span`), encoded, by gRPC code.
     codes: Vec<Vec<u8>>,
+    /// A span the handler opened, refilled in place.
     span: Span,
+    /// The fields of a call's span that change from span to span, encoded.
+    head: Vec<u8>,
     spans: Vec<u8>,
     /// The request of the last batch.
     pub(crate) out: Vec<u8>,
@@ -75,7 +79,7 @@ impl Encoder {
         Encoder {
             resource,
             scope,
-            attributes: Vec::new(),
+            endpoints: Vec::new(),
             codes: (0..CODES)
                 .map(|code| {
                     let mut out = Vec::new();
@@ -92,26 +96,34 @@ impl Encoder {
                 })
                 .collect(),
             span: Span::default(),
+            head: Vec::new(),
             spans: Vec::new(),
             out: Vec::new(),
         }
     }
 
-    /// The endpoint's attributes, encoded once.
-    fn attributes<'a>(
-        cache: &'a mut Vec<Option<Vec<u8>>>,
-        endpoint: &'static Endpoint,
-    ) -> &'a [u8] {
+    /// What every span of the endpoint says, encoded once.
+    fn endpoint<'a>(cache: &'a mut Vec<Option<Vec<u8>>>, endpoint: &'static Endpoint) -> &'a [u8] {
         let index = endpoint.index();
         if cache.len() <= index {
             cache.resize(index + 1, None);
         }
         cache[index].get_or_insert_with(|| {
-            let mut out = Vec::new();
-            for (key, value) in &endpoint.attributes {
-                prost::encoding::message::encode(9, &text(key, value), &mut out);
+            let kind = match endpoint.side {
+                Side::Server => span::SpanKind::Server,
+                Side::Client => span::SpanKind::Client,
+            };
+            Span {
+                name: endpoint.name.to_owned(),
+                kind: kind as i32,
+                attributes: endpoint
+                    .attributes
+                    .iter()
+                    .map(|(key, value)| text(key, value))
+                    .collect(),
+                ..Default::default()
             }
-            out
+            .encode_to_vec()
         })
     }
 
@@ -119,21 +131,29 @@ impl Encoder {
     pub(crate) fn encode(&mut self, spans: &[SpanRecord]) {
         self.spans.clear();
         for record in spans {
-            fill(&mut self.span, record);
+            let Some(endpoint) = record.endpoint else {
+                // A span the handler opened: through the official type.
+                fill(&mut self.span, record);
+                header(&mut self.spans, 2, self.span.encoded_len());
+                // `encode` cannot fail on a Vec (it grows).
+                let _ = self.span.encode(&mut self.spans);
+                continue;
+            };
+            // A call's span: its ids, times, status and flags written here, the rest as
+            // encoded once for its endpoint (a message's fields may come in any order).
+            write_head(&mut self.head, record);
             let code: &[u8] = match record.code {
                 Some(code) => self.codes.get(code as usize).map_or(&[], |c| &c[..]),
                 None => &[],
             };
-            let attributes: &[u8] = match record.endpoint {
-                Some(endpoint) => Self::attributes(&mut self.attributes, endpoint),
-                None => &[],
-            };
-            // Encoded in place: the span, then its encoded attributes.
-            let len = self.span.encoded_len() + attributes.len() + code.len();
-            header(&mut self.spans, 2, len);
-            // `encode` cannot fail on a Vec (it grows).
-            let _ = self.span.encode(&mut self.spans);
-            self.spans.extend_from_slice(attributes);
+            let endpoint = Self::endpoint(&mut self.endpoints, endpoint);
+            header(
+                &mut self.spans,
+                2,
+                self.head.len() + endpoint.len() + code.len(),
+            );
+            self.spans.extend_from_slice(&self.head);
+            self.spans.extend_from_slice(endpoint);
             self.spans.extend_from_slice(code);
         }
         let scope_spans = self.scope.len() + self.spans.len();
@@ -153,8 +173,44 @@ impl Encoder {
 /// The gRPC status codes, 0 to 16, whose attribute is encoded once.
 const CODES: i64 = 17;
 
-/// Refills `span` with `record`, reusing its buffers; the endpoint's attributes and the
-/// status code attribute are added encoded by the caller.
+/// The fields of `Span` that change from span to span: trace id (1), span id (2), parent
+/// span id (4), start (7) and end (8) times, status (15), flags (16).
+fn write_head(out: &mut Vec<u8>, record: &SpanRecord) {
+    use prost::encoding::{WireType, encode_key};
+    out.clear();
+    header(out, 1, 16);
+    out.extend_from_slice(&record.trace_id.to_be_bytes());
+    header(out, 2, 8);
+    out.extend_from_slice(&record.span_id.to_be_bytes());
+    if record.parent_id != 0 {
+        header(out, 4, 8);
+        out.extend_from_slice(&record.parent_id.to_be_bytes());
+    }
+    encode_key(7, WireType::SixtyFourBit, out);
+    out.extend_from_slice(&record.begin_time_unix_ns.to_le_bytes());
+    encode_key(8, WireType::SixtyFourBit, out);
+    out.extend_from_slice(&(record.begin_time_unix_ns + record.duration_ns).to_le_bytes());
+    if let Some(message) = &record.error {
+        let status = Status {
+            message: message.to_string(),
+            code: status::StatusCode::Error as i32,
+        };
+        prost::encoding::message::encode(15, &status, out);
+    }
+    // A server span's parent is the caller's span, in another process.
+    let remote = record.parent_id != 0 && record.endpoint.is_some_and(|e| e.side == Side::Server);
+    let flags = if remote { FLAGS | REMOTE } else { FLAGS };
+    encode_key(16, WireType::ThirtyTwoBit, out);
+    out.extend_from_slice(&flags.to_le_bytes());
+}
+
+/// OTLP span flags: the W3C flags (sampled: 1), and whether the parent is remote is known
+/// (0x100).
+const FLAGS: u32 = 0x100 | 1;
+/// OTLP span flag: the parent is remote.
+const REMOTE: u32 = 0x200;
+
+/// Refills `span` with `record` (a span the handler opened), reusing its buffers.
 fn fill(span: &mut Span, record: &SpanRecord) {
     span.trace_id.clear();
     span.trace_id
@@ -187,7 +243,7 @@ fn fill(span: &mut Span, record: &SpanRecord) {
         message: message.to_string(),
         code: status::StatusCode::Error as i32,
     });
-    span.flags = 0x100 | 1;
+    span.flags = FLAGS;
 }
 
 /// Sends encoded `ExportTraceServiceRequest` bytes as they are (tonic's codec for a message
