@@ -73,16 +73,17 @@ pub fn extract(message: &Message) -> CallContext {
 /// A call context of `metadata` and trace position `trace`, no deadline. (The one place this
 /// crate builds a `CallContext`.)
 pub fn call_context(metadata: HeaderMap, trace: Option<TraceParent>) -> CallContext {
-    CallContext {
-        deadline: None,
-        metadata,
-        trace,
-    }
+    let mut context = match trace {
+        Some(parent) => CallContext::with_trace(parent),
+        None => CallContext::default(),
+    };
+    context.metadata = metadata;
+    context
 }
 
 /// The trace position of `context`. (The one place this crate reads it.)
 pub fn trace_of(context: &CallContext) -> Option<TraceParent> {
-    context.trace.clone()
+    context.trace()
 }
 
 /// A sampled trace position (`trace_id`, `span_id`), nothing else set.
