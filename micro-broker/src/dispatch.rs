@@ -255,3 +255,58 @@ async fn handle(
     record(&topic, outcome);
     drop(permit);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::{Broker as _, Memory, SubscribeOptions};
+
+    /// At most `max_in_flight` messages are handled at once; past the subscription's capacity
+    /// the broker drops (and counts) instead of buffering without bound.
+    #[tokio::test]
+    async fn in_flight_and_buffer_are_bounded() {
+        let broker = Memory::new();
+        let options = SubscribeOptions {
+            capacity: 4,
+            ..Default::default()
+        };
+        let subscription = broker.subscribe("t", options).await.unwrap();
+        let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let handler = {
+            let (now, peak, gate) = (now.clone(), peak.clone(), gate.clone());
+            Handler::new(tower::service_fn(move |_event: Event| {
+                let (now, peak, gate) = (now.clone(), peak.clone(), gate.clone());
+                async move {
+                    let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(running, Ordering::SeqCst);
+                    gate.acquire().await?.forget();
+                    now.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, BoxError>(())
+                }
+            }))
+        };
+        let handle = spawn(subscription, handler, 3, None);
+        for _ in 0..20 {
+            broker.publish("t", Message::default()).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        // 3 being handled, 4 waiting in the subscription, the rest dropped.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        assert_eq!(broker.dropped(), 20 - 3 - 4);
+        gate.add_permits(100);
+        let stats = handle.stats().clone();
+        for _ in 0..100 {
+            if stats.delivered() == 7 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stats.delivered(), 7);
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        handle.stop(Duration::from_secs(1)).await;
+    }
+}
