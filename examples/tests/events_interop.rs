@@ -212,3 +212,51 @@ mod seen {
         }
     }
 }
+
+/// A subscriber's registry entry as go-micro writes it and as micro-rs writes it, read back
+/// from one etcd: the same endpoint (`Func`, the message's shape, `subscriber` / `topic`).
+#[tokio::test]
+async fn subscribers_are_listed_in_the_registry_as_go_micro_lists_them() -> anyhow::Result<()> {
+    use micro::registry::{Etcd, Registry as _};
+    let nats = NatsServer::start().await?;
+    let etcd = micro_test_support::EtcdServer::start().await?;
+    let mut go = go_command(&nats, "sub")
+        .env("MICRO_REGISTRY", "etcd")
+        .env("MICRO_REGISTRY_ADDRESS", etcd.endpoint())
+        .env("MICRO_SERVER_NAME", "go-audit")
+        .spawn()?;
+    let mut lines = BufReader::new(go.stdout.take().expect("piped")).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await??;
+    assert_eq!(ready.as_deref(), Some(r#"{"ready":true}"#));
+    let rust = micro::Service::new()
+        .registry(Etcd::new([etcd.endpoint()]))
+        .descriptors(proto::greeter::FILE_DESCRIPTOR_SET)?
+        .try_init_from(nats_flags(&nats, "rust-audit"))?
+        .subscribe("greeter.events", |_: Response| async {
+            Ok::<_, std::convert::Infallible>(())
+        })
+        .start()
+        .await?;
+    let registry = Etcd::new([etcd.endpoint()]);
+    let subscriber_of = |services: Vec<micro::registry::Service>| {
+        let service = services.into_iter().next().expect("registered");
+        let node_broker = service.nodes[0].metadata.get("broker").cloned();
+        let endpoint = service
+            .endpoints
+            .into_iter()
+            .find(|e| e.metadata.get("subscriber").map(String::as_str) == Some("true"))
+            .expect("a subscriber endpoint");
+        (endpoint, node_broker)
+    };
+    let (go_endpoint, go_broker) = subscriber_of(registry.get_service("go-audit").await?);
+    let (rust_endpoint, rust_broker) = subscriber_of(registry.get_service("rust-audit").await?);
+    assert_eq!(rust_endpoint, go_endpoint, "the same endpoint JSON");
+    assert_eq!(go_endpoint.metadata["topic"], "greeter.events");
+    assert_eq!(
+        (go_broker.as_deref(), rust_broker.as_deref()),
+        (Some("nats"), Some("nats"))
+    );
+    rust.stop().await?;
+    go.kill().await?;
+    Ok(())
+}
