@@ -314,3 +314,104 @@ async fn wrappers_see_every_message_and_the_series_count_per_topic() -> anyhow::
     running.stop().await?;
     Ok(())
 }
+
+/// Tracing on: a handler publishes while handling a call; the subscriber's calls continue that
+/// trace, their client span a child of the publishing handler's server span.
+#[tokio::test]
+async fn a_traced_publisher_s_trace_continues_in_the_subscriber_s_calls() -> anyhow::Result<()> {
+    use micro::trace::{Exporter, OtlpProtocol, SamplerConfig, TraceConfig};
+    use micro_test_support::peers::OtlpGrpcReceiver;
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    use proto::greeter::{Request, greeter_client::GreeterClient, greeter_server::GreeterServer};
+
+    let traced = |receiver: &OtlpGrpcReceiver, name: &str| {
+        TraceConfig::default()
+            .sampler(SamplerConfig::AlwaysOn)
+            .batch_delay(Duration::from_millis(100))
+            .exporters([Exporter::Otlp])
+            .otlp_protocol(OtlpProtocol::Grpc)
+            .otlp_endpoint(receiver.endpoint())
+            .service_name(name)
+    };
+    let (to_producer, to_consumer) = (
+        OtlpGrpcReceiver::start().await?,
+        OtlpGrpcReceiver::start().await?,
+    );
+    let registry = MemoryRegistry::new();
+    let broker = Memory::new();
+    let backend = micro::Service::new()
+        .name("backend")
+        .registry(registry.clone())
+        .handle(GreeterServer::new(examples::Greeter2 {
+            test_sleep: Duration::ZERO,
+        }))
+        .start()
+        .await?;
+    let mut consumer = micro::Service::new()
+        .name("consumer")
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .tracing(traced(&to_consumer, "consumer"));
+    let backend_client = GreeterClient::new(consumer.client().channel("backend"));
+    let consumer = consumer
+        .subscribe("answers", move |event: Response| {
+            let mut backend = backend_client.clone();
+            async move {
+                backend.test(Request { name: event.msg }).await?;
+                Ok::<_, tonic::Status>(())
+            }
+        })
+        .start()
+        .await?;
+    let producer = micro::Service::new()
+        .name("producer")
+        .registry(registry.clone())
+        .broker(broker.clone())
+        .tracing(traced(&to_producer, "producer"));
+    let events = producer.publisher("answers");
+    let producer = producer
+        .handle(GreeterServer::new(examples::Greeter2Events {
+            inner: examples::Greeter2 {
+                test_sleep: Duration::ZERO,
+            },
+            events,
+        }))
+        .start()
+        .await?;
+
+    micro_test_support::greeter_at(producer.local_addr())
+        .await
+        .test(Request { name: "t".into() })
+        .await?;
+    let mut found = None;
+    wait_for(Duration::from_secs(20), "both spans exported", async || {
+        let server = to_producer
+            .received()
+            .spans()
+            .into_iter()
+            .map(|(_, span)| span)
+            .find(|span| span.kind == SpanKind::Server as i32);
+        let client = to_consumer
+            .received()
+            .spans()
+            .into_iter()
+            .map(|(_, span)| span)
+            .find(|span| span.kind == SpanKind::Client as i32);
+        found = server.zip(client);
+        found.is_some()
+    })
+    .await;
+    let (server, client) = found.expect("spans");
+    assert_eq!(
+        client.trace_id, server.trace_id,
+        "one trace across the broker"
+    );
+    assert_eq!(
+        client.parent_span_id, server.span_id,
+        "the subscriber's call is a child of the publishing handler's span"
+    );
+    producer.stop().await?;
+    consumer.stop().await?;
+    backend.stop().await?;
+    Ok(())
+}
