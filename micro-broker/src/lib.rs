@@ -100,7 +100,8 @@ pub struct SubscribeOptions {
     /// Queue group: the subscriptions of one group share the topic's messages, one member
     /// each; `None` gets every message.
     pub queue: Option<String>,
-    /// Messages held for this subscription before new ones are dropped (and counted).
+    /// Messages held for this subscription before new ones are dropped (and counted), on the
+    /// embedded broker; on NATS the connection's bound applies ([`Nats::connect_with`]).
     pub capacity: usize,
 }
 

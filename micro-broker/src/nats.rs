@@ -8,9 +8,11 @@
 //! - **Publishing while down fails fast**: [`Error::NotConnected`], the message not sent, so a
 //!   caller learns of the outage at once and no buffer grows while it lasts. A message accepted
 //!   just before the connection dropped may still be lost.
-//! - **Bounded subscriptions**: each holds at most [`SubscribeOptions::capacity`] messages
-//!   (NATS's "slow consumer" bound, one setting per connection: the largest asked for); past
-//!   it the client drops messages, counted in [`NatsStats::dropped`] and logged.
+//! - **Bounded subscriptions**: each holds at most the connection's subscription capacity
+//!   (`async-nats`' "slow consumer" bound, one setting per connection: [`Nats::connect_with`],
+//!   [`crate::DEFAULT_CAPACITY`] for [`Nats::connect`]; [`SubscribeOptions::capacity`] is not
+//!   read here); past it the client drops messages, counted in [`NatsStats::dropped`] and
+//!   logged.
 
 use std::{
     sync::{

@@ -110,7 +110,9 @@ impl Subscriber {
     }
 
     /// Messages the subscription holds while the handler is busy (default 1024); past it new
-    /// messages are dropped and counted.
+    /// messages are dropped and counted. On the embedded broker; on NATS every subscription of
+    /// the connection has the connection's bound (1024 for a broker from `--broker nats`, or
+    /// what [`micro_broker::Nats::connect_with`] was given).
     pub fn capacity(mut self, capacity: usize) -> Self {
         self.options.capacity = capacity.max(1);
         self
