@@ -159,7 +159,7 @@ fn dispatch(
                     // Boxed: few calls look up, and the lookup's future would double this one's size.
                     None => Box::pin(look_up(&shared, &target, deadline)).await?,
                 };
-                let (node, mut copy) =
+                let (mut node, mut copy) =
                     match pick_now(&shared, &target, &services, &filters, &tried)? {
                         Picked::Ready(readied) => readied,
                         // Boxed: only busy nodes make a call wait here.
@@ -193,6 +193,7 @@ fn dispatch(
                 if let Some(info) = attempt_parts.extensions.get_mut::<CallInfo>() {
                     info.node = Some(node.info.clone());
                 }
+                shared.nodes.sending(&mut node);
                 let response = copy.call(Request::from_parts(attempt_parts, body.body()));
                 node.stack.give(copy);
                 (node, last, in_flight, response)
@@ -219,12 +220,11 @@ fn dispatch(
                     if let Some(in_flight) = in_flight {
                         in_flight.finish(Instant::now(), true);
                     }
-                    shared.nodes.failed(
-                        &node,
-                        crate::accrual::Failure::Counted,
-                        node.via(),
-                        || others_in_rotation(&shared, &target.service, &node),
-                    );
+                    shared
+                        .nodes
+                        .failed(&node, crate::accrual::Failure::Timeout, || {
+                            others_in_rotation(&shared, &target.service, &node)
+                        });
                     tracing::debug!(service = %target.service, node = %node.info.id, attempt = attempt_no, "attempt timeout: trying another node");
                     tried.push(node.info.id.clone());
                     attempt_no += 1;
@@ -235,13 +235,13 @@ fn dispatch(
             // an answer of any status, or a transport failure, goes to the node's accrual.
             let outcome = match &result {
                 Ok(response) => {
-                    shared.nodes.answered(&node, node.via());
+                    shared.nodes.answered(&node);
                     Outcome::from_headers(response.headers())
                 }
                 Err(err) => {
                     let outcome = Outcome::from_error(&**err);
                     if let Some(failure) = transport_failure(&**err, &outcome) {
-                        shared.nodes.failed(&node, failure, node.via(), || {
+                        shared.nodes.failed(&node, failure, || {
                             others_in_rotation(&shared, &target.service, &node)
                         });
                     }

@@ -16,7 +16,7 @@ use tower::{ServiceExt, util::BoxCloneSyncService};
 use tokio::time::Instant;
 
 use crate::{
-    accrual::{Accrual, Change, Ejection, EjectionEvent, EjectionObserver, Failure, Via},
+    accrual::{Accrual, Change, Ejection, EjectionEvent, EjectionObserver, Failure, Pass},
     load::{DEFAULT_DECAY, DEFAULT_RTT, Load},
 };
 
@@ -180,36 +180,47 @@ impl Nodes {
         }
     }
 
-    /// An attempt on `stack`, let through `via`, got an answer: restores an ejected node
-    /// it probed.
+    /// An attempt through `pass` got an answer: restores an ejected node it probed.
     #[inline]
-    pub(crate) fn answered(&self, stack: &NodeStack, via: Via) {
+    pub(crate) fn answered(&self, pass: &Pass) {
+        if self.ejection.is_none() {
+            return;
+        }
+        let stack: &NodeStack = pass;
+        stack.accrual.answer(pass.seq());
         if stack.accrual.is_clear() {
             return;
         }
-        if let Some(Change::Restored) = stack.accrual.succeeded(via, Instant::now()) {
+        if let Some(Change::Restored) = stack.accrual.succeeded(pass.via(), Instant::now()) {
             tracing::info!(service = %stack.service, node = %stack.info.id, address = %stack.info.address, "node back in rotation");
             self.tell(stack, EjectionEvent::Restored);
         }
     }
 
-    /// An attempt on `stack`, let through `via`, failed at the transport. `others_in_rotation`
-    /// says whether another node of the service is in rotation (a node is never ejected when
-    /// none is).
+    /// Numbers the attempt through `pass` as it is sent, if nodes may be ejected.
+    #[inline]
+    pub(crate) fn sending(&self, pass: &mut Pass) {
+        if self.ejection.is_some() {
+            pass.sending();
+        }
+    }
+
+    /// An attempt through `pass` failed at the transport. `others_in_rotation` says whether
+    /// another node of the service is in rotation (a node is never ejected when none is).
     pub(crate) fn failed(
         &self,
-        stack: &NodeStack,
+        pass: &Pass,
         failure: Failure,
-        via: Via,
         others_in_rotation: impl FnOnce() -> bool,
     ) {
         let Some(settings) = &self.ejection else {
             return;
         };
+        let stack: &NodeStack = pass;
         let draw = rand::random_range(-1.0..=1.0);
         let change = stack.accrual.failed(
             failure,
-            via,
+            pass.via(),
             settings,
             Instant::now(),
             draw,
@@ -228,7 +239,7 @@ impl Nodes {
             ?period,
             "node ejected: transport failures",
         );
-        if failure == Failure::Counted {
+        if failure != Failure::Connection {
             self.renew(stack);
         }
         self.tell(stack, event);
@@ -249,6 +260,7 @@ impl Nodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accrual::Via;
 
     fn node(id: &str, address: &str) -> Node {
         Node {
@@ -278,5 +290,30 @@ mod tests {
         nodes.remove("a");
         assert_eq!(nodes.len(), 1);
         assert!(nodes.get(&node("c", "not an address at all"), &s).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pass_numbers_its_attempt_when_sent_and_keeps_how_it_was_let_through() {
+        let transport = Transport {
+            dial_timeout: Duration::from_secs(1),
+            keepalive: None,
+        };
+        let nodes = Nodes::new(Vec::new(), transport, Some(Ejection::default()), None);
+        let stack = nodes.get(&node("a", "127.0.0.1:1"), &"s".into()).unwrap();
+        let mut first = Pass::normal(stack.clone());
+        let mut second = Pass::fallback(stack.clone());
+        nodes.sending(&mut first);
+        nodes.sending(&mut second);
+        assert_eq!(first.via(), Via::Normal(0));
+        assert_eq!(second.via(), Via::Fallback(1));
+        // A probe is numbered when let through, and keeps its number.
+        let mut probe = Pass::probe(stack.clone(), 7);
+        nodes.sending(&mut probe);
+        assert_eq!(probe.via(), Via::Probe(7));
+        // Without ejection nothing is numbered.
+        let off = Nodes::new(Vec::new(), transport, None, None);
+        let mut pass = Pass::normal(off.get(&node("b", "127.0.0.1:2"), &"s".into()).unwrap());
+        off.sending(&mut pass);
+        assert_eq!(pass.seq(), 0);
     }
 }
