@@ -10,13 +10,14 @@
 //! read two ways, and either ejects:
 //!
 //! - in the order the failures came: that many failed with no answer between them;
-//! - in the order the attempts were sent: an attempt timed out (or broke), and it and every
-//!   attempt sent to the node after it (at least that many in all) are still unanswered. A
-//!   node cut off from the network shows this at its first timeout, when every caller's call
-//!   is already waiting on it; counting in the order the timeouts arrive would let the first
-//!   callers whose calls timed out send another call to the node before the third timeout.
-//!   A healthy node whose one call is slow answered the calls sent after it, so that call's
-//!   timeout counts once.
+//! - in the order the attempts were sent: an attempt timed out, and it and every attempt sent
+//!   to the node after it (at least that many in all) are still unanswered. A node cut off
+//!   from the network shows this at its first timeout, when every caller's call is already
+//!   waiting on it; counting in the order the timeouts arrive would let the first callers
+//!   whose calls timed out send another call to the node before the third timeout. A healthy
+//!   node whose one call is slow answered the calls sent after it, so that call's timeout
+//!   counts once; and if those answers come only after the timeout ejected the node (a
+//!   deadline shorter than the node's usual latency), the first of them restores it.
 //!
 //! A handler's or a wrapper's status is an answer, not a transport failure, and so is a TLS
 //! certificate error (a configuration fault that ejecting would only hide). Any attempt that
