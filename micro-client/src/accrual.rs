@@ -45,9 +45,10 @@ use crate::nodes::NodeStack;
 /// Failure accrual settings ([`Options::ejection`](crate::Options::ejection)).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ejection {
-    /// Attempts in a row that timed out or broke (or are still unanswered after the first of
-    /// them timed out, see [`crate::accrual`]) that eject a node (default 3); a refused
-    /// connection ejects at once. 0 is taken as 1.
+    /// Attempts in a row that eject a node (default 3): that many timed out or broke with
+    /// no answer between them, or one timed out and that many, it included, were sent to the
+    /// node with none of those sent after it answered. A refused connection ejects at once. 0
+    /// is taken as 1.
     pub consecutive_failures: u32,
     /// The first ejection's length (default 1 s); each repeat doubles it.
     pub base: Duration,
