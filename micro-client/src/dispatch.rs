@@ -21,7 +21,7 @@ use tower_service::Service as _;
 
 use crate::{
     CLIENT_ID, CallOptions, Options,
-    accrual::{Admit, Pass, transport_failure},
+    accrual::{Admit, Pass, Via, transport_failure},
     nodes::{NodeStack, Nodes},
     options::retry_idempotent,
     replay::Replay,
@@ -209,6 +209,13 @@ fn dispatch(
                 Some(until) => {
                     Attempt::Timed(Box::pin(within(until, response, &budget, &shared, &target)))
                 }
+                // A probe or a call sent to an ejected node waits on a new connection (an
+                // ejection renews it), and tonic's channel starts its deadline timer only once
+                // connected: without this a probe of a node cut off from the network waited
+                // for the dial timeout (5 s) past a 2 s deadline.
+                None if !matches!(node.via(), Via::Normal(_)) => {
+                    Attempt::Bounded(Box::pin(tokio::time::timeout_at(deadline.0, response)))
+                }
                 None => Attempt::Plain(response),
             };
             // One wait, either way: two would each keep their result in every call's future.
@@ -350,6 +357,8 @@ async fn within(
 enum Attempt<T> {
     Plain(AttemptFuture),
     Timed(std::pin::Pin<Box<T>>),
+    /// Ends at the call's deadline as tonic's timer would ([`tonic::TimeoutExpired`]).
+    Bounded(std::pin::Pin<Box<tokio::time::Timeout<AttemptFuture>>>),
 }
 
 impl<T> Future for Attempt<T>
@@ -362,6 +371,9 @@ where
         match self.get_mut() {
             Attempt::Plain(response) => response.as_mut().poll(cx).map(Some),
             Attempt::Timed(within) => within.as_mut().poll(cx),
+            Attempt::Bounded(bounded) => bounded.as_mut().poll(cx).map(|ended| {
+                Some(ended.unwrap_or_else(|_| Err(Box::new(tonic::TimeoutExpired(())))))
+            }),
         }
     }
 }
