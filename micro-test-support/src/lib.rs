@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod certs;
 pub mod greeter;
 pub mod peers;
 pub mod process;

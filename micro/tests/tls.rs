@@ -1,0 +1,295 @@
+//! TLS and mutual TLS end to end, with certificates the tests make (rcgen, in a temporary
+//! directory): the greeter chain over mTLS, a Python grpcio client over TLS, each refusal
+//! a clear error (and neither retried nor counted for ejection), and rotation under load.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use micro::{
+    registry::{Cache, Memory},
+    tls::{ClientAuth, ClientTls, ServerTls, TlsMode},
+};
+use micro_test_support::{
+    certs::{Pair, Pki},
+    python_greeter_stubs,
+};
+use proto::greeter::{
+    Request, Response, greeter_client::GreeterClient, greeter_server::GreeterServer,
+};
+use tonic::Code;
+
+/// greeter2 (answering at once) serving TLS with `tls` on `registry`.
+async fn greeter2_tls(registry: &Memory, tls: ServerTls) -> micro::Running {
+    micro::Service::new()
+        .name("greeter2")
+        .registry(registry.clone())
+        .deregister_delay(Duration::ZERO)
+        .server_tls(tls)
+        .handle(GreeterServer::new(examples::Greeter2 {
+            test_sleep: Duration::ZERO,
+        }))
+        .start()
+        .await
+        .expect("greeter2 starts")
+}
+
+/// mTLS, client certificate required, with `pair` signed by `pki`.
+fn mtls(pki: &Pki, pair: &Pair) -> ServerTls {
+    ServerTls::new(&pair.cert, &pair.key).client_ca(&pki.ca, ClientAuth::Required)
+}
+
+/// A client trusting `pki`, presenting `pair`.
+fn client_tls(pki: &Pki, pair: &Pair) -> ClientTls {
+    ClientTls::new(&pki.ca).identity(&pair.cert, &pair.key)
+}
+
+/// What a client saw besides answers: retries and ejections.
+#[derive(Clone, Default)]
+struct Observed {
+    retries: Arc<AtomicUsize>,
+    ejections: Arc<AtomicUsize>,
+}
+
+/// A client on `registry` with `tls`, counting retries and ejections.
+fn observed_client(registry: &Memory, tls: ClientTls) -> (micro::Client, Observed) {
+    let observed = Observed::default();
+    let (retries, ejections) = (observed.retries.clone(), observed.ejections.clone());
+    let client = micro::client::Client::builder()
+        .tls(tls)
+        .on_retry(move |_, _| {
+            retries.fetch_add(1, Ordering::Relaxed);
+        })
+        .on_ejection(move |_, _| {
+            ejections.fetch_add(1, Ordering::Relaxed);
+        })
+        .build(Cache::new(Arc::new(registry.clone())));
+    (client, observed)
+}
+
+async fn test_call(client: &micro::Client) -> Result<String, tonic::Status> {
+    let reply: Response = client
+        .call("greeter2", "Greeter.Test", Request { name: "you".into() })
+        .await?;
+    Ok(reply.msg)
+}
+
+#[tokio::test]
+async fn greeter_chain_over_mutual_tls_configured_by_flags() {
+    let pki = Pki::new().unwrap();
+    let registry = Memory::new();
+    let greeter2 = greeter2_tls(&registry, mtls(&pki, &pki.server("greeter2").unwrap())).await;
+    let registered = micro::registry::Registry::get_service(&registry, "greeter2")
+        .await
+        .unwrap();
+    assert_eq!(registered[0].nodes[0].metadata["secure"], "true");
+
+    // greeter1: TLS server and TLS client, from the flags; greeter2's name checked per service.
+    let cert = pki.server("greeter1").unwrap();
+    let own = pki.client("greeter1").unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let mut greeter1 = micro::Service::new()
+        .name("greeter1")
+        .registry(registry.clone())
+        .deregister_delay(Duration::ZERO)
+        .try_init_from([
+            "greeter1".to_owned(),
+            format!("--server_tls_cert={}", path(&cert.cert)),
+            format!("--server_tls_key={}", path(&cert.key)),
+            format!("--server_tls_client_ca={}", path(&pki.ca)),
+            format!("--client_tls_ca={}", path(&pki.ca)),
+            format!("--client_tls_cert={}", path(&own.cert)),
+            format!("--client_tls_key={}", path(&own.key)),
+        ])
+        .unwrap()
+        .client_tls_for("greeter2", client_tls(&pki, &own).server_name("greeter2"));
+    let handler = examples::Greeter1 {
+        greeter2: GreeterClient::new(greeter1.client().channel("greeter2")),
+    };
+    let greeter1 = greeter1
+        .handle(GreeterServer::new(handler))
+        .start()
+        .await
+        .unwrap();
+
+    let caller = pki.client("caller").unwrap();
+    let (client, observed) =
+        observed_client(&registry, client_tls(&pki, &caller).server_name("greeter1"));
+    let reply: Response = client
+        .call("greeter1", "Greeter.Hello", Request { name: "you".into() })
+        .await
+        .unwrap();
+    assert!(
+        reply.msg.starts_with("greeter1 <- test you from greeter2-"),
+        "{}",
+        reply.msg
+    );
+    assert_eq!(observed.retries.load(Ordering::Relaxed), 0);
+    greeter1.stop().await.unwrap();
+    greeter2.stop().await.unwrap();
+}
+
+/// One refused call: go-micro's 503 naming the node and `reason`, after one attempt, and no
+/// ejection.
+async fn assert_refused(client: &micro::Client, observed: &Observed, reason: &str) {
+    let status = test_call(client).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    let error: serde_json::Value = serde_json::from_str(status.message())
+        .unwrap_or_else(|e| panic!("not go-micro's JSON ({e}): {status:?}"));
+    assert_eq!(error["code"], 503, "{error}");
+    assert_eq!(error["id"], "go.micro.client", "{error}");
+    let detail = error["detail"].as_str().unwrap();
+    eprintln!("refused: {detail}");
+    assert!(detail.contains("TLS with node greeter2-"), "{detail}");
+    assert!(detail.contains(reason), "want {reason:?}: {detail}");
+    assert_eq!(observed.retries.load(Ordering::Relaxed), 0, "{detail}");
+    assert_eq!(observed.ejections.load(Ordering::Relaxed), 0, "{detail}");
+}
+
+#[tokio::test]
+async fn each_refusal_is_a_clear_error_not_retried_and_not_ejected() {
+    let pki = Pki::new().unwrap();
+    let other = Pki::named("another CA").unwrap();
+    let good = pki.server("greeter2").unwrap();
+    let me = pki.client("caller").unwrap();
+
+    // Two nodes each time: a refusal must not move on to the second.
+    let start_two = |tls: ServerTls| async move {
+        let registry = Memory::new();
+        let a = greeter2_tls(&registry, tls.clone()).await;
+        let b = greeter2_tls(&registry, tls).await;
+        (registry, [a, b])
+    };
+
+    // No client certificate against a server requiring one.
+    let (registry, nodes) = start_two(mtls(&pki, &good)).await;
+    let (client, observed) = observed_client(&registry, ClientTls::new(&pki.ca));
+    assert_refused(&client, &observed, "requires a client certificate").await;
+    // With one, the same nodes answer.
+    let (client, _) = observed_client(&registry, client_tls(&pki, &me));
+    assert!(test_call(&client).await.unwrap().starts_with("test you"));
+    // A client certificate of another CA.
+    let stranger = other.client("stranger").unwrap();
+    let (client, observed) = observed_client(&registry, client_tls(&other, &stranger));
+    assert_refused(&client, &observed, "unknown CA").await;
+    let (client, observed) = observed_client(&registry, client_tls(&pki, &stranger));
+    assert_refused(&client, &observed, "refused this client's certificate").await;
+    // A name the certificate does not carry.
+    let (client, observed) =
+        observed_client(&registry, client_tls(&pki, &me).server_name("greeter3"));
+    assert_refused(&client, &observed, "does not name it").await;
+    // A plaintext client against TLS nodes: a clear error too (no TLS words to give).
+    let (client, observed) = observed_client(&registry, client_tls(&pki, &me).mode(TlsMode::Never));
+    let status = test_call(&client).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    eprintln!("plaintext client: {}", status.message());
+    assert!(status.message().contains("greeter2"), "{status:?}");
+    drop(observed);
+    for node in nodes {
+        node.stop().await.unwrap();
+    }
+
+    // An expired server certificate.
+    let expired = pki.expired_server("greeter2").unwrap();
+    let (registry, nodes) = start_two(mtls(&pki, &expired)).await;
+    let (client, observed) = observed_client(&registry, client_tls(&pki, &me));
+    assert_refused(&client, &observed, "expired").await;
+    for node in nodes {
+        node.stop().await.unwrap();
+    }
+
+    // A TLS client against plaintext nodes.
+    let registry = Memory::new();
+    let plain = micro_test_support::greeter2(&registry).await;
+    let (client, observed) =
+        observed_client(&registry, client_tls(&pki, &me).mode(TlsMode::Always));
+    assert_refused(&client, &observed, "TLS").await;
+    let detail = test_call(&client).await.unwrap_err();
+    assert!(
+        detail.message().contains("does not answer in TLS")
+            || detail.message().contains("during the TLS handshake"),
+        "{detail:?}"
+    );
+    plain.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn bad_tls_files_are_start_up_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.pem");
+    let err = micro::Service::new()
+        .try_init_from([
+            "svc".to_owned(),
+            format!("--server_tls_cert={}", missing.display()),
+            format!("--server_tls_key={}", missing.display()),
+        ])
+        .err()
+        .expect("a missing certificate is an error");
+    assert!(err.to_string().contains("nope.pem"), "{err}");
+    let err = micro::Service::new()
+        .try_init_from([
+            "svc".to_owned(),
+            format!("--client_tls_ca={}", missing.display()),
+        ])
+        .err()
+        .expect("a missing CA is an error");
+    assert!(err.to_string().contains("CA bundle"), "{err}");
+    // Through the builder: `start` fails, naming the file.
+    let err = micro::Service::new()
+        .server_tls(ServerTls::new(&missing, &missing))
+        .start()
+        .await
+        .err()
+        .expect("a missing certificate is an error");
+    assert!(err.to_string().contains("nope.pem"), "{err}");
+}
+
+#[tokio::test]
+async fn python_grpcio_calls_over_mutual_tls() {
+    let pki = Pki::new().unwrap();
+    let registry = Memory::new();
+    let server = pki.server("greeter2").unwrap();
+    let greeter2 = greeter2_tls(&registry, mtls(&pki, &server)).await;
+    let caller = pki.client("python").unwrap();
+    let dir = python_greeter_stubs().await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/python/greeter_tls_call.py"
+    );
+    let run = |with_cert: bool| {
+        let mut command = tokio::process::Command::new("python3");
+        command
+            .arg(script)
+            .arg(greeter2.local_addr().to_string())
+            .arg(&pki.ca)
+            .arg("greeter2");
+        if with_cert {
+            command.arg(&caller.cert).arg(&caller.key);
+        }
+        command.env("PYTHONPATH", dir.path()).output()
+    };
+    let output = run(true).await.unwrap();
+    assert!(
+        output.status.success(),
+        "greeter_tls_call.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(line["code"], "OK", "{line}");
+    assert!(
+        line["msg"]
+            .as_str()
+            .unwrap()
+            .starts_with("test py from greeter2-"),
+        "{line}"
+    );
+    // Without a certificate the server refuses it.
+    let output = run(false).await.unwrap();
+    let line: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(line["code"], "UNAVAILABLE", "{line}");
+    greeter2.stop().await.unwrap();
+}
