@@ -293,3 +293,119 @@ async fn python_grpcio_calls_over_mutual_tls() {
     assert_eq!(line["code"], "UNAVAILABLE", "{line}");
     greeter2.stop().await.unwrap();
 }
+
+/// The certificate a server at `address` serves to a new connection, trusting `ca`.
+async fn served_certificate(address: std::net::SocketAddr, ca: &std::path::Path) -> Vec<u8> {
+    let config = ClientTls {
+        reload_interval: None,
+        ..ClientTls::new(ca)
+    }
+    .load()
+    .unwrap()
+    .current();
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = micro::tls::rustls::pki_types::ServerName::try_from("greeter2").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_certificate_rotates_under_load_without_losing_a_call() {
+    const IN_FLIGHT: usize = 16;
+    const LOAD: Duration = Duration::from_secs(10);
+    let pki = Pki::new().unwrap();
+    let registry = Memory::new();
+    let before = pki
+        .issue("greeter2", &["greeter2", "127.0.0.1"], false)
+        .unwrap();
+    // The default detection time: 5 s.
+    let tls = mtls(&pki, &before);
+    assert_eq!(tls.reload_interval, Some(Duration::from_secs(5)));
+    let greeter2 = greeter2_tls(&registry, tls).await;
+    let address = greeter2.local_addr();
+    let me = pki.client("load").unwrap();
+    let (client, _) = observed_client(&registry, client_tls(&pki, &me));
+    assert_eq!(served_certificate(address, &pki.ca).await, before.der);
+
+    let started = tokio::time::Instant::now();
+    let load: Vec<_> = (0..IN_FLIGHT)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0usize, Vec::new());
+                while started.elapsed() < LOAD {
+                    match test_call(&client).await {
+                        Ok(_) => ok += 1,
+                        Err(status) => failed.push(status),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Same file names: the key lands first, then the certificate (each by rename).
+    let after = pki
+        .issue("greeter2", &["greeter2", "127.0.0.1"], false)
+        .unwrap();
+    assert_ne!(after.der, before.der);
+    let replaced = tokio::time::Instant::now();
+    // A new connection (a new client) gets the new certificate within the detection time.
+    let seen = loop {
+        if served_certificate(address, &pki.ca).await == after.der {
+            break replaced.elapsed();
+        }
+        assert!(
+            replaced.elapsed() < Duration::from_secs(6),
+            "the new certificate was not served within 6 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("new certificate served {seen:?} after it was written");
+    // And a new micro client calls through it.
+    let (fresh, _) = observed_client(&registry, client_tls(&pki, &me));
+    assert!(test_call(&fresh).await.unwrap().starts_with("test you"));
+
+    let (mut ok, mut failed) = (0, Vec::new());
+    for task in load {
+        let (n, f) = task.await.unwrap();
+        ok += n;
+        failed.extend(f);
+    }
+    eprintln!("{ok} calls during the rotation, {} failed", failed.len());
+    assert!(failed.is_empty(), "lost calls: {failed:?}");
+    assert!(ok > IN_FLIGHT * 10, "only {ok} calls");
+    greeter2.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn client_reloads_its_ca_bundle() {
+    let old = Pki::new().unwrap();
+    let new = Pki::named("the new CA").unwrap();
+    let registry = Memory::new();
+    let server = new.server("greeter2").unwrap();
+    let greeter2 = greeter2_tls(&registry, ServerTls::new(&server.cert, &server.key)).await;
+    // The client's bundle still holds the old CA: refused.
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path().join("ca.pem");
+    std::fs::copy(&old.ca, &bundle).unwrap();
+    let tls = ClientTls {
+        reload_interval: Some(Duration::from_millis(200)),
+        ..ClientTls::new(&bundle)
+    };
+    let (client, observed) = observed_client(&registry, tls);
+    assert_refused(&client, &observed, "unknown CA").await;
+    // The bundle is replaced: new connections trust the new CA, no restart.
+    std::fs::copy(&new.ca, dir.path().join("ca.tmp")).unwrap();
+    std::fs::rename(dir.path().join("ca.tmp"), &bundle).unwrap();
+    let took = micro_test_support::eventually(Duration::from_secs(5), async || {
+        test_call(&client).await.is_ok()
+    })
+    .await;
+    assert!(took.is_some(), "the new CA was not trusted within 5 s");
+    greeter2.stop().await.unwrap();
+}
