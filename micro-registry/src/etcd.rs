@@ -235,7 +235,18 @@ impl Etcd {
     }
 
     fn unavailable(&self, what: &str, error: &etcd_client::Error) -> Error {
-        Error::Unavailable(format!("etcd {:?}: {what}: {error}", self.endpoints))
+        // TLS 1.3 servers refuse a client certificate after the client's handshake ended, so
+        // the refusal reaches us as a closed connection: say what to check.
+        let closed = matches!(error, etcd_client::Error::GRpcStatus(status)
+            if status.code() == tonic::Code::Cancelled);
+        let hint = match &self.tls {
+            Some(tls) if closed && tls.identity.is_none() => {
+                " (over TLS without a client certificate: does etcd run with --client-cert-auth?)"
+            }
+            Some(_) if closed => " (over TLS: does etcd trust this client certificate's CA?)",
+            _ => "",
+        };
+        Error::Unavailable(format!("etcd {:?}: {what}: {error}{hint}", self.endpoints))
     }
 
     /// One keep-alive of `lease`.

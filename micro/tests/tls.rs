@@ -409,3 +409,42 @@ async fn client_reloads_its_ca_bundle() {
     assert!(took.is_some(), "the new CA was not trusted within 5 s");
     greeter2.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn services_register_and_discover_on_etcd_over_mutual_tls() {
+    let etcd = micro_test_support::EtcdServer::start_tls().await.unwrap();
+    let files = etcd.tls().unwrap();
+    let path = |p: &std::path::Path| p.display().to_string();
+    let etcd_flags = |name: &str| {
+        vec![
+            name.to_owned(),
+            "--registry=etcd".to_owned(),
+            format!("--registry_address={}", etcd.endpoint()),
+            format!("--registry_tls_ca={}", path(&files.pki.ca)),
+            format!("--registry_tls_cert={}", path(&files.client.cert)),
+            format!("--registry_tls_key={}", path(&files.client.key)),
+        ]
+    };
+    let pki = Pki::new().unwrap();
+    let cert = pki.server("greeter2").unwrap();
+    let mut flags = etcd_flags("greeter2");
+    flags.push(format!("--server_tls_cert={}", path(&cert.cert)));
+    flags.push(format!("--server_tls_key={}", path(&cert.key)));
+    let greeter2 = micro::Service::new()
+        .name("greeter2")
+        .deregister_delay(Duration::ZERO)
+        .try_init_from(flags)
+        .unwrap()
+        .handle(GreeterServer::new(examples::Greeter2 {
+            test_sleep: Duration::ZERO,
+        }))
+        .start()
+        .await
+        .unwrap();
+    let mut flags = etcd_flags("caller");
+    flags.push(format!("--client_tls_ca={}", path(&pki.ca)));
+    let client = micro::Service::new().try_init_from(flags).unwrap().client();
+    let reply = test_call(&client).await.unwrap();
+    assert!(reply.starts_with("test you from greeter2-"), "{reply}");
+    greeter2.stop().await.unwrap();
+}
