@@ -31,7 +31,7 @@ pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{
     BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, Wrapper,
 };
-pub use service::TlsFlags;
+pub use service::{ClientTlsFlags, RegistryTlsFlags, ServerTlsFlags, TlsFlags};
 pub use service::{Running, Service, ServiceError, default_registry};
 
 /// The former name of [`ServiceError`], a service's lifecycle error (go-micro's error model is

@@ -20,7 +20,7 @@ use micro_server::Server;
 
 pub use error::ServiceError;
 pub use lifecycle::Running;
-pub use tls::TlsFlags;
+pub use tls::{ClientTlsFlags, RegistryTlsFlags, ServerTlsFlags, TlsFlags};
 
 use hooks::Hook;
 

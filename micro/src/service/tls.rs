@@ -9,9 +9,26 @@ use micro_registry::EtcdTls;
 
 use super::{Service, ServiceError};
 
-/// The TLS flags, part of [`Flags`](crate::Flags).
+/// The TLS flags, part of [`Flags`](crate::Flags): the server's, the client's and etcd's.
 #[derive(Clone, Debug, Default, clap::Args)]
 pub struct TlsFlags {
+    /// The server's TLS.
+    #[command(flatten)]
+    pub server: ServerTlsFlags,
+    /// The client's TLS.
+    #[command(flatten)]
+    pub client: ClientTlsFlags,
+    /// etcd's TLS.
+    #[command(flatten)]
+    pub registry: RegistryTlsFlags,
+    /// How often certificate files are checked for changes, a duration (default 5s).
+    #[arg(long = "tls_reload_interval", env = "MICRO_TLS_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
+    pub tls_reload_interval: Option<Duration>,
+}
+
+/// The server's TLS flags.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServerTlsFlags {
     /// Serve TLS with this PEM certificate chain (with --server_tls_key).
     #[arg(long = "server_tls_cert", env = "MICRO_SERVER_TLS_CERT")]
     pub server_tls_cert: Option<PathBuf>,
@@ -24,40 +41,60 @@ pub struct TlsFlags {
     /// With a client CA: `required` (default) or `optional`.
     #[arg(long = "server_tls_client_auth", env = "MICRO_SERVER_TLS_CLIENT_AUTH", value_parser = parse::<ClientAuth>)]
     pub server_tls_client_auth: Option<ClientAuth>,
+}
+
+/// The client's TLS flags (global in the `micro` command, so they go after a subcommand too).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClientTlsFlags {
     /// Which nodes the client dials with TLS: `auto` (default: nodes marked secure, port 443,
     /// https://), `always` or `never`.
-    #[arg(long = "client_tls", env = "MICRO_CLIENT_TLS", value_parser = parse::<TlsMode>)]
+    #[arg(long = "client_tls", env = "MICRO_CLIENT_TLS", value_parser = parse::<TlsMode>, global = true)]
     pub client_tls: Option<TlsMode>,
     /// PEM CA bundle servers' certificates must chain to (default: the system's roots).
-    #[arg(long = "client_tls_ca", env = "MICRO_CLIENT_TLS_CA")]
+    #[arg(long = "client_tls_ca", env = "MICRO_CLIENT_TLS_CA", global = true)]
     pub client_tls_ca: Option<PathBuf>,
     /// The client's PEM certificate chain for mutual TLS (with --client_tls_key).
-    #[arg(long = "client_tls_cert", env = "MICRO_CLIENT_TLS_CERT")]
+    #[arg(long = "client_tls_cert", env = "MICRO_CLIENT_TLS_CERT", global = true)]
     pub client_tls_cert: Option<PathBuf>,
     /// The PEM private key of --client_tls_cert.
-    #[arg(long = "client_tls_key", env = "MICRO_CLIENT_TLS_KEY")]
+    #[arg(long = "client_tls_key", env = "MICRO_CLIENT_TLS_KEY", global = true)]
     pub client_tls_key: Option<PathBuf>,
     /// The name servers' certificates must carry (default: the node's host, an IP address).
-    #[arg(long = "client_tls_server_name", env = "MICRO_CLIENT_TLS_SERVER_NAME")]
+    #[arg(
+        long = "client_tls_server_name",
+        env = "MICRO_CLIENT_TLS_SERVER_NAME",
+        global = true
+    )]
     pub client_tls_server_name: Option<String>,
     /// Accept any server certificate, unverified: for debugging only.
     #[arg(
         long = "client_tls_dangerous_skip_verify",
         env = "MICRO_CLIENT_TLS_DANGEROUS_SKIP_VERIFY",
-        value_parser = parse_bool
+        value_parser = parse_bool,
+        global = true
     )]
     pub client_tls_dangerous_skip_verify: Option<bool>,
-    /// How often certificate files are checked for changes, a duration (default 5s).
-    #[arg(long = "tls_reload_interval", env = "MICRO_TLS_RELOAD_INTERVAL", value_parser = humantime::parse_duration)]
-    pub tls_reload_interval: Option<Duration>,
+}
+
+/// etcd's TLS flags (global in the `micro` command).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct RegistryTlsFlags {
     /// PEM CA bundle of the etcd registry's certificate: connects to etcd over TLS.
-    #[arg(long = "registry_tls_ca", env = "MICRO_REGISTRY_TLS_CA")]
+    #[arg(long = "registry_tls_ca", env = "MICRO_REGISTRY_TLS_CA", global = true)]
     pub registry_tls_ca: Option<PathBuf>,
     /// PEM client certificate for etcd's --client-cert-auth (with --registry_tls_key).
-    #[arg(long = "registry_tls_cert", env = "MICRO_REGISTRY_TLS_CERT")]
+    #[arg(
+        long = "registry_tls_cert",
+        env = "MICRO_REGISTRY_TLS_CERT",
+        global = true
+    )]
     pub registry_tls_cert: Option<PathBuf>,
     /// The PEM private key of --registry_tls_cert.
-    #[arg(long = "registry_tls_key", env = "MICRO_REGISTRY_TLS_KEY")]
+    #[arg(
+        long = "registry_tls_key",
+        env = "MICRO_REGISTRY_TLS_KEY",
+        global = true
+    )]
     pub registry_tls_key: Option<PathBuf>,
 }
 
@@ -100,6 +137,31 @@ fn pair(
 impl TlsFlags {
     /// The server's TLS the flags ask for, if any.
     pub fn server(&self) -> Result<Option<ServerTls>, ServiceError> {
+        let mut tls = self.server.server()?;
+        if let (Some(tls), Some(interval)) = (&mut tls, self.tls_reload_interval) {
+            tls.reload_interval = Some(interval);
+        }
+        Ok(tls)
+    }
+
+    /// The flags' changes to the client's TLS `base`.
+    pub fn client(&self, base: ClientTls) -> Result<ClientTls, ServiceError> {
+        let mut tls = self.client.client(base)?;
+        if let Some(interval) = self.tls_reload_interval {
+            tls.reload_interval = Some(interval);
+        }
+        Ok(tls)
+    }
+
+    /// etcd's TLS the flags ask for, if any.
+    pub fn registry(&self) -> Result<Option<EtcdTls>, ServiceError> {
+        self.registry.registry()
+    }
+}
+
+impl ServerTlsFlags {
+    /// The server's TLS the flags ask for, if any.
+    pub fn server(&self) -> Result<Option<ServerTls>, ServiceError> {
         let Some(identity) = pair(
             self.server_tls_cert.as_ref(),
             self.server_tls_key.as_ref(),
@@ -117,10 +179,19 @@ impl TlsFlags {
         if let Some(ca) = &self.server_tls_client_ca {
             tls = tls.client_ca(ca, self.server_tls_client_auth.unwrap_or_default());
         }
-        if let Some(interval) = self.tls_reload_interval {
-            tls.reload_interval = Some(interval);
-        }
         Ok(Some(tls))
+    }
+}
+
+impl ClientTlsFlags {
+    /// Whether any of these flags is set.
+    pub fn is_set(&self) -> bool {
+        self.client_tls.is_some()
+            || self.client_tls_ca.is_some()
+            || self.client_tls_cert.is_some()
+            || self.client_tls_key.is_some()
+            || self.client_tls_server_name.is_some()
+            || self.client_tls_dangerous_skip_verify.is_some()
     }
 
     /// The flags' changes to the client's TLS `base`.
@@ -144,12 +215,11 @@ impl TlsFlags {
         if let Some(skip) = self.client_tls_dangerous_skip_verify {
             base.dangerous_skip_verification = skip;
         }
-        if let Some(interval) = self.tls_reload_interval {
-            base.reload_interval = Some(interval);
-        }
         Ok(base)
     }
+}
 
+impl RegistryTlsFlags {
     /// etcd's TLS the flags ask for, if any.
     pub fn registry(&self) -> Result<Option<EtcdTls>, ServiceError> {
         let identity = pair(
@@ -168,17 +238,6 @@ impl TlsFlags {
                 Ok(Some(tls))
             }
         }
-    }
-
-    /// Whether any client TLS flag is set.
-    fn sets_client(&self) -> bool {
-        self.client_tls.is_some()
-            || self.client_tls_ca.is_some()
-            || self.client_tls_cert.is_some()
-            || self.client_tls_key.is_some()
-            || self.client_tls_server_name.is_some()
-            || self.client_tls_dangerous_skip_verify.is_some()
-            || self.tls_reload_interval.is_some()
     }
 }
 
@@ -226,7 +285,7 @@ impl Service {
                 .map_err(|err| options(format!("server TLS: {err}")))?;
             self.server.options_mut().tls = Some(tls);
         }
-        if flags.sets_client() {
+        if flags.client.is_set() || flags.tls_reload_interval.is_some() {
             let mut error = None;
             self.configure_client("flags", |mut builder| {
                 match flags.client(builder.options_mut().tls.clone()) {
