@@ -4,7 +4,7 @@
 //! information in a tokio task-local that the server sets around each handler. Calls made from
 //! the handler's task (not from a spawned task) carry its metadata and its deadline.
 
-use std::{future::Future, time::Duration};
+use std::{cell::Cell, future::Future, time::Duration};
 
 use http::{HeaderMap, HeaderName};
 use tokio::{task::futures::TaskLocalFuture, time::Instant};
@@ -38,10 +38,36 @@ pub struct CallContext {
     /// The incoming call's metadata that outgoing calls carry on (transport and gRPC
     /// protocol headers excluded).
     pub metadata: HeaderMap,
-    /// The call's server span, set by the trace wrapper: the parent of the calls its handler
-    /// makes when the handler opened no span of its own (and the only parent an unsampled
-    /// call has, so that its calls carry its trace and its decision on).
-    pub trace: Option<TraceParent>,
+    /// The call's server span, set by the trace wrapper: the parent of the spans the handler
+    /// opens and of the calls it makes outside them (and the only parent an unsampled call
+    /// has, so that its calls carry its trace and its decision on).
+    trace: TraceSlot,
+}
+
+/// The trace position, set in place by the wrapper that starts the server span while the
+/// context is current (a task-local is read-only).
+#[derive(Default)]
+struct TraceSlot(Cell<Option<TraceParent>>);
+
+impl Clone for TraceSlot {
+    fn clone(&self) -> Self {
+        TraceSlot(Cell::new(self.get()))
+    }
+}
+
+impl std::fmt::Debug for TraceSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl TraceSlot {
+    fn get(&self) -> Option<TraceParent> {
+        let trace = self.0.take();
+        let copy = trace.clone();
+        self.0.set(trace);
+        copy
+    }
 }
 
 /// A span as its children see it: the ids they inherit and the sampling decision they follow.
@@ -56,6 +82,9 @@ pub struct TraceParent {
     pub sampled: bool,
     /// W3C `tracestate` received with the trace, passed on unchanged.
     pub state: Option<http::HeaderValue>,
+    /// Which of the process's tracers records the trace's spans here (the tracing library's
+    /// business; 0 when none does).
+    pub route: u32,
 }
 
 impl CallContext {
@@ -80,19 +109,43 @@ impl CallContext {
         CallContext {
             deadline,
             metadata,
-            trace: None,
+            trace: TraceSlot::default(),
         }
+    }
+
+    /// A context with a trace position only: for a traced call that no server entry set a
+    /// context for (a bare tonic app).
+    pub fn with_trace(trace: TraceParent) -> Self {
+        CallContext {
+            trace: TraceSlot(Cell::new(Some(trace))),
+            ..Default::default()
+        }
+    }
+
+    /// The call's server span, if a trace wrapper set it.
+    pub fn trace(&self) -> Option<TraceParent> {
+        self.trace.get()
+    }
+
+    /// Sets the call's server span: the trace wrapper does, while the context is current.
+    pub fn set_trace(&self, trace: TraceParent) {
+        self.trace.0.set(Some(trace));
+    }
+
+    /// Calls `call` with this context current, then returns its future to be run with the
+    /// context current too: what `call` set in the context (the trace position) is kept.
+    pub fn enter<F: Future>(self, call: impl FnOnce() -> F) -> TaskLocalFuture<CallContext, F> {
+        let (future, trace) = CURRENT.sync_scope(self.clone(), || {
+            let future = call();
+            (future, CURRENT.with(|c| c.trace.0.take()))
+        });
+        self.trace.0.set(trace);
+        self.scope(future)
     }
 
     /// Runs `future` with this context as the current one.
     pub fn scope<F: Future>(self, future: F) -> TaskLocalFuture<CallContext, F> {
         CURRENT.scope(self, future)
-    }
-
-    /// Runs `f` with this context as the current one: for what runs before the future does
-    /// (the wrappers' `call`).
-    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
     }
 
     /// A copy of the context of the call being handled by this task, if any.

@@ -271,6 +271,14 @@ impl<F: FnOnce(&Outcome) + Send + 'static> OnOutcome for F {
     }
 }
 
+/// Both, in order: two observers of one call that read its outcome once.
+impl<A: OnOutcome, B: OnOutcome> OnOutcome for (A, B) {
+    fn on_outcome(self, outcome: &Outcome) {
+        self.0.on_outcome(outcome);
+        self.1.on_outcome(outcome);
+    }
+}
+
 /// Reports at most once; as cancelled if dropped unreported.
 struct Report<F: OnOutcome>(Option<F>);
 

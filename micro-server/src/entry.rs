@@ -225,10 +225,9 @@ impl Service<Request<Body>> for Entry {
                     deadline,
                 });
                 // The stack is called at once when ready: its wrappers' `call` sees the
-                // context too, not only their futures.
-                let response = context.clone().sync_scope(|| entry.handlers.call(req));
+                // context too (and may set the trace position in it), not only their futures.
                 EntryFuture::User {
-                    call: context.scope(Within::new(response, enforce)),
+                    call: context.enter(|| Within::new(entry.handlers.call(req), enforce)),
                 }
             }
         }

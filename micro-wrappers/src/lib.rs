@@ -17,6 +17,7 @@
 pub mod breaker;
 pub mod clock;
 pub mod metrics;
+pub mod observe;
 pub mod ratelimit;
 pub mod trace;
 

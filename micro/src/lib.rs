@@ -62,7 +62,7 @@ pub mod wrappers {
     pub use micro_wrappers::*;
 }
 
-/// Tracing: client and server spans (recorded with fastrace), propagation (W3C, B3, Jaeger)
+/// Tracing: client and server spans (recorded off the call path), propagation (W3C, B3, Jaeger)
 /// and export (OTLP, Zipkin) (see [`Service::tracing`]).
 pub mod trace {
     pub use micro_wrappers::trace::*;

@@ -1,12 +1,11 @@
-//! Tracing on fastrace, end to end over real TCP: two services in one process each find
-//! their spans only at their own exporter, under their own name; a handler's own spans
-//! (the `tracing` crate through fastrace-tracing, and fastrace's API) sit under the call's
-//! server span, with the handler's calls under them, read back from a real Zipkin.
+//! Tracing end to end over real TCP: two services in one process each find their spans only
+//! at their own exporter, under their own name; a handler's own spans (the `tracing` crate,
+//! recorded by the `HandlerSpans` layer) sit under the call's server span, nested ones under
+//! their enclosing span, with the handler's calls under them, read back from a real Zipkin.
 
 use std::time::Duration;
 
 use examples::Greeter2;
-use fastrace::future::FutureExt as _;
 use micro::{
     registry::Memory,
     trace::{Exporter, OtlpProtocol, SamplerConfig, TraceConfig},
@@ -125,8 +124,8 @@ async fn two_services_in_one_process_export_only_their_own_spans() {
     beta.stop().await.unwrap();
 }
 
-/// A handler that opens spans of its own around its calls to greeter2: one with the
-/// `tracing` crate, one with fastrace's API.
+/// A handler that opens spans of its own around its calls to greeter2 with the `tracing`
+/// crate: one, and one inside another (with a field).
 #[derive(Clone)]
 struct Spanning {
     greeter2: GreeterClient<micro::Channel>,
@@ -145,11 +144,15 @@ impl Greeter for Spanning {
             .instrument(tracing::info_span!("user.tracing"))
             .await?
             .into_inner();
-        let second = greeter2
-            .test(Request { name })
-            .in_span(fastrace::Span::enter_with_local_parent("user.fastrace"))
-            .await?
-            .into_inner();
+        let second = async {
+            greeter2
+                .test(Request { name })
+                .instrument(tracing::info_span!("user.inner", step = 2))
+                .await
+        }
+        .instrument(tracing::info_span!("user.outer"))
+        .await?
+        .into_inner();
         Ok(tonic::Response::new(Response {
             msg: format!("{} {}", first.msg, second.msg),
         }))
@@ -163,12 +166,10 @@ impl Greeter for Spanning {
 #[tokio::test]
 async fn a_handlers_own_spans_are_children_of_the_server_span_in_zipkin() {
     use tracing_subscriber::{Layer as _, layer::SubscriberExt as _};
-    // The application's subscriber: its own spans (this file's) go to fastrace.
-    let subscriber = tracing_subscriber::registry().with(
-        fastrace_tracing::FastraceCompatLayer::new().with_filter(
-            tracing_subscriber::filter::Targets::new().with_target("trace", tracing::Level::INFO),
-        ),
-    );
+    // The application's subscriber: its own spans (this file's) are recorded in the trace.
+    let subscriber = tracing_subscriber::registry().with(micro::trace::HandlerSpans.with_filter(
+        tracing_subscriber::filter::Targets::new().with_target("trace", tracing::Level::INFO),
+    ));
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let zipkin = Zipkin::start().await.unwrap();
@@ -208,14 +209,14 @@ async fn a_handlers_own_spans_are_children_of_the_server_span_in_zipkin() {
         "{}/api/v2/traces?serviceName=users-greeter1&limit=10",
         zipkin.url()
     );
-    // server1, user.tracing, client, server2, user.fastrace, client, server2
+    // server1, user.tracing, client, server2, user.outer, user.inner, client, server2
     let trace = poll(WAIT, || async {
         let (_, text) = http_get(&url).await.ok()?;
         let traces: Vec<Vec<Value>> = serde_json::from_str(&text).ok()?;
-        traces.into_iter().find(|t| t.len() >= 7)
+        traces.into_iter().find(|t| t.len() >= 8)
     })
     .await
-    .expect("the trace's seven spans in Zipkin");
+    .expect("the trace's eight spans in Zipkin");
     let one = |pred: &dyn Fn(&Value) -> bool, what: &str| -> Value {
         let found: Vec<&Value> = trace.iter().filter(|s| pred(s)).collect();
         assert_eq!(found.len(), 1, "one {what} in {trace:#?}");
@@ -230,12 +231,14 @@ async fn a_handlers_own_spans_are_children_of_the_server_span_in_zipkin() {
         &|s| service(s).as_deref() == Some("users-greeter1") && s["kind"] == "SERVER",
         "greeter1 server span",
     );
-    for user in ["user.tracing", "user.fastrace"] {
+    let outer = one(&|s| s["name"] == "user.outer", "user.outer");
+    assert_eq!(
+        outer["parentId"], server1["id"],
+        "user.outer under the server span"
+    );
+    for (user, parent) in [("user.tracing", &server1), ("user.inner", &outer)] {
         let span = one(&|s| s["name"] == user, user);
-        assert_eq!(
-            span["parentId"], server1["id"],
-            "{user} under the server span"
-        );
+        assert_eq!(span["parentId"], parent["id"], "{user} under its parent");
         assert_eq!(service(&span).as_deref(), Some("users-greeter1"));
         let client = one(
             &|s| s["kind"] == "CLIENT" && s["parentId"] == span["id"],
@@ -246,4 +249,6 @@ async fn a_handlers_own_spans_are_children_of_the_server_span_in_zipkin() {
             "greeter2's server span under that client span",
         );
     }
+    let inner = one(&|s| s["name"] == "user.inner", "user.inner");
+    assert_eq!(inner["tags"]["step"], "2", "the span's field as a tag");
 }

@@ -103,9 +103,14 @@ struct Pending {
 pub struct Measure(Option<(Started, quanta::Instant)>);
 
 impl Measure {
+    /// Measures nothing.
+    pub(crate) fn none() -> Self {
+        Measure(None)
+    }
+
     /// The measure of `request`, a call into `series`.
     #[inline]
-    fn start<B>(series: &Arc<Series>, request: &Request<B>) -> Self {
+    pub(crate) fn start<B>(series: &Arc<Series>, request: &Request<B>) -> Self {
         let path = request.uri().path();
         // The common call is told apart from gRPC's own services by its first bytes.
         if path.starts_with(BUILTIN_PATHS)

@@ -1,13 +1,10 @@
-//! Export off the call path. fastrace's collector thread hands the ended spans (in batches)
-//! to one process-wide reporter, [`Router`], which sends each span to the [`Tracing`] that
-//! made it: a span names its endpoint, and the endpoint its `Tracing`; a span the handler
-//! opened has no endpoint and goes where its nearest ancestor in the batch goes. Each
-//! `Tracing` holds a bounded queue and an export thread of its own: a full queue drops the
-//! span (counted), a receiver that is down or hung costs that thread's batches (counted),
-//! never a call.
+//! Export off the call path. The collector ([`collect`](super::collect)) hands the ended
+//! spans in batches to [`route`], which sends each to the [`Tracing`] that made it (a span
+//! carries its route). Each `Tracing` holds a bounded queue and an export thread of its own:
+//! a full queue drops the span (counted), a receiver that is down or hung costs that thread's
+//! batches (counted), never a call.
 
 use std::{
-    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -16,14 +13,15 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fastrace::collector::{Config, Reporter, SpanRecord};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use super::{
-    Side,
+    Side, collect,
     config::{ConfigError, Exporter, Propagation, Resolved, SamplerConfig, SpanNames},
-    otlp, service,
-    service::{ENDPOINT_KEY, Endpoint, Endpoints},
+    otlp,
+    record::SpanRecord,
+    service,
+    service::{Endpoint, Endpoints},
     zipkin,
 };
 
@@ -112,12 +110,9 @@ impl Drop for Inner {
 
 /// The queues of the installed `Tracing`s, by route (`None` once shut down).
 static ROUTES: RwLock<Vec<Option<Arc<Queue>>>> = RwLock::new(Vec::new());
-/// fastrace's report interval as set (ms), the smallest batch delay asked so far.
-static INTERVAL: Mutex<Option<Duration>> = Mutex::new(None);
 
 impl Tracing {
-    /// Checks the exporters' settings, starts this tracer's export thread and (once per
-    /// process, or for a shorter batch delay) fastrace's reporter.
+    /// Checks the exporters' settings and starts this tracer's export thread.
     pub fn install(config: Resolved) -> Result<Self, ConfigError> {
         let stats = Arc::new(SpanStats::default());
         // Settings are checked here; the clients are built on the export thread.
@@ -156,16 +151,6 @@ impl Tracing {
                     reason: format!("starting the export thread: {e}"),
                 })?
         };
-        {
-            let mut interval = INTERVAL.lock();
-            let want = config
-                .batch_delay
-                .clamp(Duration::from_millis(10), Duration::from_secs(1));
-            if interval.is_none_or(|set| want < set) {
-                *interval = Some(want);
-                fastrace::set_reporter(Router::default(), Config::default().report_interval(want));
-            }
-        }
         let patience = (config.export_timeout + config.batch_delay)
             * (config.exporters.len().max(1) as u32)
             + Duration::from_secs(1);
@@ -204,7 +189,9 @@ impl Tracing {
     /// fails if the last batch of an exporter failed. Call from a blocking context
     /// (`tokio::task::spawn_blocking`).
     pub fn force_flush(&self) -> Result<(), ExportError> {
-        fastrace::flush();
+        if !collect::flush(self.inner.patience) {
+            return Err(ExportError::Timeout(self.inner.patience));
+        }
         self.inner.queue.flush(self.inner.patience)
     }
 
@@ -399,75 +386,42 @@ fn run(queue: &Queue, makers: Vec<Maker>, delay: Duration, batch: usize) {
     }
 }
 
-// === the reporter ===
+// === routing ===
 
-/// fastrace's reporter: sends each span to the queue of the `Tracing` that made it.
-#[derive(Default)]
-struct Router {
-    /// span id -> route, for the spans of one batch.
-    routes: HashMap<u64, usize>,
-    picked: Vec<Option<usize>>,
-    groups: Vec<Vec<SpanRecord>>,
+/// Sends each span of `batch` (emptied) to the queue of the `Tracing` that made it; the spans
+/// of a `Tracing` shut down are dropped.
+pub(crate) fn route(batch: &mut Vec<SpanRecord>) {
+    let routes = ROUTES.read();
+    // Most batches are one service's: they go whole.
+    let first = batch[0].route;
+    if batch.iter().all(|span| span.route == first) {
+        if let Some(Some(queue)) = routes.get(first as usize) {
+            queue.push(batch);
+        }
+        batch.clear();
+        return;
+    }
+    // Spans of several services in one process: one run per route.
+    batch.sort_by_key(|span| span.route);
+    while let Some(route) = batch.first().map(|span| span.route) {
+        let n = batch.iter().take_while(|span| span.route == route).count();
+        let mut run: Vec<SpanRecord> = batch.drain(..n).collect();
+        if let Some(Some(queue)) = routes.get(route as usize) {
+            queue.push(&mut run);
+        }
+    }
 }
 
-fn route_of(span: &SpanRecord) -> Option<usize> {
-    span.properties
-        .iter()
-        .find(|(key, _)| key == ENDPOINT_KEY)
-        .and_then(|(_, value)| service::endpoint_of(value))
-        .map(|endpoint| endpoint.route)
-}
-
-impl Reporter for Router {
-    fn report(&mut self, spans: Vec<SpanRecord>) {
-        if spans.is_empty() {
-            return;
-        }
-        self.routes.clear();
-        self.picked.clear();
-        for span in &spans {
-            let route = route_of(span);
-            if let Some(route) = route {
-                self.routes.insert(span.span_id.0, route);
-            }
-            self.picked.push(route);
-        }
-        // The handler's own spans: where their parent goes (a few levels deep).
-        for _ in 0..16 {
-            let mut found = false;
-            for (span, picked) in spans.iter().zip(self.picked.iter_mut()) {
-                if picked.is_none()
-                    && let Some(&route) = self.routes.get(&span.parent_id.0)
-                {
-                    *picked = Some(route);
-                    self.routes.insert(span.span_id.0, route);
-                    found = true;
-                }
-            }
-            if !found {
-                break;
-            }
-        }
-        let routes = ROUTES.read();
-        if self.groups.len() < routes.len() {
-            self.groups.resize_with(routes.len(), Vec::new);
-        }
-        for (span, picked) in spans.into_iter().zip(self.picked.drain(..)) {
-            // Spans of no Tracing (a root the application opened itself) are not ours.
-            if let Some(route) = picked
-                && let Some(group) = self.groups.get_mut(route)
-            {
-                group.push(span);
-            }
-        }
-        for (route, group) in self.groups.iter_mut().enumerate() {
-            if group.is_empty() {
-                continue;
-            }
-            match routes.get(route) {
-                Some(Some(queue)) => queue.push(group),
-                _ => group.clear(),
-            }
-        }
+/// Counts `n` spans of `route` lost before they reached its queue.
+pub(crate) fn dropped(route: u32, n: u64) {
+    if let Some(Some(queue)) = ROUTES.read().get(route as usize) {
+        queue
+            .stats
+            .ended
+            .fetch_add(n * queue.exporters, Ordering::Relaxed);
+        queue
+            .stats
+            .dropped
+            .fetch_add(n * queue.exporters, Ordering::Relaxed);
     }
 }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use fastrace::collector::SpanRecord;
 use opentelemetry_proto::tonic::{
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     resource::v1::Resource,
@@ -15,37 +14,9 @@ use super::{
     Side,
     config::{ConfigError, OtlpProtocol, Resolved},
     export::{Export, Maker},
-    service::{CODE_KEY, ENDPOINT_KEY, ERROR_KEY, Endpoint, endpoint_of},
+    record::SpanRecord,
+    service::{CODE_KEY, Endpoint},
 };
-
-/// What the exporters read from a span: its endpoint (ours) and its error, if any.
-pub(crate) struct View<'a> {
-    pub(crate) endpoint: Option<&'static Endpoint>,
-    pub(crate) error: Option<&'a str>,
-}
-
-pub(crate) fn view(span: &SpanRecord) -> View<'_> {
-    let mut view = View {
-        endpoint: None,
-        error: None,
-    };
-    for (key, value) in &span.properties {
-        if key == ENDPOINT_KEY {
-            view.endpoint = endpoint_of(value);
-        } else if key == ERROR_KEY {
-            view.error = Some(value);
-        }
-    }
-    view
-}
-
-/// The properties a user set, and ours but the internal ones.
-pub(crate) fn tags(span: &SpanRecord) -> impl Iterator<Item = (&str, &str)> {
-    span.properties
-        .iter()
-        .filter(|(key, _)| key != ENDPOINT_KEY && key != ERROR_KEY)
-        .map(|(key, value)| (&**key, &**value))
-}
 
 fn text(key: &str, value: &str) -> KeyValue {
     KeyValue {
@@ -66,11 +37,15 @@ pub(crate) struct Encoder {
     resource: Vec<u8>,
     /// `scope` (field 1 of `ScopeSpans`), encoded.
     scope: Vec<u8>,
-    /// The endpoints' attributes (field 9 of `Span`), encoded, by endpoint.
-    attributes: Vec<Option<Vec<u8>>>,
+    /// What every span of an endpoint says (name, kind, attributes: the official `Span` type
+    /// with those fields only), encoded, by endpoint.
+    endpoints: Vec<Option<Vec<u8>>>,
     /// The status code attribute (field 9 of `Span`), encoded, by gRPC code.
     codes: Vec<Vec<u8>>,
+    /// A span the handler opened, refilled in place.
     span: Span,
+    /// The fields of a call's span that change from span to span, encoded.
+    head: Vec<u8>,
     spans: Vec<u8>,
     /// The request of the last batch.
     pub(crate) out: Vec<u8>,
@@ -104,7 +79,7 @@ impl Encoder {
         Encoder {
             resource,
             scope,
-            attributes: Vec::new(),
+            endpoints: Vec::new(),
             codes: (0..CODES)
                 .map(|code| {
                     let mut out = Vec::new();
@@ -121,26 +96,34 @@ impl Encoder {
                 })
                 .collect(),
             span: Span::default(),
+            head: Vec::new(),
             spans: Vec::new(),
             out: Vec::new(),
         }
     }
 
-    /// The endpoint's attributes, encoded once.
-    fn attributes<'a>(
-        cache: &'a mut Vec<Option<Vec<u8>>>,
-        endpoint: &'static Endpoint,
-    ) -> &'a [u8] {
+    /// What every span of the endpoint says, encoded once.
+    fn endpoint<'a>(cache: &'a mut Vec<Option<Vec<u8>>>, endpoint: &'static Endpoint) -> &'a [u8] {
         let index = endpoint.index();
         if cache.len() <= index {
             cache.resize(index + 1, None);
         }
         cache[index].get_or_insert_with(|| {
-            let mut out = Vec::new();
-            for (key, value) in &endpoint.attributes {
-                prost::encoding::message::encode(9, &text(key, value), &mut out);
+            let kind = match endpoint.side {
+                Side::Server => span::SpanKind::Server,
+                Side::Client => span::SpanKind::Client,
+            };
+            Span {
+                name: endpoint.name.to_owned(),
+                kind: kind as i32,
+                attributes: endpoint
+                    .attributes
+                    .iter()
+                    .map(|(key, value)| text(key, value))
+                    .collect(),
+                ..Default::default()
             }
-            out
+            .encode_to_vec()
         })
     }
 
@@ -148,19 +131,29 @@ impl Encoder {
     pub(crate) fn encode(&mut self, spans: &[SpanRecord]) {
         self.spans.clear();
         for record in spans {
-            let view = view(record);
-            let code = fill(&mut self.span, record, &view);
-            let code: &[u8] = code.map_or(&[], |code| &self.codes[code]);
-            let attributes: &[u8] = match view.endpoint {
-                Some(endpoint) => Self::attributes(&mut self.attributes, endpoint),
+            let Some(endpoint) = record.endpoint else {
+                // A span the handler opened: through the official type.
+                fill(&mut self.span, record);
+                header(&mut self.spans, 2, self.span.encoded_len());
+                // `encode` cannot fail on a Vec (it grows).
+                let _ = self.span.encode(&mut self.spans);
+                continue;
+            };
+            // A call's span: its ids, times, status and flags written here, the rest as
+            // encoded once for its endpoint (a message's fields may come in any order).
+            write_head(&mut self.head, record);
+            let code: &[u8] = match record.code {
+                Some(code) => self.codes.get(code as usize).map_or(&[], |c| &c[..]),
                 None => &[],
             };
-            // Encoded in place: the span, then its encoded attributes.
-            let len = self.span.encoded_len() + attributes.len() + code.len();
-            header(&mut self.spans, 2, len);
-            // `encode` cannot fail on a Vec (it grows).
-            let _ = self.span.encode(&mut self.spans);
-            self.spans.extend_from_slice(attributes);
+            let endpoint = Self::endpoint(&mut self.endpoints, endpoint);
+            header(
+                &mut self.spans,
+                2,
+                self.head.len() + endpoint.len() + code.len(),
+            );
+            self.spans.extend_from_slice(&self.head);
+            self.spans.extend_from_slice(endpoint);
             self.spans.extend_from_slice(code);
         }
         let scope_spans = self.scope.len() + self.spans.len();
@@ -180,23 +173,59 @@ impl Encoder {
 /// The gRPC status codes, 0 to 16, whose attribute is encoded once.
 const CODES: i64 = 17;
 
-/// Refills `span` with `record`, reusing its buffers; the endpoint's attributes and the
-/// status code attribute (returned, when it is a gRPC code) are added encoded by the caller.
-fn fill(span: &mut Span, record: &SpanRecord, view: &View<'_>) -> Option<usize> {
+/// The fields of `Span` that change from span to span: trace id (1), span id (2), parent
+/// span id (4), start (7) and end (8) times, status (15), flags (16).
+fn write_head(out: &mut Vec<u8>, record: &SpanRecord) {
+    use prost::encoding::{WireType, encode_key};
+    out.clear();
+    header(out, 1, 16);
+    out.extend_from_slice(&record.trace_id.to_be_bytes());
+    header(out, 2, 8);
+    out.extend_from_slice(&record.span_id.to_be_bytes());
+    if record.parent_id != 0 {
+        header(out, 4, 8);
+        out.extend_from_slice(&record.parent_id.to_be_bytes());
+    }
+    encode_key(7, WireType::SixtyFourBit, out);
+    out.extend_from_slice(&record.begin_time_unix_ns.to_le_bytes());
+    encode_key(8, WireType::SixtyFourBit, out);
+    out.extend_from_slice(&(record.begin_time_unix_ns + record.duration_ns).to_le_bytes());
+    if let Some(message) = &record.error {
+        let status = Status {
+            message: message.to_string(),
+            code: status::StatusCode::Error as i32,
+        };
+        prost::encoding::message::encode(15, &status, out);
+    }
+    // A server span's parent is the caller's span, in another process.
+    let remote = record.parent_id != 0 && record.endpoint.is_some_and(|e| e.side == Side::Server);
+    let flags = if remote { FLAGS | REMOTE } else { FLAGS };
+    encode_key(16, WireType::ThirtyTwoBit, out);
+    out.extend_from_slice(&flags.to_le_bytes());
+}
+
+/// OTLP span flags: the W3C flags (sampled: 1), and whether the parent is remote is known
+/// (0x100).
+const FLAGS: u32 = 0x100 | 1;
+/// OTLP span flag: the parent is remote.
+const REMOTE: u32 = 0x200;
+
+/// Refills `span` with `record` (a span the handler opened), reusing its buffers.
+fn fill(span: &mut Span, record: &SpanRecord) {
     span.trace_id.clear();
     span.trace_id
-        .extend_from_slice(&record.trace_id.0.to_be_bytes());
+        .extend_from_slice(&record.trace_id.to_be_bytes());
     span.span_id.clear();
     span.span_id
-        .extend_from_slice(&record.span_id.0.to_be_bytes());
+        .extend_from_slice(&record.span_id.to_be_bytes());
     span.parent_span_id.clear();
-    if record.parent_id.0 != 0 {
+    if record.parent_id != 0 {
         span.parent_span_id
-            .extend_from_slice(&record.parent_id.0.to_be_bytes());
+            .extend_from_slice(&record.parent_id.to_be_bytes());
     }
     span.name.clear();
-    span.name.push_str(&record.name);
-    span.kind = match view.endpoint.map(|e| e.side) {
+    span.name.push_str(record.name());
+    span.kind = match record.endpoint.map(|e| e.side) {
         Some(Side::Server) => span::SpanKind::Server,
         Some(Side::Client) => span::SpanKind::Client,
         None => span::SpanKind::Internal,
@@ -204,41 +233,17 @@ fn fill(span: &mut Span, record: &SpanRecord, view: &View<'_>) -> Option<usize> 
     span.start_time_unix_nano = record.begin_time_unix_ns;
     span.end_time_unix_nano = record.begin_time_unix_ns + record.duration_ns;
     span.attributes.clear();
-    let mut code = None;
-    for (key, value) in tags(record) {
-        if key == CODE_KEY
-            && code.is_none()
-            && let Ok(n) = value.parse::<i64>()
-            && (0..CODES).contains(&n)
-        {
-            code = Some(n as usize);
-            continue;
-        }
-        span.attributes.push(match (key, value.parse::<i64>()) {
-            (CODE_KEY, Ok(code)) => KeyValue {
-                key: key.to_owned(),
-                value: Some(AnyValue {
-                    value: Some(Value::IntValue(code)),
-                }),
-                ..Default::default()
-            },
-            _ => text(key, value),
-        });
-    }
-    span.events.clear();
-    span.events
-        .extend(record.events.iter().map(|e| span::Event {
-            time_unix_nano: e.timestamp_unix_ns,
-            name: e.name.to_string(),
-            attributes: e.properties.iter().map(|(k, v)| text(k, v)).collect(),
-            dropped_attributes_count: 0,
-        }));
-    span.status = view.error.map(|message| Status {
-        message: message.to_owned(),
+    span.attributes.extend(
+        record
+            .properties
+            .iter()
+            .map(|(key, value)| text(key, value)),
+    );
+    span.status = record.error.as_ref().map(|message| Status {
+        message: message.to_string(),
         code: status::StatusCode::Error as i32,
     });
-    span.flags = 0x100 | 1;
-    code
+    span.flags = FLAGS;
 }
 
 /// Sends encoded `ExportTraceServiceRequest` bytes as they are (tonic's codec for a message
@@ -414,7 +419,6 @@ impl Export for Http {
 
 #[cfg(test)]
 mod tests {
-    use fastrace::collector::{SpanId, TraceId};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use prost::Message as _;
 
@@ -432,24 +436,24 @@ mod tests {
             usize::MAX,
         );
         let ours = SpanRecord {
-            trace_id: TraceId(7),
-            span_id: SpanId(8),
-            parent_id: SpanId(9),
+            trace_id: 7,
+            span_id: 8,
+            parent_id: 9,
             begin_time_unix_ns: 1_000,
             duration_ns: 500,
-            name: endpoint.name.into(),
-            properties: vec![
-                (ENDPOINT_KEY.into(), endpoint.key().into()),
-                (CODE_KEY.into(), "14".into()),
-                (ERROR_KEY.into(), "down".into()),
-            ],
+            endpoint: Some(endpoint),
+            code: Some(14),
+            error: Some("down".into()),
             ..Default::default()
         };
         let users = SpanRecord {
-            span_id: SpanId(10),
-            parent_id: SpanId(8),
-            name: "user".into(),
-            properties: vec![("k".into(), "v".into())],
+            span_id: 10,
+            parent_id: 8,
+            endpoint: None,
+            name: "user",
+            code: None,
+            error: None,
+            properties: vec![("k", "v".into())],
             ..ours.clone()
         };
         let mut encoder = Encoder::new("svc");

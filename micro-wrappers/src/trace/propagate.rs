@@ -395,6 +395,7 @@ mod tests {
             span_id: SPAN,
             sampled: true,
             state: Some(HeaderValue::from_static("a=1,b=2")),
+            route: 0,
         };
         for format in [
             Propagation::TraceContext,

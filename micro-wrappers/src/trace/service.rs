@@ -1,27 +1,34 @@
 use std::{
     borrow::Cow,
-    sync::OnceLock,
+    sync::{
+        OnceLock,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context as TaskContext, Poll},
 };
 
-use fastrace::{Span, collector::SpanContext as FastContext};
-use http::{HeaderMap, Request, Response};
+use http::{Request, Response};
 use micro_core::{
     BoxError, CallContext, CallInfo, TraceParent,
     outcome::{OnOutcome, OutcomeBody},
 };
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use tonic::Code;
 use tower_service::Service;
 
-use super::{Side, SpanNames, Tracing, future::ResponseFuture, propagate};
+use super::{
+    Side, SpanNames, Tracing, collect,
+    future::ResponseFuture,
+    propagate,
+    record::{Began, SpanRecord},
+    user,
+};
 
 /// The traced service: see [`TraceLayer`](super::TraceLayer).
 #[derive(Clone, Debug)]
 pub struct Trace<S> {
     inner: S,
-    tracing: Tracing,
-    side: Side,
+    tracer: Tracer,
 }
 
 impl<S> Trace<S> {
@@ -29,8 +36,7 @@ impl<S> Trace<S> {
     pub fn new(inner: S, tracing: Tracing, side: Side) -> Self {
         Trace {
             inner,
-            tracing,
-            side,
+            tracer: Tracer { tracing, side },
         }
     }
 
@@ -62,44 +68,63 @@ where
 {
     type Response = Response<OutcomeBody<ResBody, SpanEnd>>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, SpanEnd>;
 
     fn poll_ready(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        if is_infrastructure(request.uri().path()) {
-            return ResponseFuture::plain(self.inner.call(request), SpanEnd(None));
-        }
-        match self.side {
-            Side::Server => {
-                let (span, parent) = self.server_span(&request);
-                // The handler's calls find their parent here (or in the span, made the local
-                // parent while the handler is polled).
-                let context = CallContext::with_current(|c| CallContext {
-                    deadline: c.deadline,
-                    metadata: c.metadata.clone(),
-                    trace: Some(parent.clone()),
-                })
-                .unwrap_or_else(|| CallContext {
-                    deadline: None,
-                    metadata: HeaderMap::new(),
-                    trace: Some(parent),
-                });
-                let future = self.inner.call(request);
-                ResponseFuture::scoped(context.scope(future), SpanEnd(span))
-            }
-            Side::Client => {
-                let (span, parent) = self.client_span(&request);
-                propagate::inject(request.headers_mut(), &self.tracing.inner.formats, &parent);
-                ResponseFuture::plain(self.inner.call(request), SpanEnd(span))
-            }
-        }
+        let (end, context) = self.tracer.start(&mut request);
+        ResponseFuture::new(self.inner.call(request), context, end)
     }
 }
 
-impl<S> Trace<S> {
+/// One side of one [`Tracing`]: starts the spans of the calls it sees.
+#[derive(Clone, Debug)]
+pub(crate) struct Tracer {
+    pub(crate) tracing: Tracing,
+    pub(crate) side: Side,
+}
+
+impl Tracer {
+    pub(crate) fn new(tracing: &Tracing, side: Side) -> Self {
+        Tracer {
+            tracing: tracing.clone(),
+            side,
+        }
+    }
+
+    /// Starts the call's span (if sampled): a server span is set in the call's context, for
+    /// the spans its handler opens and the calls it makes (in the server entry's context, or
+    /// else in the one returned, for the handler's future); a client span is injected into
+    /// the request's headers.
+    pub(crate) fn start<B>(&self, request: &mut Request<B>) -> (SpanEnd, Option<CallContext>) {
+        if is_infrastructure(request.uri().path()) {
+            return (SpanEnd(None), None);
+        }
+        match self.side {
+            Side::Server => {
+                let (span, parent) = self.server_span(request);
+                let mut parent = Some(parent);
+                CallContext::with_current(|context| {
+                    if let Some(parent) = parent.take() {
+                        context.set_trace(parent);
+                    }
+                });
+                (SpanEnd(span), parent.map(CallContext::with_trace))
+            }
+            Side::Client => {
+                let (span, parent) = self.client_span();
+                propagate::inject(request.headers_mut(), &self.tracing.inner.formats, &parent);
+                (
+                    SpanEnd(span.map(|open| open.at(self.endpoint(request)))),
+                    None,
+                )
+            }
+        }
+    }
+
     fn endpoint<B>(&self, request: &Request<B>) -> &'static Endpoint {
         let info = CallInfo::of(request);
         let node = if self.side == Side::Server {
@@ -125,104 +150,50 @@ impl<S> Trace<S> {
             None => (new_trace_id(), 0, None, None),
         };
         let sampled = inner.sampler.sample(trace_id, parent_sampled);
-        self.open(trace_id, parent_id, sampled, state, None, request)
+        let (open, parent) = self.open(trace_id, parent_id, sampled, state);
+        (open.map(|open| open.at(self.endpoint(request))), parent)
     }
 
-    /// The client span (if sampled) under the handler's span or the call's, and what the
-    /// callee inherits.
-    fn client_span<B>(&self, request: &Request<B>) -> (Option<Open>, TraceParent) {
+    /// The client span (if sampled) under the span the handler is in, else the call's, and
+    /// what the callee inherits.
+    fn client_span(&self) -> (Option<Opening>, TraceParent) {
         let inner = &self.tracing.inner;
-        let carried = CallContext::with_current(|c| c.trace.clone()).flatten();
-        // The innermost span the handler opened with `tracing`, else fastrace's local parent
-        // (a span opened with fastrace, else the server span while the handler is polled).
-        let (local, in_stack) = match user_parent() {
-            Some(user) => (Some(user), false),
-            None => (FastContext::current_local_parent(), true),
-        };
-        let (trace_id, parent_id, parent_sampled, state) = match (local, carried) {
-            (Some(local), carried) => {
-                let state = carried
-                    .filter(|c| c.trace_id == local.trace_id.0)
-                    .and_then(|c| c.state);
-                (
-                    local.trace_id.0,
-                    local.span_id.0,
-                    Some(local.sampled),
-                    state,
-                )
-            }
-            (None, Some(c)) => (c.trace_id, c.span_id, Some(c.sampled), c.state),
-            (None, None) => (new_trace_id(), 0, None, None),
+        let parent = user::current().or_else(|| CallContext::with_current(|c| c.trace()).flatten());
+        let (trace_id, parent_id, parent_sampled, state) = match parent {
+            Some(p) => (p.trace_id, p.span_id, Some(p.sampled), p.state),
+            None => (new_trace_id(), 0, None, None),
         };
         let sampled = inner.sampler.sample(trace_id, parent_sampled);
-        let under_local = in_stack && local.is_some_and(|l| l.sampled);
-        self.open(
-            trace_id,
-            parent_id,
-            sampled,
-            state,
-            Some(under_local),
-            request,
-        )
+        self.open(trace_id, parent_id, sampled, state)
     }
 
-    /// Starts the span when sampled: as a child of the local parent when there is one
-    /// (`local == Some(true)`), else as the root of a new local collection under
-    /// `trace_id`/`parent_id`.
-    fn open<B>(
+    /// Starts the span, when sampled; its children's view of it either way.
+    fn open(
         &self,
         trace_id: u128,
         parent_id: u64,
         sampled: bool,
         state: Option<http::HeaderValue>,
-        local: Option<bool>,
-        request: &Request<B>,
-    ) -> (Option<Open>, TraceParent) {
-        if !sampled {
-            let parent = TraceParent {
-                trace_id,
-                span_id: new_span_id(),
-                sampled,
-                state,
-            };
-            return (None, parent);
-        }
-        let endpoint = self.endpoint(request);
-        let span = if local == Some(true) {
-            Span::enter_with_local_parent(endpoint.name)
-        } else {
-            let parent = FastContext::new(
-                fastrace::collector::TraceId(trace_id),
-                fastrace::collector::SpanId(parent_id),
-            );
-            Span::root(endpoint.name, parent)
-        };
-        let span_id = FastContext::from_span(&span).map_or_else(new_span_id, |c| c.span_id.0);
+    ) -> (Option<Opening>, TraceParent) {
+        let span_id = new_span_id();
         let parent = TraceParent {
             trace_id,
             span_id,
             sampled,
             state,
+            route: self.tracing.inner.route as u32,
         };
-        (Some(Open { span, endpoint }), parent)
+        let open = sampled.then(|| Opening {
+            trace_id,
+            span_id,
+            parent_id,
+            began: Began::now(),
+        });
+        (open, parent)
     }
 }
 
-/// The span of the `tracing` crate the handler is in, if it has a fastrace span
-/// (`fastrace-tracing`'s layer gives each one).
-fn user_parent() -> Option<FastContext> {
-    tracing::dispatcher::get_default(|dispatch| {
-        use tracing_subscriber::registry::LookupSpan as _;
-        let current = dispatch.current_span();
-        let id = current.id()?;
-        let registry = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        let span = registry.span(id)?;
-        let extensions = span.extensions();
-        extensions.get::<Span>().and_then(FastContext::from_span)
-    })
-}
-
-fn new_trace_id() -> u128 {
+pub(crate) fn new_trace_id() -> u128 {
     loop {
         let id: u128 = rand::random();
         if id != 0 {
@@ -231,7 +202,7 @@ fn new_trace_id() -> u128 {
     }
 }
 
-fn new_span_id() -> u64 {
+pub(crate) fn new_span_id() -> u64 {
     loop {
         let id: u64 = rand::random();
         if id != 0 {
@@ -240,9 +211,26 @@ fn new_span_id() -> u64 {
     }
 }
 
+/// A span started, before its endpoint is known.
+pub(crate) struct Opening {
+    trace_id: u128,
+    span_id: u64,
+    parent_id: u64,
+    began: Began,
+}
+
+impl Opening {
+    fn at(self, endpoint: &'static Endpoint) -> Open {
+        Open {
+            opening: self,
+            endpoint,
+        }
+    }
+}
+
 /// A span being recorded and the endpoint it describes.
 pub(crate) struct Open {
-    pub(crate) span: Span,
+    opening: Opening,
     endpoint: &'static Endpoint,
 }
 
@@ -250,9 +238,9 @@ pub(crate) struct Open {
 pub struct SpanEnd(pub(crate) Option<Open>);
 
 impl SpanEnd {
-    /// The span, to make it the local parent while the handler runs.
-    pub(crate) fn span(&self) -> Option<&Span> {
-        self.0.as_ref().map(|open| &open.span)
+    /// Ends no span.
+    pub(crate) fn none() -> Self {
+        SpanEnd(None)
     }
 }
 
@@ -279,42 +267,32 @@ fn is_error(side: Side, code: Code) -> bool {
     }
 }
 
-/// The gRPC codes as attribute values, so that none is formatted per call.
-const CODES: [&str; 17] = [
-    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
-];
-
-/// The property that names a span's endpoint (and so its route, kind and attributes); the
-/// exporters read it and do not export it.
-pub(crate) const ENDPOINT_KEY: &str = "micro.endpoint.ref";
-/// The status code property (exported as an integer attribute).
+/// The status code attribute.
 pub(crate) const CODE_KEY: &str = "rpc.grpc.status_code";
-/// The error description property of a span whose status is an error.
-pub(crate) const ERROR_KEY: &str = "otel.status_description";
 
 impl OnOutcome for SpanEnd {
     fn on_outcome(self, outcome: &micro_core::Outcome) {
-        let Some(Open { span, endpoint }) = self.0 else {
+        let Some(Open { opening, endpoint }) = self.0 else {
             return;
         };
-        let code = CODES.get(outcome.code as usize).copied().unwrap_or("2");
-        // One allocation: the properties, all added at once; dropping the span ends it.
-        let span = if is_error(endpoint.side, outcome.code) {
-            let detail: Cow<'static, str> = match &outcome.error {
-                Some(e) => Cow::Owned(e.detail.clone()),
-                None => Cow::Borrowed(outcome.code.description()),
-            };
-            span.with_properties(|| {
-                [
-                    (ENDPOINT_KEY, Cow::Borrowed(endpoint.key.as_str())),
-                    (CODE_KEY, Cow::Borrowed(code)),
-                    (ERROR_KEY, detail),
-                ]
-            })
-        } else {
-            span.with_properties(|| [(ENDPOINT_KEY, endpoint.key.as_str()), (CODE_KEY, code)])
-        };
-        drop(span);
+        let (begin_time_unix_ns, duration_ns) = opening.began.times();
+        let error = is_error(endpoint.side, outcome.code).then(|| match &outcome.error {
+            Some(e) => Cow::Owned(e.detail.clone()),
+            None => Cow::Borrowed(outcome.code.description()),
+        });
+        collect::record(SpanRecord {
+            trace_id: opening.trace_id,
+            span_id: opening.span_id,
+            parent_id: opening.parent_id,
+            begin_time_unix_ns,
+            duration_ns,
+            route: endpoint.route as u32,
+            endpoint: Some(endpoint),
+            name: "",
+            code: Some(outcome.code as u8),
+            error,
+            properties: Vec::new(),
+        });
     }
 }
 
@@ -323,7 +301,7 @@ impl OnOutcome for SpanEnd {
 /// What the spans of one endpoint say, resolved when the endpoint is first seen: the name and
 /// the attributes, the side, and the [`Tracing`] whose exporters get them. Kept for the life
 /// of the process (at most [`CAPACITY`] per `Tracing` and side), so that a span refers to it
-/// with a `&'static str` and the exporters read it from [`ENDPOINTS`].
+/// with a `&'static` reference.
 #[derive(Debug)]
 pub(crate) struct Endpoint {
     path: Box<str>,
@@ -333,32 +311,18 @@ pub(crate) struct Endpoint {
     pub(crate) side: Side,
     pub(crate) route: usize,
     pub(crate) attributes: Vec<(&'static str, String)>,
-    /// Its index in [`ENDPOINTS`], as text: the value of [`ENDPOINT_KEY`].
-    key: String,
     index: usize,
 }
 
 impl Endpoint {
-    /// Its index in [`ENDPOINTS`].
+    /// A number of its own among the process's endpoints (the exporters cache by it).
     pub(crate) fn index(&self) -> usize {
         self.index
     }
-
-    /// The value of [`ENDPOINT_KEY`] that names it.
-    #[cfg(test)]
-    pub(crate) fn key(&'static self) -> &'static str {
-        &self.key
-    }
 }
 
-/// Every endpoint of every `Tracing`, by [`Endpoint::key`]: read by the exporters.
-pub(crate) static ENDPOINTS: RwLock<Vec<&'static Endpoint>> = RwLock::new(Vec::new());
-
-/// The endpoint a span names with its [`ENDPOINT_KEY`] property.
-pub(crate) fn endpoint_of(key: &str) -> Option<&'static Endpoint> {
-    let index: usize = key.parse().ok()?;
-    ENDPOINTS.read().get(index).copied()
-}
+/// Endpoints made so far in the process.
+static ENDPOINTS: AtomicUsize = AtomicUsize::new(0);
 
 /// Distinct endpoints kept per `Tracing` and side; beyond, spans are named `other`.
 const CAPACITY: usize = 512;
@@ -462,8 +426,7 @@ pub(crate) fn new_endpoint(
     if let Some(node) = node {
         attributes.push(("micro.node", node.to_owned()));
     }
-    let mut all = ENDPOINTS.write();
-    let endpoint: &'static Endpoint = Box::leak(Box::new(Endpoint {
+    Box::leak(Box::new(Endpoint {
         path: path.into(),
         service: info.map(|(s, _)| s.into()),
         node: node.map(Into::into),
@@ -471,9 +434,6 @@ pub(crate) fn new_endpoint(
         side,
         route,
         attributes,
-        key: all.len().to_string(),
-        index: all.len(),
-    }));
-    all.push(endpoint);
-    endpoint
+        index: ENDPOINTS.fetch_add(1, Ordering::Relaxed),
+    }))
 }

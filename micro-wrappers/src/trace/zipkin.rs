@@ -7,13 +7,12 @@
 
 use std::io::Write as _;
 
-use fastrace::collector::SpanRecord;
-
 use super::{
     Side,
     config::{ConfigError, Resolved},
     export::{Export, Maker},
-    otlp::{tags, view},
+    record::SpanRecord,
+    service::CODE_KEY,
 };
 
 /// Checks the settings now; builds the client on the export thread.
@@ -48,6 +47,11 @@ struct Zipkin {
     buffer: Vec<u8>,
 }
 
+/// The gRPC codes as tag values.
+const CODES: [&str; 17] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+];
+
 /// A JSON string.
 fn string(out: &mut Vec<u8>, s: &str) {
     // Writing a &str to a Vec cannot fail.
@@ -56,24 +60,23 @@ fn string(out: &mut Vec<u8>, s: &str) {
 
 /// Appends one span in Zipkin's v2 model.
 pub(crate) fn write_span(out: &mut Vec<u8>, span: &SpanRecord, service: &str) {
-    let view = view(span);
     let _ = write!(
         out,
         r#"{{"traceId":"{:032x}","id":"{:016x}","#,
-        span.trace_id.0, span.span_id.0
+        span.trace_id, span.span_id
     );
-    if span.parent_id.0 != 0 {
-        let _ = write!(out, r#""parentId":"{:016x}","#, span.parent_id.0);
+    if span.parent_id != 0 {
+        let _ = write!(out, r#""parentId":"{:016x}","#, span.parent_id);
     }
     out.extend_from_slice(br#""name":"#);
-    string(out, &span.name);
+    string(out, span.name());
     let _ = write!(
         out,
         r#","timestamp":{},"duration":{}"#,
         span.begin_time_unix_ns / 1000,
         (span.duration_ns / 1000).max(1)
     );
-    match view.endpoint.map(|e| e.side) {
+    match span.endpoint.map(|e| e.side) {
         Some(Side::Server) => out.extend_from_slice(br#","kind":"SERVER""#),
         Some(Side::Client) => out.extend_from_slice(br#","kind":"CLIENT""#),
         None => {}
@@ -91,15 +94,18 @@ pub(crate) fn write_span(out: &mut Vec<u8>, span: &SpanRecord, service: &str) {
         out.push(b':');
         string(out, value);
     };
-    if let Some(endpoint) = view.endpoint {
+    if let Some(endpoint) = span.endpoint {
         for (key, value) in &endpoint.attributes {
             tag(out, key, value);
         }
     }
-    for (key, value) in tags(span) {
+    for (key, value) in &span.properties {
         tag(out, key, value);
     }
-    if let Some(error) = view.error {
+    if let Some(code) = span.code.and_then(|c| CODES.get(c as usize)) {
+        tag(out, CODE_KEY, code);
+    }
+    if let Some(error) = &span.error {
         tag(out, "otel.status_code", "ERROR");
         tag(out, "error", error);
     }
@@ -141,23 +147,19 @@ impl Export for Zipkin {
 
 #[cfg(test)]
 mod tests {
-    use fastrace::collector::{SpanId, TraceId};
-
     use super::*;
 
     #[test]
     fn writes_zipkin_v2_fields() {
         let span = SpanRecord {
-            trace_id: TraceId(0x4bf92f3577b34da6a3ce929d0e0e4736),
-            span_id: SpanId(0x00f067aa0ba902b7),
-            parent_id: SpanId(1),
+            trace_id: 0x4bf92f3577b34da6a3ce929d0e0e4736,
+            span_id: 0x00f067aa0ba902b7,
+            parent_id: 1,
             begin_time_unix_ns: 1_700_000_000_000_000_000,
             duration_ns: 1_500_000,
-            name: "work \"quoted\"".into(),
-            properties: vec![
-                ("user".into(), "ana".into()),
-                ("otel.status_description".into(), "down".into()),
-            ],
+            name: "work \"quoted\"",
+            properties: vec![("user", "ana".into())],
+            error: Some("down".into()),
             ..Default::default()
         };
         let mut out = Vec::new();

@@ -1,5 +1,5 @@
-//! Tracing and metrics wired into a [`Service`](crate::Service): the trace and metrics
-//! wrappers (outermost, so they see what other wrappers refuse), the metrics endpoint, the
+//! Tracing and metrics wired into a [`Service`](crate::Service): one wrapper that traces and
+//! measures (outermost, so it sees what other wrappers refuse), the metrics endpoint, the
 //! health series fed by the server's registrations and the client's registry cache, and the
 //! last spans flushed on a graceful stop.
 
@@ -11,6 +11,7 @@ use micro_registry::Cache;
 use micro_server::Readiness;
 use micro_wrappers::{
     metrics::{HealthLink, Metrics, MetricsConfig, SpanCollector},
+    observe::ObserveLayer,
     trace::{ConfigError, TraceConfig, Tracing},
 };
 use tokio::{net::TcpListener, task::JoinHandle};
@@ -97,11 +98,16 @@ impl Observation {
         &self.health
     }
 
-    /// Puts the client wrappers outermost (the trace wrapper, then the metrics wrapper) and
-    /// counts the retry loop's retries and budget refusals.
+    /// Puts the client wrapper that traces and measures outermost and counts the retry loop's
+    /// retries and budget refusals.
     pub(crate) fn wrap_client(&self, mut builder: micro_client::Builder) -> micro_client::Builder {
+        if self.metrics.is_some() || self.tracing.is_some() {
+            builder = builder.wrap_client_outermost(ObserveLayer::client(
+                self.tracing.as_ref(),
+                self.metrics.as_ref(),
+            ));
+        }
         if let Some(metrics) = &self.metrics {
-            builder = builder.wrap_client_outermost(metrics.client());
             let health = metrics.health().clone();
             builder = builder.on_retry(move |service, event| {
                 health.retry(service, event == micro_client::RetryEvent::BudgetRefused);
@@ -116,19 +122,16 @@ impl Observation {
                 }
             });
         }
-        if let Some(tracing) = &self.tracing {
-            builder = builder.wrap_client_outermost(tracing.client());
-        }
         builder
     }
 
-    /// Puts the handler wrappers outermost: the trace wrapper, then the metrics wrapper.
+    /// Puts the handler wrapper that traces and measures outermost.
     pub(crate) fn wrap_server(&self, server: &mut micro_server::Server) {
-        if let Some(metrics) = &self.metrics {
-            server.wrap_outermost(metrics.server());
-        }
-        if let Some(tracing) = &self.tracing {
-            server.wrap_outermost(tracing.server());
+        if self.metrics.is_some() || self.tracing.is_some() {
+            server.wrap_outermost(ObserveLayer::server(
+                self.tracing.as_ref(),
+                self.metrics.as_ref(),
+            ));
         }
         if let Some(metrics) = &self.metrics {
             // The service's own name is a known label value (never folded into `other`).
