@@ -128,6 +128,12 @@ enum Command {
         #[arg(long)]
         share_cpus: bool,
     },
+    /// Makes the TLS scenarios' certificates in a directory (for `serve --tls` and
+    /// `load --tls` run by hand, e.g. by `scripts/callgrind-calls`).
+    Certs {
+        /// The directory (created if missing; files of the same names are replaced).
+        dir: PathBuf,
+    },
     /// Registration and discovery latencies, idle RSS.
     Discovery {
         /// etcd endpoint to use instead of starting one.
@@ -328,6 +334,7 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", compare::table(&comparison));
             Ok(())
         }
+        Command::Certs { dir } => bench::tls::write_to(&dir),
         Command::Discovery {
             etcd,
             reps,

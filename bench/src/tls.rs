@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use micro::tls::{ClientAuth, ClientTls, ServerTls};
 use micro_test_support::certs::Pki;
 
@@ -17,6 +18,23 @@ pub fn make() -> anyhow::Result<Pki> {
     pki.issue("server", &[SERVER_NAME, "127.0.0.1"], false)?;
     pki.issue("client", &["bench-load"], false)?;
     Ok(pki)
+}
+
+/// Makes the certificates ([`make`]) and copies them into `dir`.
+pub fn write_to(dir: &Path) -> anyhow::Result<()> {
+    let pki = make()?;
+    std::fs::create_dir_all(dir)?;
+    for file in [
+        "ca.pem",
+        "server.pem",
+        "server.key",
+        "client.pem",
+        "client.key",
+    ] {
+        std::fs::copy(pki.dir().join(file), dir.join(file))
+            .with_context(|| format!("copying {file} to {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// The files in a directory made by [`make`].

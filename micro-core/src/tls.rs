@@ -418,6 +418,10 @@ impl ClientTls {
             .with_safe_default_protocol_versions()
             .map_err(|err| invalid("client protocol versions", &err))?;
         let builder = if self.dangerous_skip_verification {
+            tracing::warn!(
+                "TLS server certificates are NOT verified (dangerous_skip_verification): \
+                 anyone in the middle can read and change these calls"
+            );
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(SkipVerification(provider.clone())))

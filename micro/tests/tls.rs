@@ -178,6 +178,14 @@ async fn each_refusal_is_a_clear_error_not_retried_and_not_ejected() {
     assert_refused(&client, &observed, "unknown CA").await;
     let (client, observed) = observed_client(&registry, client_tls(&pki, &stranger));
     assert_refused(&client, &observed, "refused this client's certificate").await;
+    // Unverified (the loudly named option): the unknown CA passes.
+    let unverified = ClientTls {
+        ca: Some(other.ca.clone()),
+        dangerous_skip_verification: true,
+        ..client_tls(&pki, &me)
+    };
+    let (client, _) = observed_client(&registry, unverified);
+    assert!(test_call(&client).await.unwrap().starts_with("test you"));
     // A name the certificate does not carry.
     let (client, observed) =
         observed_client(&registry, client_tls(&pki, &me).server_name("greeter3"));
@@ -446,5 +454,28 @@ async fn services_register_and_discover_on_etcd_over_mutual_tls() {
     let client = micro::Service::new().try_init_from(flags).unwrap().client();
     let reply = test_call(&client).await.unwrap();
     assert!(reply.starts_with("test you from greeter2-"), "{reply}");
+    greeter2.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn optional_client_auth_admits_clients_without_a_certificate_only() {
+    let pki = Pki::new().unwrap();
+    let registry = Memory::new();
+    let server = pki.server("greeter2").unwrap();
+    let tls = ServerTls::new(&server.cert, &server.key).client_ca(&pki.ca, ClientAuth::Optional);
+    let greeter2 = greeter2_tls(&registry, tls).await;
+    let (client, _) = observed_client(&registry, ClientTls::new(&pki.ca));
+    assert!(test_call(&client).await.unwrap().starts_with("test you"));
+    let me = pki.client("me").unwrap();
+    let (client, _) = observed_client(&registry, client_tls(&pki, &me));
+    assert!(test_call(&client).await.unwrap().starts_with("test you"));
+    // A certificate it is shown must still verify.
+    let other = Pki::named("another CA").unwrap();
+    let stranger = other.client("stranger").unwrap();
+    let (client, observed) = observed_client(
+        &registry,
+        ClientTls::new(&pki.ca).identity(&stranger.cert, &stranger.key),
+    );
+    assert_refused(&client, &observed, "refused this client's certificate").await;
     greeter2.stop().await.unwrap();
 }
