@@ -479,3 +479,51 @@ async fn optional_client_auth_admits_clients_without_a_certificate_only() {
     assert_refused(&client, &observed, "refused this client's certificate").await;
     greeter2.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_dead_tls_node_is_still_a_connect_failure_retried_and_ejected() {
+    use micro::registry::{Node, RegisterOptions, Registry, Service};
+    let pki = Pki::new().unwrap();
+    let registry = Memory::new();
+    let live = greeter2_tls(&registry, mtls(&pki, &pki.server("greeter2").unwrap())).await;
+    // A TLS node nobody listens on: its connection is refused before any TLS.
+    let dead = Service {
+        name: "greeter2".into(),
+        version: "latest".into(),
+        nodes: vec![Node {
+            id: "greeter2-dead".into(),
+            address: format!("127.0.0.1:{}", micro_test_support::free_port().unwrap()),
+            metadata: [("secure".to_owned(), "true".to_owned())].into(),
+        }],
+        ..Service::default()
+    };
+    registry
+        .register(
+            &dead,
+            RegisterOptions {
+                ttl: Duration::ZERO,
+            },
+        )
+        .await
+        .unwrap();
+    let me = pki.client("me").unwrap();
+    let (client, observed) = observed_client(&registry, client_tls(&pki, &me));
+    // Random picks: within 50 calls the dead node is picked first at least once (all but
+    // 2^-50 of the time), and every call still succeeds on the live one.
+    for _ in 0..50 {
+        let reply = test_call(&client).await.unwrap();
+        assert!(reply.contains(&*live.node().id), "{reply}");
+        if observed.retries.load(Ordering::Relaxed) > 0 {
+            break;
+        }
+    }
+    assert!(
+        observed.retries.load(Ordering::Relaxed) > 0,
+        "the dead node was never tried"
+    );
+    assert!(
+        observed.ejections.load(Ordering::Relaxed) > 0,
+        "the dead node was not ejected"
+    );
+    live.stop().await.unwrap();
+}
