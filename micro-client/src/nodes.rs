@@ -112,11 +112,14 @@ impl Nodes {
         accrual: Arc<Accrual>,
         secure: bool,
     ) -> Result<Arc<NodeStack>, BoxError> {
-        // go-micro's rule: an `https://` address is a TLS node at that host:port.
-        let address = info
-            .address
-            .strip_prefix("https://")
-            .unwrap_or(&info.address);
+        // go-micro's rule: an `https://` address is a TLS node at that host:port (443 when
+        // none is given).
+        let dialled = if secure {
+            micro_core::tls::dial_address(&info.address)
+        } else {
+            std::borrow::Cow::Borrowed(&*info.address)
+        };
+        let address = &*dialled;
         let mut endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|err| {
                 Error::internal(

@@ -173,9 +173,37 @@ impl TlsMode {
             TlsMode::Never => false,
             TlsMode::Auto => match secure {
                 Some(value) => value.eq_ignore_ascii_case("true"),
-                None => address.starts_with("https://") || address.ends_with(":443"),
+                None => {
+                    address.starts_with("https://")
+                        || address.ends_with(":443")
+                        || !has_port(address)
+                }
             },
         }
+    }
+}
+
+/// The `host:port` to dial for a node's registered address: go-micro's `https://` prefix
+/// dropped, and port 443 added to an address without one (go-micro dials those with TLS).
+pub fn dial_address(address: &str) -> std::borrow::Cow<'_, str> {
+    let address = address.strip_prefix("https://").unwrap_or(address);
+    if has_port(address) {
+        address.into()
+    } else {
+        format!("{address}:443").into()
+    }
+}
+
+/// Whether `address` ends with a `:port` (an IPv6 host is bracketed).
+fn has_port(address: &str) -> bool {
+    let address = address.strip_prefix("https://").unwrap_or(address);
+    match address.rsplit_once(':') {
+        Some((host, port)) => {
+            !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
     }
 }
 
@@ -719,6 +747,15 @@ mod tests {
         assert!(auto.dials_tls("10.0.0.1:443", None));
         assert!(auto.dials_tls("https://api.example.com", None));
         assert!(!auto.dials_tls("10.0.0.1:8080", None));
+        assert!(!auto.dials_tls("[::1]:8080", None));
+        // go-micro: no port means TLS on 443.
+        assert!(auto.dials_tls("api.example.com", None));
+        assert_eq!(
+            dial_address("https://api.example.com"),
+            "api.example.com:443"
+        );
+        assert_eq!(dial_address("https://10.0.0.1:8443"), "10.0.0.1:8443");
+        assert_eq!(dial_address("[::1]:8080"), "[::1]:8080");
         assert!(TlsMode::Always.dials_tls("10.0.0.1:8080", Some("false")));
         assert!(!TlsMode::Never.dials_tls("10.0.0.1:443", Some("true")));
         assert_eq!("always".parse::<TlsMode>().unwrap(), TlsMode::Always);
