@@ -527,3 +527,76 @@ async fn a_dead_tls_node_is_still_a_connect_failure_retried_and_ejected() {
     );
     live.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_compose_scripts_certificates_carry_the_mtls_chain() {
+    // deploy/mtls/make-certs.sh (run by docker-compose.mtls.yml at start-up), with openssl.
+    let dir = tempfile::tempdir().unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/mtls/make-certs.sh");
+    let made = tokio::process::Command::new("sh")
+        .arg(script)
+        .arg(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "make-certs.sh (needs openssl): {}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let file = |name: &str| dir.path().join(name);
+    let registry = Memory::new();
+    let greeter2 = greeter2_tls(
+        &registry,
+        ServerTls::new(file("greeter2.pem"), file("greeter2.key"))
+            .client_ca(file("ca.pem"), ClientAuth::Required),
+    )
+    .await;
+    // greeter1 as the compose file configures it: its certificate both ways, greeter2's name.
+    let mut greeter1 = micro::Service::new()
+        .name("greeter1")
+        .registry(registry.clone())
+        .deregister_delay(Duration::ZERO)
+        .server_tls(
+            ServerTls::new(file("greeter1.pem"), file("greeter1.key"))
+                .client_ca(file("ca.pem"), ClientAuth::Required),
+        )
+        .client_tls(
+            ClientTls::new(file("ca.pem"))
+                .identity(file("greeter1.pem"), file("greeter1.key"))
+                .server_name("greeter2"),
+        );
+    let handler = examples::Greeter1 {
+        greeter2: GreeterClient::new(greeter1.client().channel("greeter2")),
+    };
+    let greeter1 = greeter1
+        .handle(GreeterServer::new(handler))
+        .start()
+        .await
+        .unwrap();
+    let (client, _) = observed_client(
+        &registry,
+        ClientTls::new(file("ca.pem"))
+            .identity(file("caller.pem"), file("caller.key"))
+            .server_name("greeter1"),
+    );
+    let reply: Response = client
+        .call(
+            "greeter1",
+            "Greeter.Hello",
+            Request {
+                name: "compose".into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        reply
+            .msg
+            .starts_with("greeter1 <- test compose from greeter2-"),
+        "{}",
+        reply.msg
+    );
+    greeter1.stop().await.unwrap();
+    greeter2.stop().await.unwrap();
+}
