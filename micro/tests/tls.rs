@@ -600,3 +600,25 @@ async fn the_compose_scripts_certificates_carry_the_mtls_chain() {
     greeter1.stop().await.unwrap();
     greeter2.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_silent_connection_holds_up_no_other_handshake() {
+    let pki = Pki::new().unwrap();
+    let registry = Memory::new();
+    let greeter2 = greeter2_tls(&registry, mtls(&pki, &pki.server("greeter2").unwrap())).await;
+    // Connections that never say a word (each handshake waits up to 10 s on its own task).
+    let mut silent = Vec::new();
+    for _ in 0..8 {
+        silent.push(
+            tokio::net::TcpStream::connect(greeter2.local_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    let me = pki.client("me").unwrap();
+    let (client, _) = observed_client(&registry, client_tls(&pki, &me));
+    let call = tokio::time::timeout(Duration::from_secs(5), test_call(&client)).await;
+    assert!(call.expect("answered while others stay silent").is_ok());
+    drop(silent);
+    greeter2.stop().await.unwrap();
+}
