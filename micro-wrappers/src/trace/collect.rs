@@ -15,7 +15,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use super::{export, record::SpanRecord};
 
 /// Spans a thread's ring holds.
-const CAPACITY: usize = 4096;
+const CAPACITY: usize = 2048;
 /// How often the collector drains the rings when nothing asks sooner.
 const INTERVAL: Duration = Duration::from_millis(50);
 
