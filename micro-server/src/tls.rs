@@ -57,6 +57,9 @@ pub(crate) fn incoming(
                         let _ = tx.send(Ok(TlsIo(stream))).await;
                     }
                     Ok(Err(err)) => match rustls_error(&err) {
+                        Some(rustls::Error::InvalidMessage(_)) => {
+                            tracing::info!(%peer, "TLS handshake refused: not TLS (a plaintext client?)");
+                        }
                         Some(reason) => {
                             tracing::info!(%peer, %reason, "TLS handshake refused");
                         }
