@@ -1,28 +1,25 @@
 //! TLS under tonic's `serve_with_incoming_shutdown`: accepted TCP connections are handshaken
 //! by tokio-rustls, each on its own task (a slow or silent client holds up no other), with the
 //! configuration current at accept time (its certificate resolver follows rotation). Only
-//! completed handshakes reach tonic.
+//! completed handshakes reach tonic, which puts a `TlsConnectInfo` in each request: handlers
+//! read the client's verified certificate chain with `request.peer_certs()` (mutual TLS) and
+//! its address with `request.remote_addr()`, as with tonic's own TLS.
 
-use std::{
-    io,
-    pin::Pin,
-    sync::Arc,
-    task::{Context, Poll},
-    time::Duration,
-};
+use std::{io, sync::Arc, time::Duration};
 
 use micro_core::tls::{ServerTlsConfig, rustls};
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
     sync::mpsc,
 };
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Time a client has to complete its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server-side TLS connection, as tonic serves it.
+pub(crate) type TlsIo = tokio_rustls::server::TlsStream<TcpStream>;
 
 /// The TLS connections accepted on `listener` until `stop`.
 pub(crate) fn incoming(
@@ -54,7 +51,7 @@ pub(crate) fn incoming(
             tokio::spawn(async move {
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
-                        let _ = tx.send(Ok(TlsIo(stream))).await;
+                        let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(err)) => match rustls_error(&err) {
                         Some(rustls::Error::InvalidMessage(_)) => {
@@ -78,56 +75,4 @@ pub(crate) fn incoming(
 /// The TLS error behind a failed handshake, if it was one (not a reset or an EOF).
 fn rustls_error(err: &io::Error) -> Option<&rustls::Error> {
     err.get_ref()?.downcast_ref::<rustls::Error>()
-}
-
-/// A server-side TLS connection, as tonic serves it.
-pub(crate) struct TlsIo(tokio_rustls::server::TlsStream<TcpStream>);
-
-impl Connected for TlsIo {
-    /// The TCP addresses, as for a plaintext connection (`Request::remote_addr` works).
-    type ConnectInfo = TcpConnectInfo;
-
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.0.get_ref().0.connect_info()
-    }
-}
-
-impl AsyncRead for TlsIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for TlsIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
 }

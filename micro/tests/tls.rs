@@ -622,3 +622,56 @@ async fn a_silent_connection_holds_up_no_other_handshake() {
     drop(silent);
     greeter2.stop().await.unwrap();
 }
+
+/// Answers `Test` with the client's certificate (hex of its DER) and address, as the server
+/// saw them.
+struct WhoAsks;
+
+#[tonic::async_trait]
+impl proto::greeter::greeter_server::Greeter for WhoAsks {
+    async fn hello(
+        &self,
+        _request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, tonic::Status> {
+        Err(tonic::Status::unimplemented("hello"))
+    }
+
+    async fn test(
+        &self,
+        request: tonic::Request<Request>,
+    ) -> Result<tonic::Response<Response>, tonic::Status> {
+        let cert = request
+            .peer_certs()
+            .and_then(|certs| certs.first().map(|c| hex(c.as_ref())))
+            .unwrap_or_default();
+        let from = request.remote_addr().map(|a| a.ip().to_string());
+        Ok(tonic::Response::new(Response {
+            msg: format!("{cert} {}", from.unwrap_or_default()),
+        }))
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn handlers_see_the_clients_verified_certificate() {
+    let pki = Pki::new().unwrap();
+    let registry = Memory::new();
+    let server = pki.server("greeter2").unwrap();
+    let greeter2 = micro::Service::new()
+        .name("greeter2")
+        .registry(registry.clone())
+        .deregister_delay(Duration::ZERO)
+        .server_tls(mtls(&pki, &server))
+        .handle(GreeterServer::new(WhoAsks))
+        .start()
+        .await
+        .unwrap();
+    let caller = pki.client("caller").unwrap();
+    let (client, _) = observed_client(&registry, client_tls(&pki, &caller));
+    let reply = test_call(&client).await.unwrap();
+    assert_eq!(reply, format!("{} 127.0.0.1", hex(&caller.der)));
+    greeter2.stop().await.unwrap();
+}
