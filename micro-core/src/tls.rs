@@ -217,7 +217,7 @@ pub struct ServerTls {
     pub client_ca: Option<PathBuf>,
     /// Whether that certificate is required (the default) or optional.
     pub client_auth: ClientAuth,
-    /// How often the files are checked for changes; `None` never re-reads them.
+    /// How often the files are checked for changes (default 5 s); `None` never re-reads them.
     pub reload_interval: Option<Duration>,
 }
 
@@ -350,8 +350,7 @@ pub struct ClientTls {
     /// Accepts any server certificate: no chain or name check. For debugging only; the
     /// connection is then open to anyone in the middle.
     pub dangerous_skip_verification: bool,
-    /// How often the files are checked for changes; `None` never re-reads them (default 5 s
-    /// through [`ClientTls::new`]).
+    /// How often the files are checked for changes (default 5 s); `None` never re-reads them.
     pub reload_interval: Option<Duration>,
 }
 
