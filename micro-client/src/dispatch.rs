@@ -238,6 +238,12 @@ fn dispatch(
                     continue;
                 }
             };
+            // A TLS failure is the client's or the deployment's configuration, which every
+            // node would repeat: not the node's health, and not retried.
+            let tls_failure = result
+                .as_ref()
+                .err()
+                .and_then(|err| crate::tls::failure(&**err));
             // How the attempt ended, as far as its head tells (a streaming answer ends later);
             // an answer of any status, or a transport failure, goes to the node's accrual.
             let outcome = match &result {
@@ -247,7 +253,9 @@ fn dispatch(
                 }
                 Err(err) => {
                     let outcome = Outcome::from_error(&**err);
-                    if let Some(failure) = transport_failure(&**err, &outcome) {
+                    if tls_failure.is_none()
+                        && let Some(failure) = transport_failure(&**err, &outcome)
+                    {
                         shared.nodes.failed(&node, failure, || {
                             others_in_rotation(&shared, &target.service, &node)
                         });
@@ -261,6 +269,10 @@ fn dispatch(
                         || o.origin != micro_core::Origin::Answered
                 });
                 in_flight.finish(Instant::now(), failed);
+            }
+            if let Some(reason) = tls_failure {
+                let detail = format!("service {}: {reason}", target.service);
+                return Err(Error::unavailable(CLIENT_ID, detail).to_status().into());
             }
             let Some(outcome) = outcome.filter(|o| !o.is_success()) else {
                 return result;

@@ -32,6 +32,8 @@ pub(crate) struct NodeStack {
     pub(crate) accrual: Arc<Accrual>,
     /// The service the node was first called as (for ejection logs and metrics).
     pub(crate) service: Arc<str>,
+    /// Whether the node is dialled with TLS (kept when the channel is replaced).
+    pub(crate) secure: bool,
 }
 
 impl std::fmt::Debug for NodeStack {
@@ -44,12 +46,14 @@ impl std::fmt::Debug for NodeStack {
 }
 
 /// How each node's channel connects.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Transport {
     /// Time to open a connection.
     pub(crate) dial_timeout: Duration,
     /// HTTP/2 pings while calls are open: every `.0`, `.1` to answer.
     pub(crate) keepalive: Option<(Duration, Duration)>,
+    /// Which nodes are dialled with TLS, and how.
+    pub(crate) tls: Arc<crate::tls::Tls>,
 }
 
 /// The stacks of the nodes called so far, by node id.
@@ -88,7 +92,8 @@ impl Nodes {
             id: node.id.as_str().into(),
             address: node.address.as_str().into(),
         };
-        let built = self.build(info, service.clone(), Arc::default())?;
+        let secure = self.transport.tls.dials_tls(service, node);
+        let built = self.build(info, service.clone(), Arc::default(), secure)?;
         let mut stacks = self.stacks.write();
         let entry = stacks
             .entry(node.id.as_str().into())
@@ -105,8 +110,16 @@ impl Nodes {
         info: NodeInfo,
         service: Arc<str>,
         accrual: Arc<Accrual>,
+        secure: bool,
     ) -> Result<Arc<NodeStack>, BoxError> {
-        let address = &info.address;
+        // go-micro's rule: an `https://` address is a TLS node at that host:port (443 when
+        // none is given).
+        let dialled = if secure {
+            micro_core::tls::dial_address(&info.address)
+        } else {
+            std::borrow::Cow::Borrowed(&*info.address)
+        };
+        let address = &*dialled;
         let mut endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|err| {
                 Error::internal(
@@ -126,7 +139,30 @@ impl Nodes {
                 .keep_alive_timeout(timeout)
                 .keep_alive_while_idle(false);
         }
-        let channel = endpoint.connect_lazy();
+        let channel = if secure {
+            let host = endpoint.uri().host().unwrap_or(address).to_owned();
+            let connector = self
+                .transport
+                .tls
+                .connector(&service, &info, &host)
+                .map_err(|err| {
+                    Error::internal(crate::CLIENT_ID, format!("TLS to node {}: {err}", info.id))
+                        .to_status()
+                })?;
+            // The requests say `https` (the connection is TLS whatever the URI says).
+            let origin = format!("https://{address}").parse().map_err(|err| {
+                Error::internal(
+                    crate::CLIENT_ID,
+                    format!("bad node address {address}: {err}"),
+                )
+                .to_status()
+            })?;
+            endpoint
+                .origin(origin)
+                .connect_with_connector_lazy(connector)
+        } else {
+            endpoint.connect_lazy()
+        };
         // Boxed once: `BoxService` is this type (a second box would cost an allocation per call).
         let channel: BoxService = BoxCloneSyncService::new(channel.map_err(BoxError::from));
         Ok(Arc::new(NodeStack {
@@ -135,6 +171,7 @@ impl Nodes {
             load: Load::new(DEFAULT_RTT, DEFAULT_DECAY),
             accrual,
             service,
+            secure,
         }))
     }
 
@@ -142,8 +179,12 @@ impl Nodes {
     /// sent on it after the network healed could wait on a TCP connection still backing off
     /// its retransmissions. Calls in flight keep the old one until they end.
     fn renew(&self, old: &NodeStack) {
-        let Ok(fresh) = self.build(old.info.clone(), old.service.clone(), old.accrual.clone())
-        else {
+        let Ok(fresh) = self.build(
+            old.info.clone(),
+            old.service.clone(),
+            old.accrual.clone(),
+            old.secure,
+        ) else {
             return;
         };
         let mut stacks = self.stacks.write();
@@ -275,6 +316,7 @@ mod tests {
         let transport = Transport {
             dial_timeout: Duration::from_secs(1),
             keepalive: None,
+            tls: Arc::new(crate::tls::Tls::new(Default::default(), Vec::new())),
         };
         let nodes = Nodes::new(Vec::new(), transport, None, None);
         let s: Arc<str> = "s".into();

@@ -9,6 +9,7 @@ mod init;
 mod lifecycle;
 mod observation;
 mod options;
+mod tls;
 mod wrap;
 
 use std::sync::{Arc, OnceLock};
@@ -19,6 +20,7 @@ use micro_server::Server;
 
 pub use error::ServiceError;
 pub use lifecycle::Running;
+pub use tls::{ClientTlsFlags, RegistryTlsFlags, ServerTlsFlags, TlsFlags};
 
 use hooks::Hook;
 
