@@ -339,8 +339,14 @@ mod tests {
         let transport = Transport {
             dial_timeout: Duration::from_secs(1),
             keepalive: None,
+            tls: Arc::new(crate::tls::Tls::new(Default::default(), Vec::new())),
         };
-        let nodes = Nodes::new(Vec::new(), transport, Some(Ejection::default()), None);
+        let nodes = Nodes::new(
+            Vec::new(),
+            transport.clone(),
+            Some(Ejection::default()),
+            None,
+        );
         let stack = nodes.get(&node("a", "127.0.0.1:1"), &"s".into()).unwrap();
         let mut first = Pass::normal(stack.clone());
         let mut second = Pass::fallback(stack.clone());
