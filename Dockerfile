@@ -23,9 +23,10 @@ COPY . .
 RUN cargo build --release -p examples --bins
 
 FROM debian:bookworm-slim
-# wget for the compose file's healthchecks (GET /ready on the metrics port).
+# wget for the compose file's healthchecks (GET /ready on the metrics port); openssl for the
+# mutual-TLS variant's certificates (docker-compose.mtls.yml runs deploy/mtls/make-certs.sh).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends wget \
+ && apt-get install -y --no-install-recommends wget openssl \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /src/target/release/greeter1 /src/target/release/greeter2 /src/target/release/demo /usr/local/bin/
 ENV RUST_LOG=info

@@ -25,6 +25,8 @@ pub enum Target {
         timeout: Option<std::time::Duration>,
         /// Adds a `tower::timeout::TimeoutLayer` over the channel.
         tower: bool,
+        /// Mutual TLS with tonic's own TLS, these certificates.
+        tls: Option<crate::tls::Files>,
     },
     /// A micro service found through etcd, through a micro client (discovery, selector,
     /// pool), optionally with a tower middleware (`wrap_client`).
@@ -41,6 +43,8 @@ pub enum Target {
         breaker: bool,
         /// Traces (OTLP gRPC to this endpoint, the default sampler) and meters the client.
         observe: Option<String>,
+        /// Mutual TLS to the nodes, these certificates.
+        tls: Option<crate::tls::Files>,
     },
 }
 
@@ -101,15 +105,20 @@ pub async fn connect(target: &Target) -> anyhow::Result<Connected> {
             address,
             timeout,
             tower,
+            tls,
         } => {
             let timeout = *timeout;
+            let scheme = if tls.is_some() { "https" } else { "http" };
             let uri = if address.contains("://") {
                 address.clone()
             } else {
-                format!("http://{address}")
+                format!("{scheme}://{address}")
             };
-            let channel = Endpoint::from_shared(uri)?
-                .tcp_nodelay(true)
+            let mut endpoint = Endpoint::from_shared(uri)?.tcp_nodelay(true);
+            if let Some(tls) = tls {
+                endpoint = endpoint.tls_config(tls.tonic_client()?)?;
+            }
+            let channel = endpoint
                 .connect()
                 .await
                 .with_context(|| format!("connecting to {address}"))?;
@@ -135,6 +144,7 @@ pub async fn connect(target: &Target) -> anyhow::Result<Connected> {
             selector,
             breaker,
             observe,
+            tls,
         } => {
             let mut builder = micro::Service::new()
                 .name("bench-load")
@@ -153,6 +163,9 @@ pub async fn connect(target: &Target) -> anyhow::Result<Connected> {
             }
             if *tower {
                 builder = builder.wrap_client(timeout_layer());
+            }
+            if let Some(tls) = tls {
+                builder = builder.client_tls(tls.micro_client());
             }
             if *breaker {
                 builder = builder.wrap_client(micro::wrappers::breaker::BreakerLayer::gobreaker(

@@ -111,6 +111,7 @@ async fn measure(options: &Options, etcd: &str) -> anyhow::Result<Report> {
         ttl: options.ttl,
         interval: options.interval,
         otlp: None,
+        tls: None,
     };
 
     // A node that stays, so the service is known to the cache (new nodes of a known

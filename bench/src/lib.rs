@@ -27,6 +27,7 @@ pub mod observe;
 pub mod procstat;
 pub mod serve;
 pub mod sink;
+pub mod tls;
 
 use serde::{Deserialize, Serialize};
 
@@ -75,11 +76,18 @@ pub enum Scenario {
     ChainTonicDeadline,
     /// greeter1 -> greeter2 through micro (both hops discovered), the load client a micro one.
     ChainMicro,
+    /// [`Scenario::Tonic`] over mutual TLS with tonic's own TLS (`ServerTlsConfig`,
+    /// `ClientTlsConfig`: rustls, ring), one pooled connection: the baseline of
+    /// [`Scenario::MicroTls`].
+    TonicTls,
+    /// [`Scenario::Micro`] over mutual TLS both sides (`ServerTls` with a client CA, the
+    /// client's `ClientTls` with its certificate), pooled connections.
+    MicroTls,
 }
 
 impl Scenario {
     /// Every scenario, in table order.
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 17] = [
         Scenario::Tonic,
         Scenario::TonicDeadline,
         Scenario::TonicTower,
@@ -95,6 +103,8 @@ impl Scenario {
         Scenario::ChainTonic,
         Scenario::ChainTonicDeadline,
         Scenario::ChainMicro,
+        Scenario::TonicTls,
+        Scenario::MicroTls,
     ];
 
     /// The name on the command line and in tables.
@@ -115,6 +125,8 @@ impl Scenario {
             Scenario::ChainTonic => "chain-tonic",
             Scenario::ChainTonicDeadline => "chain-tonic-deadline",
             Scenario::ChainMicro => "chain-micro",
+            Scenario::TonicTls => "tonic-tls",
+            Scenario::MicroTls => "micro-tls",
         }
     }
 
@@ -132,7 +144,9 @@ impl Scenario {
             | Scenario::MicroBreaker
             | Scenario::MicroRatelimit
             | Scenario::MicroObserved
-            | Scenario::MicroFull => Scenario::Tonic,
+            | Scenario::MicroFull
+            | Scenario::TonicTls => Scenario::Tonic,
+            Scenario::MicroTls => Scenario::TonicTls,
             Scenario::ChainTonic | Scenario::ChainTonicDeadline | Scenario::ChainMicro => {
                 Scenario::ChainTonic
             }
@@ -152,7 +166,13 @@ impl Scenario {
                 | Scenario::MicroObserved
                 | Scenario::MicroFull
                 | Scenario::ChainMicro
+                | Scenario::MicroTls
         )
+    }
+
+    /// Whether its servers and load client use mutual TLS.
+    pub fn tls(self) -> bool {
+        matches!(self, Scenario::TonicTls | Scenario::MicroTls)
     }
 
     /// The service the load client calls, for micro scenarios.
@@ -162,7 +182,9 @@ impl Scenario {
             | Scenario::TonicDeadline
             | Scenario::TonicTower
             | Scenario::TonicTowerDeadline
+            | Scenario::TonicTls
             | Scenario::Micro => "greeter",
+            Scenario::MicroTls => "greeter-tls",
             Scenario::MicroTower => "greeter-tower",
             Scenario::MicroTwoNodes => "greeter-two-nodes",
             Scenario::MicroP2c => "greeter-p2c",

@@ -43,6 +43,9 @@ enum Command {
         /// scenarios' servers export their spans to.
         #[arg(long)]
         otlp: Option<String>,
+        /// The TLS scenarios' certificates: a directory as `compare` makes it.
+        #[arg(long)]
+        tls: Option<PathBuf>,
     },
     /// The observed scenarios' span sink: an OTLP gRPC receiver that accepts and discards,
     /// counting spans per service. Prints `ready <addr>`; at exit (stdin closed or a signal)
@@ -77,6 +80,10 @@ enum Command {
         /// micro client always does, to measure what carrying a deadline costs bare tonic.
         #[arg(long = "request-timeout", value_parser = humantime::parse_duration, requires = "target")]
         request_timeout: Option<std::time::Duration>,
+        /// Mutual TLS with the certificates in this directory (as `compare` makes it): tonic's
+        /// TLS with `--target`, micro's with `--etcd`.
+        #[arg(long)]
+        tls: Option<PathBuf>,
         #[command(flatten)]
         load: LoadArgs,
         /// Server process whose CPU time to measure (repeatable).
@@ -140,6 +147,12 @@ enum Command {
         /// Also go-micro (interop/cmd/goevents from MICRO_INTEROP_BIN or target/interop).
         #[arg(long)]
         go: bool,
+    },
+    /// Makes the TLS scenarios' certificates in a directory (for `serve --tls` and
+    /// `load --tls` run by hand, e.g. by `scripts/callgrind-calls`).
+    Certs {
+        /// The directory (created if missing; files of the same names are replaced).
+        dir: PathBuf,
     },
     /// Registration and discovery latencies, idle RSS.
     Discovery {
@@ -205,6 +218,7 @@ async fn main() -> anyhow::Result<()> {
             ttl,
             interval,
             otlp,
+            tls,
         } => {
             let options = serve::Options {
                 etcd,
@@ -212,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
                 ttl,
                 interval,
                 otlp,
+                tls,
             };
             let started = serve::start(scenario, &options).await?;
             if let Some(metrics) = started.metrics {
@@ -246,15 +261,18 @@ async fn main() -> anyhow::Result<()> {
             breaker,
             observe,
             request_timeout,
+            tls,
             load,
             server_pids,
             json,
         } => {
+            let tls = tls.as_deref().map(bench::tls::Files::in_dir);
             let target = match (target, etcd, service) {
                 (Some(address), _, _) => Target::Address {
                     address,
                     timeout: request_timeout,
                     tower,
+                    tls,
                 },
                 (None, Some(etcd), Some(service)) => Target::Discover {
                     etcd,
@@ -263,6 +281,7 @@ async fn main() -> anyhow::Result<()> {
                     selector: selector.unwrap_or_default(),
                     breaker,
                     observe,
+                    tls,
                 },
                 _ => anyhow::bail!("give --target ADDR, or --etcd ADDR --service NAME"),
             };
@@ -345,6 +364,7 @@ async fn main() -> anyhow::Result<()> {
             let binaries = go.then(micro_test_support::require::go_binaries);
             bench::events::run(rounds, messages, window, size, binaries.as_deref()).await
         }
+        Command::Certs { dir } => bench::tls::write_to(&dir),
         Command::Discovery {
             etcd,
             reps,

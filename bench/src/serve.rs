@@ -29,6 +29,8 @@ pub struct Options {
     pub interval: Duration,
     /// OTLP gRPC endpoint of the span sink, for the observed scenarios.
     pub otlp: Option<String>,
+    /// The TLS scenarios' certificates ([`crate::tls::make`]'s directory).
+    pub tls: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -39,6 +41,7 @@ impl Default for Options {
             ttl: Duration::from_secs(5),
             interval: Duration::from_secs(4),
             otlp: None,
+            tls: None,
         }
     }
 }
@@ -121,7 +124,17 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
                 scenario,
                 Scenario::TonicTower | Scenario::TonicTowerDeadline
             );
-            let (addr, server) = tonic_server(GreeterServer::new(greeter2()), tower).await?;
+            let (addr, server) = tonic_server(GreeterServer::new(greeter2()), tower, None).await?;
+            Ok(Started {
+                addr,
+                metrics: None,
+                servers: vec![server],
+            })
+        }
+        Scenario::TonicTls => {
+            let tls = tls_files(scenario, options)?.tonic_server()?;
+            let (addr, server) =
+                tonic_server(GreeterServer::new(greeter2()), false, Some(tls)).await?;
             Ok(Started {
                 addr,
                 metrics: None,
@@ -129,7 +142,8 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             })
         }
         Scenario::ChainTonic | Scenario::ChainTonicDeadline => {
-            let (addr2, server2) = tonic_server(GreeterServer::new(greeter2()), false).await?;
+            let (addr2, server2) =
+                tonic_server(GreeterServer::new(greeter2()), false, None).await?;
             let channel = Endpoint::from_shared(format!("http://{addr2}"))?
                 .tcp_nodelay(true)
                 .connect_lazy();
@@ -141,7 +155,7 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
             let greeter1 = Greeter1 {
                 greeter2: GreeterClient::new(channel),
             };
-            let (addr1, server1) = tonic_server(GreeterServer::new(greeter1), false).await?;
+            let (addr1, server1) = tonic_server(GreeterServer::new(greeter1), false, None).await?;
             Ok(Started {
                 addr: addr1,
                 metrics: None,
@@ -155,7 +169,8 @@ pub async fn start(scenario: Scenario, options: &Options) -> anyhow::Result<Star
         | Scenario::MicroBreaker
         | Scenario::MicroRatelimit
         | Scenario::MicroObserved
-        | Scenario::MicroFull => {
+        | Scenario::MicroFull
+        | Scenario::MicroTls => {
             let mut nodes = Vec::with_capacity(scenario.nodes());
             for _ in 0..scenario.nodes() {
                 nodes.push(micro_node(scenario, options).await?);
@@ -202,6 +217,9 @@ async fn micro_node(scenario: Scenario, options: &Options) -> anyhow::Result<mic
     let mut service = micro_service(&name, options)?;
     if scenario == Scenario::MicroTower {
         service = service.wrap_handler(timeout_layer());
+    }
+    if scenario.tls() {
+        service = service.server_tls(tls_files(scenario, options)?.micro_server());
     }
     if scenario.observed() {
         let otlp = options.otlp.as_deref().with_context(|| {
@@ -251,10 +269,20 @@ fn micro_service(name: &str, options: &Options) -> anyhow::Result<micro::Service
         .descriptors(FILE_DESCRIPTOR_SET)?)
 }
 
-/// A plain tonic server on a free port; `tower` adds [`timeout_layer`].
+/// The certificates of a TLS scenario.
+fn tls_files(scenario: Scenario, options: &Options) -> anyhow::Result<crate::tls::Files> {
+    let dir = options
+        .tls
+        .as_deref()
+        .with_context(|| format!("{scenario} needs --tls DIR (certificates)"))?;
+    Ok(crate::tls::Files::in_dir(dir))
+}
+
+/// A plain tonic server on a free port; `tower` adds [`timeout_layer`], `tls` tonic's TLS.
 async fn tonic_server<T: Greeter>(
     service: GreeterServer<T>,
     tower: bool,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> anyhow::Result<(SocketAddr, Server)> {
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -267,7 +295,10 @@ async fn tonic_server<T: Greeter>(
     };
     // Two arms: the layered server's service type differs (tower's `Either` would need the
     // same error type on both sides, which a `map_err` on the baseline would have to add).
-    let builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
     let task = if tower {
         let mut builder = builder.layer(timeout_layer());
         tokio::spawn(

@@ -44,6 +44,12 @@ pub(crate) struct Global {
     /// Output: a table for a person, or JSON for scripts.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table, global = true)]
     pub(crate) output: Output,
+    /// TLS to the services' nodes (`--client_tls*`, as a service's).
+    #[command(flatten)]
+    pub(crate) client_tls: micro::ClientTlsFlags,
+    /// TLS to etcd (`--registry_tls_*`, as a service's).
+    #[command(flatten)]
+    pub(crate) registry_tls: micro::RegistryTlsFlags,
 }
 
 /// How results are printed.

@@ -22,7 +22,11 @@ impl Source {
     /// `127.0.0.1:2379` when nothing is given.
     pub(crate) fn from_flags(global: &Global) -> Result<Source, CliError> {
         let kind = global.registry.as_deref().unwrap_or("etcd");
-        let registry = micro::registry_from_flags(kind, &global.registry_address)
+        let tls = global
+            .registry_tls
+            .registry()
+            .map_err(|err| CliError::Input(err.to_string()))?;
+        let registry = micro::registry_from_flags_tls(kind, &global.registry_address, tls)
             .map_err(|err| CliError::Input(err.to_string()))?;
         let label = match registry.name() {
             "etcd" if global.registry_address.is_empty() => "etcd [127.0.0.1:2379]".to_owned(),
@@ -91,14 +95,20 @@ fn check_address(address: &str) -> Result<(), CliError> {
     }
 }
 
-/// The micro-rs client over `registry`, with go-micro's defaults changed by `options`.
+/// The micro-rs client over `registry`, with go-micro's defaults changed by `options` and
+/// the TLS flags.
 pub(crate) fn client(
     registry: Arc<dyn Registry>,
-    options: micro::client::Options,
-) -> micro::Client {
-    micro::client::Builder::new()
+    mut options: micro::client::Options,
+    global: &Global,
+) -> Result<micro::Client, CliError> {
+    options.tls = global
+        .client_tls
+        .client(options.tls)
+        .map_err(|err| CliError::Input(err.to_string()))?;
+    Ok(micro::client::Builder::new()
         .options(options)
-        .build(Cache::new(registry))
+        .build(Cache::new(registry)))
 }
 
 /// Checks that `node` is a node of `service` (as listed in `versions`).

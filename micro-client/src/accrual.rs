@@ -6,14 +6,27 @@
 //! Only transport failures count ([`transport_failure`]): a connection refused, closed or
 //! that could not be made ejects at once; an attempt that ran out of time (the call's
 //! deadline or the per-attempt timeout) or a connection that broke mid-call counts, and
-//! [`Ejection::consecutive_failures`] of them in a row eject. A handler's or a wrapper's
-//! status is an answer, not a transport failure, and so is a TLS certificate error (a
-//! configuration fault that ejecting would only hide). Any attempt that got an answer clears
-//! the count.
+//! [`Ejection::consecutive_failures`] attempts in a row without an answer eject. "In a row" is
+//! read two ways, and either ejects:
 //!
-//! The healthy path reads one atomic flag ([`Accrual::is_clear`]); the state machine behind it
-//! runs under a mutex, only once a failure was counted. Time is a parameter (`now`) so the
-//! tests drive it by hand, as the load estimate's.
+//! - in the order the failures came: that many failed with no answer between them;
+//! - in the order the attempts were sent: an attempt timed out, and it and every attempt sent
+//!   to the node after it (at least that many in all) are still unanswered. A node cut off
+//!   from the network shows this at its first timeout, when every caller's call is already
+//!   waiting on it; counting in the order the timeouts arrive would let the first callers
+//!   whose calls timed out send another call to the node before the third timeout. A healthy
+//!   node whose one call is slow answered the calls sent after it, so that call's timeout
+//!   counts once; and if those answers come only after the timeout ejected the node (a
+//!   deadline shorter than the node's usual latency), the first of them restores it.
+//!
+//! A handler's or a wrapper's status is an answer, not a transport failure, and so is a TLS
+//! certificate error (a configuration fault that ejecting would only hide). Any attempt that
+//! got an answer clears the count.
+//!
+//! The healthy path reads one atomic flag ([`Accrual::is_clear`]) and numbers its attempts
+//! (one atomic add when sent, one atomic max when answered); the state machine behind it runs
+//! under a mutex, only once a failure was counted. Time is a parameter (`now`) so the tests
+//! drive it by hand, as the load estimate's.
 
 use std::{
     sync::{
@@ -32,8 +45,10 @@ use crate::nodes::NodeStack;
 /// Failure accrual settings ([`Options::ejection`](crate::Options::ejection)).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Ejection {
-    /// Timeouts or broken connections in a row that eject a node (default 3); a refused
-    /// connection ejects at once. 0 is taken as 1.
+    /// Attempts in a row that eject a node (default 3): that many timed out or broke with
+    /// no answer between them, or one timed out and that many, it included, were sent to the
+    /// node with none of those sent after it answered. A refused connection ejects at once. 0
+    /// is taken as 1.
     pub consecutive_failures: u32,
     /// The first ejection's length (default 1 s); each repeat doubles it.
     pub base: Duration,
@@ -92,19 +107,33 @@ pub type EjectionObserver = micro_core::Observer<EjectionEvent>;
 pub(crate) enum Failure {
     /// No connection, or it was gone before the request left: ejects at once.
     Connection,
-    /// Out of time, or broken mid-call: counted, ejects after several in a row.
+    /// Out of time (the call's deadline or the attempt timeout): counted, ejects after
+    /// several in a row, as they came or as the attempts were sent.
+    Timeout,
+    /// Broken mid-call, or a stream refused: counted, ejects after several in a row as they
+    /// came (such failures come fast, so attempts sent after had no time to answer).
     Counted,
 }
 
-/// How an attempt was let through, as the state machine reads it.
+/// How an attempt was let through, as the state machine reads it, with the attempt's number
+/// (in the order attempts were sent to the node).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Via {
     /// A node not ejected.
-    Normal,
-    /// The probe with this id.
+    Normal(u64),
+    /// The probe with this id (its number).
     Probe(u64),
     /// An ejected node, no other being ready.
-    Fallback,
+    Fallback(u64),
+}
+
+impl Via {
+    /// The attempt's number.
+    pub(crate) fn seq(self) -> u64 {
+        match self {
+            Via::Normal(seq) | Via::Probe(seq) | Via::Fallback(seq) => seq,
+        }
+    }
 }
 
 /// Whether the selector may pick a node now.
@@ -112,7 +141,8 @@ pub(crate) enum Via {
 pub(crate) enum Admit {
     /// Not ejected.
     Yes,
-    /// Ejected and its time is up: this attempt is its probe (id for [`Accrual::release`]).
+    /// Ejected and its time is up: this attempt is its probe (id for [`Accrual::release`],
+    /// also the attempt's number).
     Probe(u64),
     /// Ejected.
     No,
@@ -135,20 +165,29 @@ pub(crate) struct Accrual {
     /// Set while a failure is counted or the node is ejected: the healthy path reads only
     /// this.
     troubled: AtomicBool,
-    /// Numbers the probes, so that a late release does not end a newer probe.
-    probes: AtomicU64,
+    /// Attempts sent (the next attempt's number); a probe's id is its number, so that a late
+    /// release does not end a newer probe.
+    sent: AtomicU64,
+    /// One more than the highest number of an attempt that got an answer (0: none yet).
+    answered: AtomicU64,
     inner: Mutex<Inner>,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     state: State,
-    /// Transport failures in a row while healthy.
+    /// Attempts in a row that failed at the transport, or are unanswered after a timeout,
+    /// while healthy.
     failures: u32,
+    /// One past the last attempt counted in `failures` (each attempt is counted once).
+    counted_to: u64,
     /// Ejections in a row (the next one lasts `base * 2^level`).
     level: u32,
     /// When the node was last restored.
     restored_at: Option<Instant>,
+    /// The number of the attempt whose failure ejected the node (or whose probe failed): an
+    /// answer to an attempt sent after it shows the node alive.
+    ejected_by: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -185,13 +224,32 @@ impl Accrual {
         match inner.state {
             State::Healthy => Admit::Yes,
             State::Ejected { until } if now >= until => {
-                // Ids stay below `Pass`'s markers.
-                let id = self.probes.fetch_add(1, Ordering::Relaxed) % (u64::MAX - 1);
+                let id = self.next_seq();
                 inner.state = State::Probing { id };
                 Admit::Probe(id)
             }
             State::Ejected { .. } | State::Probing { .. } => Admit::No,
         }
+    }
+
+    /// The number of an attempt about to be sent (they fit `Pass`'s 62 bits).
+    #[inline]
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.sent.fetch_add(1, Ordering::Relaxed) & Pass::SEQ
+    }
+
+    /// The attempt numbered `seq` got an answer (whatever its status): the node is alive
+    /// for every attempt sent before it.
+    #[inline]
+    pub(crate) fn answer(&self, seq: u64) {
+        self.answered.fetch_max(seq + 1, Ordering::Relaxed);
+    }
+
+    /// The attempts sent after `seq` (one past the last one's number), if none of them got
+    /// an answer.
+    fn unanswered_after(&self, seq: u64) -> Option<u64> {
+        (self.answered.load(Ordering::Relaxed) <= seq)
+            .then(|| self.sent.load(Ordering::Relaxed) & Pass::SEQ)
     }
 
     /// Whether the node is ejected and its time is up: the next call may probe it.
@@ -209,7 +267,8 @@ impl Accrual {
         }
     }
 
-    /// An attempt let through `via` got an answer (whatever its status).
+    /// An attempt let through `via` got an answer (whatever its status); [`Accrual::answer`]
+    /// was told first.
     pub(crate) fn succeeded(&self, via: Via, now: Instant) -> Option<Change> {
         if self.is_clear() {
             return None;
@@ -221,22 +280,22 @@ impl Accrual {
                 self.troubled.store(false, Ordering::Relaxed);
                 None
             }
-            // Only a call let through while ejected restores: a late answer to a call sent
-            // before the ejection says nothing of the node now.
-            (_, Via::Probe(_) | Via::Fallback) => {
-                inner.state = State::Healthy;
-                inner.failures = 0;
-                inner.restored_at = Some(now);
-                self.troubled.store(false, Ordering::Relaxed);
-                Some(Change::Restored)
+            // A call let through while ejected restores, and so does one sent after the
+            // attempt whose failure ejected (an attempt that timed out sooner than the
+            // node answers calls sent after it: the node is slow for that call, not gone).
+            // A late answer to a call sent before says nothing of the node now.
+            (_, Via::Probe(_) | Via::Fallback(_)) => Some(restore(&mut inner, &self.troubled, now)),
+            (_, Via::Normal(seq)) if seq > inner.ejected_by => {
+                inner.level = inner.level.saturating_sub(1);
+                Some(restore(&mut inner, &self.troubled, now))
             }
-            (_, Via::Normal) => None,
+            (_, Via::Normal(_)) => None,
         }
     }
 
-    /// An attempt let through `via` failed at the transport. `may_eject` says
-    /// whether another node of the service is still in rotation (asked only when this
-    /// failure would eject); `draw` in `[-1, 1]` is the jitter's.
+    /// An attempt let through `via` failed at the transport. `may_eject` says whether another
+    /// node of the service is still in rotation (asked only when this failure would eject);
+    /// `draw` in `[-1, 1]` is the jitter's.
     pub(crate) fn failed(
         &self,
         failure: Failure,
@@ -246,11 +305,25 @@ impl Accrual {
         draw: f64,
         may_eject: impl FnOnce() -> bool,
     ) -> Option<Change> {
+        let seq = via.seq();
         let mut inner = self.inner.lock();
         match (inner.state, via) {
             (State::Healthy, _) => {
                 self.troubled.store(true, Ordering::Relaxed);
-                inner.failures = inner.failures.saturating_add(1);
+                // In a row as the failures came, and for a timeout, the attempts sent after it
+                // that are all unanswered too; each attempt counted once.
+                if seq >= inner.counted_to {
+                    inner.failures = inner.failures.saturating_add(1);
+                    inner.counted_to = seq + 1;
+                }
+                if failure == Failure::Timeout
+                    && let Some(sent) = self.unanswered_after(seq)
+                    && sent > inner.counted_to
+                {
+                    let more = u32::try_from(sent - inner.counted_to).unwrap_or(u32::MAX);
+                    inner.failures = inner.failures.saturating_add(more);
+                    inner.counted_to = sent;
+                }
                 let ejects = failure == Failure::Connection
                     || inner.failures >= settings.consecutive_failures.max(1);
                 if !ejects {
@@ -270,11 +343,11 @@ impl Accrual {
                 {
                     inner.level = 0;
                 }
-                Some(Change::Ejected(eject(&mut inner, settings, now, draw)))
+                Some(Change::Ejected(eject(&mut inner, seq, settings, now, draw)))
             }
-            (State::Probing { id }, Via::Probe(probe)) if probe == id => {
-                Some(Change::Extended(eject(&mut inner, settings, now, draw)))
-            }
+            (State::Probing { id }, Via::Probe(probe)) if probe == id => Some(Change::Extended(
+                eject(&mut inner, seq, settings, now, draw),
+            )),
             // Already ejected: late failures of calls sent before add nothing.
             _ => None,
         }
@@ -294,59 +367,93 @@ impl Accrual {
     }
 }
 
-/// Ejects for the current level's period, jittered, and raises the level.
-fn eject(inner: &mut Inner, settings: &Ejection, now: Instant, draw: f64) -> Duration {
+/// Ejects for the current level's period, jittered, and raises the level; `by` is the
+/// number of the attempt whose failure ejects.
+fn eject(inner: &mut Inner, by: u64, settings: &Ejection, now: Instant, draw: f64) -> Duration {
     let period = settings.jittered(inner.level, draw);
     inner.state = State::Ejected {
         until: now + period,
     };
+    inner.ejected_by = by;
     inner.failures = 0;
     inner.level = inner.level.saturating_add(1).min(31);
     period
 }
 
-/// A node picked for an attempt, and how ejection let it through. Dropped without a verdict
-/// (the caller gave up, a wrapper refused the call), a probe is released so that the next call
-/// may probe. As small as two words: it lives in every call's future.
+/// Back in rotation.
+fn restore(inner: &mut Inner, troubled: &AtomicBool, now: Instant) -> Change {
+    inner.state = State::Healthy;
+    inner.failures = 0;
+    inner.restored_at = Some(now);
+    troubled.store(false, Ordering::Relaxed);
+    Change::Restored
+}
+
+/// A node picked for an attempt, how ejection let it through and the attempt's number.
+/// Dropped without a verdict (the caller gave up, a wrapper refused the call), a probe is
+/// released so that the next call may probe. As small as two words: it lives in every call's
+/// future.
 pub(crate) struct Pass {
     stack: Arc<NodeStack>,
-    /// [`Pass::NORMAL`], [`Pass::FALLBACK`] or a probe's id.
-    via: u64,
+    /// How ([`Pass::NORMAL`], [`Pass::FALLBACK`] or [`Pass::PROBE`]) in the top two bits,
+    /// the attempt's number (a probe's id) in the others.
+    tag: u64,
 }
 
 impl Pass {
-    const NORMAL: u64 = u64::MAX;
-    const FALLBACK: u64 = u64::MAX - 1;
+    /// The bits of the attempt's number.
+    pub(crate) const SEQ: u64 = (1 << 62) - 1;
+    const NORMAL: u64 = 0;
+    const FALLBACK: u64 = 1 << 62;
+    const PROBE: u64 = 2 << 62;
 
     /// A node not ejected.
     pub(crate) fn normal(stack: Arc<NodeStack>) -> Self {
         Pass {
             stack,
-            via: Self::NORMAL,
+            tag: Self::NORMAL,
         }
     }
 
     /// The probe `id` of an ejected node.
     pub(crate) fn probe(stack: Arc<NodeStack>, id: u64) -> Self {
-        Pass { stack, via: id }
+        Pass {
+            stack,
+            tag: Self::PROBE | (id & Self::SEQ),
+        }
     }
 
     /// An ejected node, no other being ready.
     pub(crate) fn fallback(stack: Arc<NodeStack>) -> Self {
         Pass {
             stack,
-            via: Self::FALLBACK,
+            tag: Self::FALLBACK,
+        }
+    }
+
+    /// Numbers the attempt as it is sent (a probe has its number already).
+    #[inline]
+    pub(crate) fn sending(&mut self) {
+        if self.tag & !Self::SEQ != Self::PROBE {
+            self.tag = (self.tag & !Self::SEQ) | self.stack.accrual.next_seq();
         }
     }
 
     /// How the attempt was let through.
     #[inline]
     pub(crate) fn via(&self) -> Via {
-        match self.via {
-            Self::NORMAL => Via::Normal,
-            Self::FALLBACK => Via::Fallback,
-            id => Via::Probe(id),
+        match self.tag & !Self::SEQ {
+            Self::NORMAL => Via::Normal(self.seq()),
+            Self::FALLBACK => Via::Fallback(self.seq()),
+            _ => Via::Probe(self.seq()),
         }
+    }
+
+    /// The attempt's number, in the order attempts were sent to the node (0 until
+    /// [`Pass::sending`]).
+    #[inline]
+    pub(crate) fn seq(&self) -> u64 {
+        self.tag & Self::SEQ
     }
 }
 
@@ -386,7 +493,7 @@ pub(crate) fn transport_failure(
     let chain = || std::iter::successors(Some(err), |e| e.source());
     // tonic's channel timer: the attempt ran out of the call's time.
     if chain().any(|e| e.is::<tonic::TimeoutExpired>()) {
-        return Some(Failure::Counted);
+        return Some(Failure::Timeout);
     }
     // A certificate the client refuses is configuration, not a node's health.
     if chain().any(|e| e.to_string().contains("certificate")) {
@@ -427,11 +534,37 @@ mod tests {
         }
     }
 
-    const NORMAL: Via = Via::Normal;
+    const NORMAL: Via = Via::Normal(0);
 
-    fn probe(accrual: &Accrual, now: Instant) -> Via {
-        match accrual.admit(now) {
-            Admit::Probe(id) => Via::Probe(id),
+    /// `via` for the attempt `seq` (a probe keeps its id).
+    fn numbered(via: Via, seq: u64) -> Via {
+        match via {
+            Via::Normal(_) => Via::Normal(seq),
+            Via::Fallback(_) => Via::Fallback(seq),
+            Via::Probe(id) => Via::Probe(id),
+        }
+    }
+
+    /// An attempt sent to the node: its number.
+    fn send(a: &Accrual) -> u64 {
+        a.next_seq()
+    }
+
+    /// The attempt `seq` let through `via` failed at `now` (another node in rotation).
+    fn fail(a: &Accrual, failure: Failure, via: Via, seq: u64, now: Instant) -> Option<Change> {
+        a.failed(failure, numbered(via, seq), &settings(), now, 0.0, || true)
+    }
+
+    /// The attempt `seq` let through `via` got an answer at `now`.
+    fn answer(a: &Accrual, via: Via, seq: u64, now: Instant) -> Option<Change> {
+        a.answer(seq);
+        a.succeeded(numbered(via, seq), now)
+    }
+
+    /// The probe let through at `now`, and its number.
+    fn probe(a: &Accrual, now: Instant) -> (Via, u64) {
+        match a.admit(now) {
+            Admit::Probe(id) => (Via::Probe(id), id),
             other => panic!("no probe at {now:?}: {other:?}"),
         }
     }
@@ -439,90 +572,174 @@ mod tests {
     #[test]
     fn a_refused_connection_ejects_at_once_and_timeouts_after_three_in_a_row() {
         let t0 = Instant::now();
-        let s = settings();
         let refused = Accrual::default();
+        let n = send(&refused);
         assert_eq!(
-            refused.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true),
+            fail(&refused, Failure::Connection, NORMAL, n, t0),
             Some(Change::Ejected(ms(1000)))
         );
         assert_eq!(refused.admit(t0 + ms(999)), Admit::No);
 
+        // One caller, one call at a time: each timeout is the last attempt sent.
         let slow = Accrual::default();
         assert!(slow.is_clear());
         for _ in 0..2 {
-            assert_eq!(
-                slow.failed(Failure::Counted, NORMAL, &s, t0, 0.0, || true),
-                None
-            );
+            let n = send(&slow);
+            assert_eq!(fail(&slow, Failure::Timeout, NORMAL, n, t0), None);
         }
         assert!(!slow.is_clear() && !slow.is_ejected());
         // An answer in between starts the count again.
-        assert_eq!(slow.succeeded(NORMAL, t0), None);
+        let n = send(&slow);
+        assert_eq!(answer(&slow, NORMAL, n, t0), None);
         assert!(slow.is_clear());
         for _ in 0..2 {
-            slow.failed(Failure::Counted, NORMAL, &s, t0, 0.0, || true);
+            let n = send(&slow);
+            fail(&slow, Failure::Timeout, NORMAL, n, t0);
         }
+        let n = send(&slow);
         assert_eq!(
-            slow.failed(Failure::Counted, NORMAL, &s, t0, 0.0, || true),
+            fail(&slow, Failure::Timeout, NORMAL, n, t0),
             Some(Change::Ejected(ms(1000)))
         );
         assert!(slow.is_ejected());
     }
 
     #[test]
+    fn a_timeout_whose_later_attempts_are_all_unanswered_counts_them_all() {
+        let t0 = Instant::now();
+        // A node cut off: every caller's call waits on it when the first one times out.
+        let cut = Accrual::default();
+        let answered = send(&cut);
+        answer(&cut, NORMAL, answered, t0);
+        let waiting: Vec<u64> = (0..3).map(|_| send(&cut)).collect();
+        assert_eq!(
+            fail(&cut, Failure::Timeout, NORMAL, waiting[0], t0 + ms(2000)),
+            Some(Change::Ejected(ms(1000)))
+        );
+        // Their timeouts, later, add nothing.
+        for n in &waiting[1..] {
+            assert_eq!(
+                fail(&cut, Failure::Timeout, NORMAL, *n, t0 + ms(2010)),
+                None
+            );
+        }
+
+        // Two waiting are not three, and the second's timeout is not counted twice.
+        let two = Accrual::default();
+        let (first, second) = (send(&two), send(&two));
+        assert_eq!(fail(&two, Failure::Timeout, NORMAL, first, t0), None);
+        assert_eq!(fail(&two, Failure::Timeout, NORMAL, second, t0), None);
+        assert!(!two.is_ejected());
+        // The third in a row ejects.
+        let third = send(&two);
+        assert_eq!(
+            fail(&two, Failure::Timeout, NORMAL, third, t0),
+            Some(Change::Ejected(ms(1000)))
+        );
+
+        // A broken connection or a refused stream comes fast, before later attempts could
+        // answer: counted once.
+        let broken = Accrual::default();
+        let first = send(&broken);
+        for _ in 0..5 {
+            send(&broken);
+        }
+        assert_eq!(fail(&broken, Failure::Counted, NORMAL, first, t0), None);
+        assert!(!broken.is_ejected());
+    }
+
+    #[test]
+    fn one_slow_call_on_a_node_that_answers_the_calls_sent_after_it_counts_once() {
+        let t0 = Instant::now();
+        let a = Accrual::default();
+        let slow = send(&a);
+        let later: Vec<u64> = (0..5).map(|_| send(&a)).collect();
+        // One sent after the slow call answered before it timed out.
+        answer(&a, NORMAL, later[0], t0 + ms(100));
+        assert_eq!(
+            fail(&a, Failure::Timeout, NORMAL, slow, t0 + ms(2000)),
+            None
+        );
+        assert!(!a.is_clear() && !a.is_ejected());
+        // An answer sent before the slow call does not vouch for the calls after it.
+        let b = Accrual::default();
+        let before = send(&b);
+        let slow = send(&b);
+        let (x, y) = (send(&b), send(&b));
+        answer(&b, NORMAL, before, t0 + ms(1900));
+        assert_eq!(
+            fail(&b, Failure::Timeout, NORMAL, slow, t0 + ms(2000)),
+            Some(Change::Ejected(ms(1000)))
+        );
+        // The node is slow for that call's deadline (the calls sent after it answer late):
+        // the first of them to answer restores the node, and the period is not doubled.
+        assert_eq!(answer(&b, NORMAL, before, t0 + ms(2050)), None);
+        assert_eq!(answer(&b, NORMAL, x, t0 + ms(2100)), Some(Change::Restored));
+        assert!(b.is_clear());
+        assert_eq!(answer(&b, NORMAL, y, t0 + ms(2100)), None);
+        let n = send(&b);
+        assert_eq!(
+            fail(&b, Failure::Connection, NORMAL, n, t0 + ms(2200)),
+            Some(Change::Ejected(ms(1000)))
+        );
+    }
+
+    #[test]
     fn one_probe_after_the_period_its_success_restores_its_failure_doubles_the_period() {
         let t0 = Instant::now();
-        let s = settings();
         let a = Accrual::default();
-        a.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
+        let before = send(&a);
+        let n = send(&a);
+        fail(&a, Failure::Connection, NORMAL, n, t0);
         assert_eq!(a.admit(t0 + ms(500)), Admit::No);
         assert!(!a.probe_due(t0 + ms(999)) && a.probe_due(t0 + ms(1000)));
-        let first = probe(&a, t0 + ms(1000));
+        let (first, id) = probe(&a, t0 + ms(1000));
         // Only one probe at a time.
         assert_eq!(a.admit(t0 + ms(1001)), Admit::No);
         // A late failure of a call sent before the ejection changes nothing.
         assert_eq!(
-            a.failed(Failure::Counted, NORMAL, &s, t0 + ms(1002), 0.0, || true),
+            fail(&a, Failure::Timeout, NORMAL, before, t0 + ms(1002)),
             None
         );
         // The probe fails: 2 s, then 4 s, ..., at most 30 s.
         assert_eq!(
-            a.failed(Failure::Counted, first, &s, t0 + ms(1100), 0.0, || true),
+            fail(&a, Failure::Timeout, first, id, t0 + ms(1100)),
             Some(Change::Extended(ms(2000)))
         );
         assert_eq!(a.admit(t0 + ms(3099)), Admit::No);
         let mut now = t0 + ms(3100);
         for want in [4, 8, 16, 30, 30] {
-            let p = probe(&a, now);
+            let (p, id) = probe(&a, now);
             assert_eq!(
-                a.failed(Failure::Connection, p, &s, now, 0.0, || true),
+                fail(&a, Failure::Connection, p, id, now),
                 Some(Change::Extended(Duration::from_secs(want)))
             );
             now += Duration::from_secs(want);
         }
         // A late answer to an old call does not restore; the probe's answer does.
-        assert_eq!(a.succeeded(NORMAL, now), None);
-        let p = probe(&a, now);
-        assert_eq!(a.succeeded(p, now), Some(Change::Restored));
+        assert_eq!(answer(&a, NORMAL, before, now), None);
+        let (p, id) = probe(&a, now);
+        assert_eq!(answer(&a, p, id, now), Some(Change::Restored));
         assert!(a.is_clear());
         assert_eq!(a.admit(now), Admit::Yes);
         // Failing again soon: the period keeps growing from where it was.
+        let n = send(&a);
         assert_eq!(
-            a.failed(Failure::Connection, NORMAL, &s, now + ms(10), 0.0, || true),
+            fail(&a, Failure::Connection, NORMAL, n, now + ms(10)),
             Some(Change::Ejected(Duration::from_secs(30)))
         );
         // After a whole `max` in rotation, it starts again from `base`.
         let later = now + ms(10) + Duration::from_secs(31);
-        let p = probe(&a, later);
-        a.succeeded(p, later);
+        let (p, id) = probe(&a, later);
+        answer(&a, p, id, later);
+        let n = send(&a);
         assert_eq!(
-            a.failed(
+            fail(
+                &a,
                 Failure::Connection,
                 NORMAL,
-                &s,
-                later + Duration::from_secs(30),
-                0.0,
-                || true
+                n,
+                later + Duration::from_secs(30)
             ),
             Some(Change::Ejected(ms(1000)))
         );
@@ -531,21 +748,21 @@ mod tests {
     #[test]
     fn a_probe_that_ends_without_a_verdict_lets_the_next_call_probe() {
         let t0 = Instant::now();
-        let s = settings();
         let a = Accrual::default();
-        a.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
-        let first = probe(&a, t0 + ms(1000));
+        let n = send(&a);
+        fail(&a, Failure::Connection, NORMAL, n, t0);
+        let (_, slot) = probe(&a, t0 + ms(1000));
         assert_eq!(a.admit(t0 + ms(1500)), Admit::No);
         // Dropped (cancelled, or a wrapper refused it): released.
-        let Via::Probe(slot) = first else {
-            unreachable!()
-        };
         a.release(slot, t0 + ms(1600));
-        let second = probe(&a, t0 + ms(1600));
+        let (second, id) = probe(&a, t0 + ms(1600));
         // The first probe's late release does not end the second.
         a.release(slot, t0 + ms(1700));
         assert_eq!(a.admit(t0 + ms(1700)), Admit::No);
-        assert_eq!(a.succeeded(second, t0 + ms(1800)), Some(Change::Restored));
+        assert_eq!(
+            answer(&a, second, id, t0 + ms(1800)),
+            Some(Change::Restored)
+        );
     }
 
     #[test]
@@ -553,20 +770,24 @@ mod tests {
         let t0 = Instant::now();
         let s = settings();
         let a = Accrual::default();
+        let n = send(&a);
         assert_eq!(
-            a.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || false),
+            a.failed(Failure::Connection, Via::Normal(n), &s, t0, 0.0, || false),
             None
         );
         assert_eq!(a.admit(t0), Admit::Yes);
         let b = Accrual::default();
-        b.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
+        let n = send(&b);
+        fail(&b, Failure::Connection, NORMAL, n, t0);
         // Sent to it anyway because no other node was ready, and answered: restored.
+        let n = send(&b);
         assert_eq!(
-            b.succeeded(Via::Fallback, t0 + ms(10)),
+            answer(&b, Via::Fallback(0), n, t0 + ms(10)),
             Some(Change::Restored)
         );
         assert!(!b.forget());
-        b.failed(Failure::Connection, NORMAL, &s, t0, 0.0, || true);
+        let n = send(&b);
+        fail(&b, Failure::Connection, NORMAL, n, t0);
         assert!(b.forget());
         assert!(b.is_clear());
     }

@@ -21,7 +21,7 @@ use tower_service::Service as _;
 
 use crate::{
     CLIENT_ID, CallOptions, Options,
-    accrual::{Admit, Pass, transport_failure},
+    accrual::{Admit, Pass, Via, transport_failure},
     nodes::{NodeStack, Nodes},
     options::retry_idempotent,
     replay::Replay,
@@ -159,7 +159,7 @@ fn dispatch(
                     // Boxed: few calls look up, and the lookup's future would double this one's size.
                     None => Box::pin(look_up(&shared, &target, deadline)).await?,
                 };
-                let (node, mut copy) =
+                let (mut node, mut copy) =
                     match pick_now(&shared, &target, &services, &filters, &tried)? {
                         Picked::Ready(readied) => readied,
                         // Boxed: only busy nodes make a call wait here.
@@ -193,6 +193,7 @@ fn dispatch(
                 if let Some(info) = attempt_parts.extensions.get_mut::<CallInfo>() {
                     info.node = Some(node.info.clone());
                 }
+                shared.nodes.sending(&mut node);
                 let response = copy.call(Request::from_parts(attempt_parts, body.body()));
                 node.stack.give(copy);
                 (node, last, in_flight, response)
@@ -208,6 +209,13 @@ fn dispatch(
                 Some(until) => {
                     Attempt::Timed(Box::pin(within(until, response, &budget, &shared, &target)))
                 }
+                // A probe or a call sent to an ejected node waits on a new connection (an
+                // ejection renews it), and tonic's channel starts its deadline timer only once
+                // connected: without this a probe of a node cut off from the network waited
+                // for the dial timeout (5 s) past a 2 s deadline.
+                None if !matches!(node.via(), Via::Normal(_)) => {
+                    Attempt::Bounded(Box::pin(tokio::time::timeout_at(deadline.0, response)))
+                }
                 None => Attempt::Plain(response),
             };
             // One wait, either way: two would each keep their result in every call's future.
@@ -219,29 +227,36 @@ fn dispatch(
                     if let Some(in_flight) = in_flight {
                         in_flight.finish(Instant::now(), true);
                     }
-                    shared.nodes.failed(
-                        &node,
-                        crate::accrual::Failure::Counted,
-                        node.via(),
-                        || others_in_rotation(&shared, &target.service, &node),
-                    );
+                    shared
+                        .nodes
+                        .failed(&node, crate::accrual::Failure::Timeout, || {
+                            others_in_rotation(&shared, &target.service, &node)
+                        });
                     tracing::debug!(service = %target.service, node = %node.info.id, attempt = attempt_no, "attempt timeout: trying another node");
                     tried.push(node.info.id.clone());
                     attempt_no += 1;
                     continue;
                 }
             };
+            // A TLS failure is the client's or the deployment's configuration, which every
+            // node would repeat: not the node's health, and not retried.
+            let tls_failure = result
+                .as_ref()
+                .err()
+                .and_then(|err| crate::tls::failure(&**err));
             // How the attempt ended, as far as its head tells (a streaming answer ends later);
             // an answer of any status, or a transport failure, goes to the node's accrual.
             let outcome = match &result {
                 Ok(response) => {
-                    shared.nodes.answered(&node, node.via());
+                    shared.nodes.answered(&node);
                     Outcome::from_headers(response.headers())
                 }
                 Err(err) => {
                     let outcome = Outcome::from_error(&**err);
-                    if let Some(failure) = transport_failure(&**err, &outcome) {
-                        shared.nodes.failed(&node, failure, node.via(), || {
+                    if tls_failure.is_none()
+                        && let Some(failure) = transport_failure(&**err, &outcome)
+                    {
+                        shared.nodes.failed(&node, failure, || {
                             others_in_rotation(&shared, &target.service, &node)
                         });
                     }
@@ -254,6 +269,10 @@ fn dispatch(
                         || o.origin != micro_core::Origin::Answered
                 });
                 in_flight.finish(Instant::now(), failed);
+            }
+            if let Some(reason) = tls_failure {
+                let detail = format!("service {}: {reason}", target.service);
+                return Err(Error::unavailable(CLIENT_ID, detail).to_status().into());
             }
             let Some(outcome) = outcome.filter(|o| !o.is_success()) else {
                 return result;
@@ -350,6 +369,8 @@ async fn within(
 enum Attempt<T> {
     Plain(AttemptFuture),
     Timed(std::pin::Pin<Box<T>>),
+    /// Ends at the call's deadline as tonic's timer would ([`tonic::TimeoutExpired`]).
+    Bounded(std::pin::Pin<Box<tokio::time::Timeout<AttemptFuture>>>),
 }
 
 impl<T> Future for Attempt<T>
@@ -362,6 +383,9 @@ where
         match self.get_mut() {
             Attempt::Plain(response) => response.as_mut().poll(cx).map(Some),
             Attempt::Timed(within) => within.as_mut().poll(cx),
+            Attempt::Bounded(bounded) => bounded.as_mut().poll(cx).map(|ended| {
+                Some(ended.unwrap_or_else(|_| Err(Box::new(tonic::TimeoutExpired(())))))
+            }),
         }
     }
 }

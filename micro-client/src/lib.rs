@@ -18,6 +18,7 @@ mod nodes;
 mod options;
 mod replay;
 mod selector;
+mod tls;
 
 use std::{
     sync::{Arc, Weak},
@@ -83,6 +84,20 @@ impl Builder {
         &mut self.options
     }
 
+    /// TLS to nodes (see [`Options::tls`]).
+    #[must_use]
+    pub fn tls(mut self, tls: micro_core::tls::ClientTls) -> Self {
+        self.options.tls = tls;
+        self
+    }
+
+    /// TLS to the nodes of `service`, instead of the client's (e.g. another CA or server name).
+    #[must_use]
+    pub fn tls_for(mut self, service: impl Into<String>, tls: micro_core::tls::ClientTls) -> Self {
+        self.options.tls_services.push((service.into(), tls));
+        self
+    }
+
     /// Adds a client wrapper: around the whole call, retries included. The first added is the
     /// outermost, as in go-micro. The request carries its [`CallInfo`] (no node yet).
     #[must_use]
@@ -133,6 +148,10 @@ impl Builder {
                 .options
                 .keepalive_interval
                 .map(|interval| (interval, self.options.keepalive_timeout)),
+            tls: Arc::new(tls::Tls::new(
+                self.options.tls.clone(),
+                self.options.tls_services.clone(),
+            )),
         };
         let nodes = Nodes::new(
             self.call_layers,

@@ -16,7 +16,7 @@ use tower::{ServiceExt, util::BoxCloneSyncService};
 use tokio::time::Instant;
 
 use crate::{
-    accrual::{Accrual, Change, Ejection, EjectionEvent, EjectionObserver, Failure, Via},
+    accrual::{Accrual, Change, Ejection, EjectionEvent, EjectionObserver, Failure, Pass},
     load::{DEFAULT_DECAY, DEFAULT_RTT, Load},
 };
 
@@ -32,6 +32,8 @@ pub(crate) struct NodeStack {
     pub(crate) accrual: Arc<Accrual>,
     /// The service the node was first called as (for ejection logs and metrics).
     pub(crate) service: Arc<str>,
+    /// Whether the node is dialled with TLS (kept when the channel is replaced).
+    pub(crate) secure: bool,
 }
 
 impl std::fmt::Debug for NodeStack {
@@ -44,12 +46,14 @@ impl std::fmt::Debug for NodeStack {
 }
 
 /// How each node's channel connects.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Transport {
     /// Time to open a connection.
     pub(crate) dial_timeout: Duration,
     /// HTTP/2 pings while calls are open: every `.0`, `.1` to answer.
     pub(crate) keepalive: Option<(Duration, Duration)>,
+    /// Which nodes are dialled with TLS, and how.
+    pub(crate) tls: Arc<crate::tls::Tls>,
 }
 
 /// The stacks of the nodes called so far, by node id.
@@ -88,7 +92,8 @@ impl Nodes {
             id: node.id.as_str().into(),
             address: node.address.as_str().into(),
         };
-        let built = self.build(info, service.clone(), Arc::default())?;
+        let secure = self.transport.tls.dials_tls(service, node);
+        let built = self.build(info, service.clone(), Arc::default(), secure)?;
         let mut stacks = self.stacks.write();
         let entry = stacks
             .entry(node.id.as_str().into())
@@ -105,8 +110,16 @@ impl Nodes {
         info: NodeInfo,
         service: Arc<str>,
         accrual: Arc<Accrual>,
+        secure: bool,
     ) -> Result<Arc<NodeStack>, BoxError> {
-        let address = &info.address;
+        // go-micro's rule: an `https://` address is a TLS node at that host:port (443 when
+        // none is given).
+        let dialled = if secure {
+            micro_core::tls::dial_address(&info.address)
+        } else {
+            std::borrow::Cow::Borrowed(&*info.address)
+        };
+        let address = &*dialled;
         let mut endpoint = Endpoint::from_shared(format!("http://{address}"))
             .map_err(|err| {
                 Error::internal(
@@ -126,7 +139,30 @@ impl Nodes {
                 .keep_alive_timeout(timeout)
                 .keep_alive_while_idle(false);
         }
-        let channel = endpoint.connect_lazy();
+        let channel = if secure {
+            let host = endpoint.uri().host().unwrap_or(address).to_owned();
+            let connector = self
+                .transport
+                .tls
+                .connector(&service, &info, &host)
+                .map_err(|err| {
+                    Error::internal(crate::CLIENT_ID, format!("TLS to node {}: {err}", info.id))
+                        .to_status()
+                })?;
+            // The requests say `https` (the connection is TLS whatever the URI says).
+            let origin = format!("https://{address}").parse().map_err(|err| {
+                Error::internal(
+                    crate::CLIENT_ID,
+                    format!("bad node address {address}: {err}"),
+                )
+                .to_status()
+            })?;
+            endpoint
+                .origin(origin)
+                .connect_with_connector_lazy(connector)
+        } else {
+            endpoint.connect_lazy()
+        };
         // Boxed once: `BoxService` is this type (a second box would cost an allocation per call).
         let channel: BoxService = BoxCloneSyncService::new(channel.map_err(BoxError::from));
         Ok(Arc::new(NodeStack {
@@ -135,6 +171,7 @@ impl Nodes {
             load: Load::new(DEFAULT_RTT, DEFAULT_DECAY),
             accrual,
             service,
+            secure,
         }))
     }
 
@@ -142,8 +179,12 @@ impl Nodes {
     /// sent on it after the network healed could wait on a TCP connection still backing off
     /// its retransmissions. Calls in flight keep the old one until they end.
     fn renew(&self, old: &NodeStack) {
-        let Ok(fresh) = self.build(old.info.clone(), old.service.clone(), old.accrual.clone())
-        else {
+        let Ok(fresh) = self.build(
+            old.info.clone(),
+            old.service.clone(),
+            old.accrual.clone(),
+            old.secure,
+        ) else {
             return;
         };
         let mut stacks = self.stacks.write();
@@ -180,36 +221,47 @@ impl Nodes {
         }
     }
 
-    /// An attempt on `stack`, let through `via`, got an answer: restores an ejected node
-    /// it probed.
+    /// An attempt through `pass` got an answer: restores an ejected node it probed.
     #[inline]
-    pub(crate) fn answered(&self, stack: &NodeStack, via: Via) {
+    pub(crate) fn answered(&self, pass: &Pass) {
+        if self.ejection.is_none() {
+            return;
+        }
+        let stack: &NodeStack = pass;
+        stack.accrual.answer(pass.seq());
         if stack.accrual.is_clear() {
             return;
         }
-        if let Some(Change::Restored) = stack.accrual.succeeded(via, Instant::now()) {
+        if let Some(Change::Restored) = stack.accrual.succeeded(pass.via(), Instant::now()) {
             tracing::info!(service = %stack.service, node = %stack.info.id, address = %stack.info.address, "node back in rotation");
             self.tell(stack, EjectionEvent::Restored);
         }
     }
 
-    /// An attempt on `stack`, let through `via`, failed at the transport. `others_in_rotation`
-    /// says whether another node of the service is in rotation (a node is never ejected when
-    /// none is).
+    /// Numbers the attempt through `pass` as it is sent, if nodes may be ejected.
+    #[inline]
+    pub(crate) fn sending(&self, pass: &mut Pass) {
+        if self.ejection.is_some() {
+            pass.sending();
+        }
+    }
+
+    /// An attempt through `pass` failed at the transport. `others_in_rotation` says whether
+    /// another node of the service is in rotation (a node is never ejected when none is).
     pub(crate) fn failed(
         &self,
-        stack: &NodeStack,
+        pass: &Pass,
         failure: Failure,
-        via: Via,
         others_in_rotation: impl FnOnce() -> bool,
     ) {
         let Some(settings) = &self.ejection else {
             return;
         };
+        let stack: &NodeStack = pass;
         let draw = rand::random_range(-1.0..=1.0);
         let change = stack.accrual.failed(
             failure,
-            via,
+            pass.via(),
             settings,
             Instant::now(),
             draw,
@@ -228,7 +280,7 @@ impl Nodes {
             ?period,
             "node ejected: transport failures",
         );
-        if failure == Failure::Counted {
+        if failure != Failure::Connection {
             self.renew(stack);
         }
         self.tell(stack, event);
@@ -249,6 +301,7 @@ impl Nodes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accrual::Via;
 
     fn node(id: &str, address: &str) -> Node {
         Node {
@@ -263,6 +316,7 @@ mod tests {
         let transport = Transport {
             dial_timeout: Duration::from_secs(1),
             keepalive: None,
+            tls: Arc::new(crate::tls::Tls::new(Default::default(), Vec::new())),
         };
         let nodes = Nodes::new(Vec::new(), transport, None, None);
         let s: Arc<str> = "s".into();
@@ -278,5 +332,36 @@ mod tests {
         nodes.remove("a");
         assert_eq!(nodes.len(), 1);
         assert!(nodes.get(&node("c", "not an address at all"), &s).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_pass_numbers_its_attempt_when_sent_and_keeps_how_it_was_let_through() {
+        let transport = Transport {
+            dial_timeout: Duration::from_secs(1),
+            keepalive: None,
+            tls: Arc::new(crate::tls::Tls::new(Default::default(), Vec::new())),
+        };
+        let nodes = Nodes::new(
+            Vec::new(),
+            transport.clone(),
+            Some(Ejection::default()),
+            None,
+        );
+        let stack = nodes.get(&node("a", "127.0.0.1:1"), &"s".into()).unwrap();
+        let mut first = Pass::normal(stack.clone());
+        let mut second = Pass::fallback(stack.clone());
+        nodes.sending(&mut first);
+        nodes.sending(&mut second);
+        assert_eq!(first.via(), Via::Normal(0));
+        assert_eq!(second.via(), Via::Fallback(1));
+        // A probe is numbered when let through, and keeps its number.
+        let mut probe = Pass::probe(stack.clone(), 7);
+        nodes.sending(&mut probe);
+        assert_eq!(probe.via(), Via::Probe(7));
+        // Without ejection nothing is numbered.
+        let off = Nodes::new(Vec::new(), transport, None, None);
+        let mut pass = Pass::normal(off.get(&node("b", "127.0.0.1:2"), &"s".into()).unwrap());
+        off.sending(&mut pass);
+        assert_eq!(pass.seq(), 0);
     }
 }

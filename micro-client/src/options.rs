@@ -69,6 +69,13 @@ pub struct Options {
     /// the call tried again on another node, within the call's deadline (default: none).
     /// [`CallOptions::attempt_timeout`] overrides it per call.
     pub attempt_timeout: Option<Duration>,
+    /// TLS to nodes: by default nodes whose metadata says `secure: "true"` (or by go-micro's
+    /// rule on port 443 or with an `https://` address) are dialled with TLS and verified
+    /// against the system's roots; set a CA bundle, a client certificate and a server name
+    /// here (micro-rs addition).
+    pub tls: micro_core::tls::ClientTls,
+    /// Per-service TLS settings: calls to the named service use these instead of `tls`.
+    pub tls_services: Vec<(String, micro_core::tls::ClientTls)>,
 }
 
 impl Default for Options {
@@ -89,6 +96,8 @@ impl Default for Options {
             keepalive_interval: Some(Duration::from_secs(10)),
             keepalive_timeout: Duration::from_secs(5),
             attempt_timeout: None,
+            tls: micro_core::tls::ClientTls::default(),
+            tls_services: Vec::new(),
         }
     }
 }
@@ -110,6 +119,8 @@ impl fmt::Debug for Options {
             .field("keepalive_interval", &self.keepalive_interval)
             .field("keepalive_timeout", &self.keepalive_timeout)
             .field("attempt_timeout", &self.attempt_timeout)
+            .field("tls", &self.tls)
+            .field("tls_services", &self.tls_services)
             .finish_non_exhaustive()
     }
 }

@@ -12,6 +12,7 @@ mod observer;
 pub mod outcome;
 mod stack_pool;
 pub mod timeout;
+pub mod tls;
 mod wrapper;
 
 pub use call::{CallInfo, EndpointCache, NodeInfo, endpoint_of, split_grpc_path};

@@ -18,6 +18,7 @@
 use std::{
     collections::{HashMap, VecDeque, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
+    path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
 };
@@ -68,6 +69,7 @@ fn encode(part: &str) -> String {
 pub struct Etcd {
     endpoints: Vec<String>,
     user: Option<(String, String)>,
+    tls: Option<EtcdTls>,
     timeout: Duration,
     shared: Arc<Shared>,
 }
@@ -92,8 +94,53 @@ impl std::fmt::Debug for Etcd {
         f.debug_struct("Etcd")
             .field("endpoints", &self.endpoints)
             .field("user", &self.user.as_ref().map(|(user, _)| user))
+            .field("tls", &self.tls)
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
+    }
+}
+
+/// TLS settings for etcd: the CA bundle etcd's certificate chains to, and the client's
+/// certificate and key (PEM files) when etcd requires one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EtcdTls {
+    /// PEM CA bundle (required: etcd clusters run on private CAs).
+    pub ca: PathBuf,
+    /// PEM client certificate chain and key, for `--client-cert-auth` clusters.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl EtcdTls {
+    /// TLS trusting the CA bundle at `ca`.
+    pub fn new(ca: impl Into<PathBuf>) -> Self {
+        EtcdTls {
+            ca: ca.into(),
+            identity: None,
+        }
+    }
+
+    /// Presents this client certificate and key.
+    #[must_use]
+    pub fn identity(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+        self.identity = Some((cert.into(), key.into()));
+        self
+    }
+
+    /// Reads the files: an error names the file that does not read.
+    pub fn options(&self) -> Result<etcd_client::TlsOptions, Error> {
+        let read = |what: &str, path: &Path| {
+            std::fs::read(path).map_err(|err| {
+                Error::Unavailable(format!("etcd TLS {what} {}: {err}", path.display()))
+            })
+        };
+        let ca = etcd_client::Certificate::from_pem(read("CA bundle", &self.ca)?);
+        let mut options = etcd_client::TlsOptions::new().ca_certificate(ca);
+        if let Some((cert, key)) = &self.identity {
+            let identity =
+                etcd_client::Identity::from_pem(read("certificate", cert)?, read("key", key)?);
+            options = options.identity(identity);
+        }
+        Ok(options)
     }
 }
 
@@ -113,6 +160,7 @@ impl Etcd {
                 .filter(|e: &String| !e.trim().is_empty())
                 .collect(),
             user: None,
+            tls: None,
             timeout: DEFAULT_TIMEOUT,
             shared: Arc::new(Shared {
                 client: Mutex::new(None),
@@ -125,6 +173,15 @@ impl Etcd {
     #[must_use]
     pub fn with_auth(mut self, user: impl Into<String>, password: impl Into<String>) -> Self {
         self.user = Some((user.into(), password.into()));
+        self
+    }
+
+    /// TLS to etcd (`https://`), with a client certificate if the cluster asks for one
+    /// (`--client-cert-auth`); beside a user and password or instead of them. The files are
+    /// read at each connection, so rotated ones apply when the client reconnects.
+    #[must_use]
+    pub fn with_tls(mut self, tls: EtcdTls) -> Self {
+        self.tls = Some(tls);
         self
     }
 
@@ -149,6 +206,9 @@ impl Etcd {
             .with_keep_alive(Duration::from_secs(10), self.timeout);
         if let Some((user, password)) = &self.user {
             options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.options()?);
         }
         let connect = Client::connect(&self.endpoints, Some(options));
         let client = match tokio::time::timeout(self.timeout, connect).await {
@@ -175,7 +235,18 @@ impl Etcd {
     }
 
     fn unavailable(&self, what: &str, error: &etcd_client::Error) -> Error {
-        Error::Unavailable(format!("etcd {:?}: {what}: {error}", self.endpoints))
+        // TLS 1.3 servers refuse a client certificate after the client's handshake ended, so
+        // the refusal reaches us as a closed connection: say what to check.
+        let closed = matches!(error, etcd_client::Error::GRpcStatus(status)
+            if status.code() == tonic::Code::Cancelled);
+        let hint = match &self.tls {
+            Some(tls) if closed && tls.identity.is_none() => {
+                " (over TLS without a client certificate: does etcd run with --client-cert-auth?)"
+            }
+            Some(_) if closed => " (over TLS: does etcd trust this client certificate's CA?)",
+            _ => "",
+        };
+        Error::Unavailable(format!("etcd {:?}: {what}: {error}{hint}", self.endpoints))
     }
 
     /// One keep-alive of `lease`.

@@ -12,7 +12,7 @@ mod memory;
 mod model;
 
 pub use cache::{Cache, WeakCache};
-pub use etcd::{Etcd, PREFIX, node_key, service_prefix};
+pub use etcd::{Etcd, EtcdTls, PREFIX, node_key, service_prefix};
 pub use memory::Memory;
 pub use model::{Endpoint, Metadata, Node, Service, Value};
 

@@ -15,6 +15,7 @@ mod health;
 mod hosted;
 mod readiness;
 mod registrar;
+mod tls;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
@@ -55,6 +56,9 @@ pub enum Error {
     /// Reflection could not be built from the descriptors.
     #[error("reflection: {0}")]
     Reflection(String),
+    /// The TLS files did not load.
+    #[error(transparent)]
+    Tls(#[from] micro_core::tls::TlsError),
 }
 
 /// Server options, as go-micro's server options.
@@ -81,6 +85,9 @@ pub struct Options {
     pub deregister_delay: Duration,
     /// How long shutdown waits for in-flight calls once it stops accepting.
     pub grace_period: Duration,
+    /// Serves TLS (and with a client CA, mutual TLS) when set; the node's metadata then says
+    /// `secure: "true"`.
+    pub tls: Option<micro_core::tls::ServerTls>,
 }
 
 impl Default for Options {
@@ -96,6 +103,7 @@ impl Default for Options {
             register_interval: Duration::from_secs(30),
             deregister_delay: Duration::from_secs(1),
             grace_period: Duration::from_secs(5),
+            tls: None,
         }
     }
 }
@@ -195,6 +203,8 @@ impl Server {
             readiness,
             extra_endpoints,
         } = self;
+        // TLS files first: a bad file is a start-up error, before anything listens.
+        let tls = options.tls.as_ref().map(|tls| tls.load()).transpose()?;
         let listener = TcpListener::bind(&options.address)
             .await
             .map_err(|source| Error::Bind {
@@ -263,13 +273,25 @@ impl Server {
         // stops after the deregister delay.
         let stop_serving = CancellationToken::new();
         let stop_registering = CancellationToken::new();
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let signal = stop_serving.clone();
-        let serve = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .serve_with_incoming_shutdown(entry, incoming, signal.cancelled_owned())
-                .await
-        });
+        let serve = match tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(async move {
+                    tonic::transport::Server::builder()
+                        .serve_with_incoming_shutdown(entry, incoming, signal.cancelled_owned())
+                        .await
+                })
+            }
+            Some(tls) => {
+                let incoming = tls::incoming(listener, tls, stop_serving.clone());
+                tokio::spawn(async move {
+                    tonic::transport::Server::builder()
+                        .serve_with_incoming_shutdown(entry, incoming, signal.cancelled_owned())
+                        .await
+                })
+            }
+        };
 
         readiness.set_serving(true);
         let registered = registrar::register_once(
@@ -322,6 +344,10 @@ fn registration(
         options.id.clone()
     };
     let mut metadata = options.metadata.clone();
+    // Clients dial a node with TLS when it says so (go-micro's HTTP broker's key).
+    if options.tls.is_some() {
+        metadata.insert("secure".into(), "true".into());
+    }
     for (key, value) in [
         ("broker", "http"),
         ("protocol", "grpc"),

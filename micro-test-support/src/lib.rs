@@ -14,6 +14,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod certs;
 pub mod greeter;
 pub mod nats;
 pub mod peers;
@@ -60,6 +61,26 @@ pub struct EtcdServer {
     data_dir: PathBuf,
     generation: u32,
     child: Option<Child>,
+    tls: Option<EtcdTls>,
+}
+
+/// The certificates of an etcd started with [`EtcdServer::start_tls`]: its CA, its server
+/// certificate, and a client certificate it accepts (`--client-cert-auth`).
+#[derive(Debug)]
+pub struct EtcdTls {
+    /// The CA (its bundle is `pki.ca`); sign more certificates with it.
+    pub pki: certs::Pki,
+    /// etcd's server certificate (for `127.0.0.1`).
+    pub server: certs::Pair,
+    /// A client certificate etcd accepts.
+    pub client: certs::Pair,
+}
+
+impl EtcdTls {
+    /// The registry's TLS settings for a client of this etcd.
+    pub fn registry(&self) -> micro::registry::EtcdTls {
+        micro::registry::EtcdTls::new(&self.pki.ca).identity(&self.client.cert, &self.client.key)
+    }
 }
 
 impl std::fmt::Debug for EtcdServer {
@@ -78,6 +99,29 @@ impl EtcdServer {
     /// taken between [`free_port`] and etcd's bind (another test's process took it) is no
     /// failure of the test: etcd is started again on new ports, at most three times.
     pub async fn start() -> anyhow::Result<Self> {
+        EtcdServer::start_with(None).await
+    }
+
+    /// Starts etcd serving TLS only, requiring a client certificate signed by its own test CA
+    /// (`--cert-file --key-file --client-cert-auth --trusted-ca-file`); see [`EtcdServer::tls`].
+    pub async fn start_tls() -> anyhow::Result<Self> {
+        let pki = certs::Pki::named("etcd test CA")?;
+        let server = pki.server("etcd")?;
+        let client = pki.client("micro")?;
+        EtcdServer::start_with(Some(EtcdTls {
+            pki,
+            server,
+            client,
+        }))
+        .await
+    }
+
+    /// The certificates of a TLS etcd.
+    pub fn tls(&self) -> Option<&EtcdTls> {
+        self.tls.as_ref()
+    }
+
+    async fn start_with(mut tls: Option<EtcdTls>) -> anyhow::Result<Self> {
         let binary = find_etcd()?;
         let mut attempt = 1;
         loop {
@@ -99,6 +143,7 @@ impl EtcdServer {
                 data_dir,
                 generation: 0,
                 child: None,
+                tls: tls.take(),
             };
             match server.spawn_and_wait().await {
                 Ok(()) => return Ok(server),
@@ -108,6 +153,7 @@ impl EtcdServer {
                         "a test etcd's port was taken, starting it on others"
                     );
                     attempt += 1;
+                    tls = server.tls.take();
                 }
                 Err(e) => return Err(e),
             }
@@ -121,9 +167,12 @@ impl EtcdServer {
 
     /// Connects a raw etcd client to this server (for tests that read or write keys directly).
     pub async fn client(&self) -> anyhow::Result<etcd_client::Client> {
-        let options = etcd_client::ConnectOptions::new()
+        let mut options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            options = options.with_tls(tls.registry().options()?);
+        }
         etcd_client::Client::connect([self.endpoint()], Some(options))
             .await
             .context("connecting to test etcd")
@@ -170,7 +219,8 @@ impl EtcdServer {
     }
 
     async fn spawn_and_wait(&mut self) -> anyhow::Result<()> {
-        let client_url = format!("http://127.0.0.1:{}", self.client_port);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://127.0.0.1:{}", self.client_port);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_port);
         let log_path = self.log_path();
         let log = File::options()
@@ -178,7 +228,18 @@ impl EtcdServer {
             .append(true)
             .open(&log_path)
             .with_context(|| format!("opening {}", log_path.display()))?;
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server.cert)
+                .arg("--key-file")
+                .arg(&tls.server.key)
+                .arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&tls.pki.ca);
+        }
+        let child = command
             .arg("--name")
             .arg("default")
             .arg("--data-dir")

@@ -120,6 +120,9 @@ pub struct Flags {
     /// true: calls wait for a token (within their deadline); false: refused with 429 (default).
     #[arg(long = "client_ratelimit_wait", env = "MICRO_CLIENT_RATELIMIT_WAIT", value_parser = parse_bool)]
     pub client_ratelimit_wait: Option<bool>,
+    /// TLS for the server, the client and etcd (micro-rs additions).
+    #[command(flatten)]
+    pub tls: crate::TlsFlags,
 }
 
 /// `--client_breaker` values.
@@ -204,6 +207,15 @@ pub fn registry_from_flags(
     kind: &str,
     addresses: &[String],
 ) -> Result<Arc<dyn Registry>, ServiceError> {
+    registry_from_flags_tls(kind, addresses, None)
+}
+
+/// [`registry_from_flags`] with TLS to etcd (`--registry_tls_*`, micro-rs additions).
+pub fn registry_from_flags_tls(
+    kind: &str,
+    addresses: &[String],
+    tls: Option<micro_registry::EtcdTls>,
+) -> Result<Arc<dyn Registry>, ServiceError> {
     match kind {
         "memory" | "" => Ok(default_registry()),
         "etcd" => {
@@ -218,6 +230,9 @@ pub fn registry_from_flags(
                 std::env::var("ETCD_PASSWORD"),
             ) {
                 etcd = etcd.with_auth(user, password);
+            }
+            if let Some(tls) = tls {
+                etcd = etcd.with_tls(tls);
             }
             Ok(Arc::new(etcd))
         }

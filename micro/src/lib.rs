@@ -24,11 +24,14 @@ mod flags;
 mod observe;
 mod service;
 
-pub use flags::{BreakerFlag, BreakerScopeFlag, Flags, registry_from_flags};
+pub use flags::{
+    BreakerFlag, BreakerScopeFlag, Flags, registry_from_flags, registry_from_flags_tls,
+};
 pub use micro_client::{CallOptions, Channel, Client};
 pub use micro_core::{
     BoxError, BoxService, CallContext, CallInfo, Deadline, NodeInfo, Origin, Outcome, Wrapper,
 };
+pub use service::{ClientTlsFlags, RegistryTlsFlags, ServerTlsFlags, TlsFlags};
 pub use service::{
     DEFAULT_MAX_IN_FLIGHT, Running, Service, ServiceError, Subscriber, default_registry,
 };
@@ -76,6 +79,13 @@ pub mod trace {
 /// Metrics: Prometheus series and the framework's health (see [`Service::metrics_address`]).
 pub mod metrics {
     pub use micro_wrappers::metrics::*;
+}
+
+/// TLS settings: the server's certificate and client CA, the client's mode, CA, certificate
+/// and server name ([`Service::server_tls`], [`Service::client_tls`]); etcd's is
+/// [`registry::EtcdTls`].
+pub mod tls {
+    pub use micro_core::tls::*;
 }
 
 /// The server: options and handler types.

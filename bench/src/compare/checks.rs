@@ -72,6 +72,10 @@ pub fn checks(comparison: &Comparison) -> Vec<Check> {
     // Issue 11's cost of observing: tracing (0.9, OTLP to the sink) and metrics both sides.
     paired_target("micro-observed", "micro", 0.95, Some(1.10));
     paired_target("micro-full", "tonic", 0.90, None);
+    // Issue 25: mutual TLS on both sides, pooled connections, against bare tonic's TLS with
+    // the same certificates and provider, and against plaintext micro.
+    paired_target("micro-tls", "tonic-tls", 0.97, Some(1.10));
+    paired_target("micro-tls", "micro", 0.90, None);
     for row in rows {
         let Some(spans) = &row.spans else { continue };
         // A peer's tracer does not report what it ended: its spans are counted by the sink

@@ -131,6 +131,18 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
         None
     };
     let sink_endpoint = sink.as_ref().map(|sink| format!("http://{}", sink.addr));
+    // The TLS scenarios' certificates, made once, for their servers and load processes.
+    let pki = if options.scenarios.iter().any(|s| s.tls()) {
+        Some(crate::tls::make()?)
+    } else {
+        None
+    };
+    let tls_args = |scenario: Scenario| match &pki {
+        Some(pki) if scenario.tls() => {
+            vec!["--tls".to_owned(), pki.dir().display().to_string()]
+        }
+        _ => Vec::new(),
+    };
     let mut entries = Vec::new();
     for &scenario in &options.scenarios {
         let mut args = Vec::new();
@@ -144,6 +156,7 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
         {
             args.extend(["--otlp".to_owned(), endpoint.clone()]);
         }
+        args.extend(tls_args(scenario));
         let cpus = options.pin.as_ref().map(|pin| pin.servers.as_str());
         let server = ServerProcess::spawn_on(&options.bin, scenario, &args, cpus).await?;
         eprintln!(
@@ -155,7 +168,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Comparison> {
             baseline: scenario.baseline().name().into(),
             hops: scenario.hops(),
             pids: vec![server.pid],
-            target: target_args(scenario, &server, etcd.as_deref(), sink_endpoint.as_deref()),
+            target: [
+                target_args(scenario, &server, etcd.as_deref(), sink_endpoint.as_deref()),
+                tls_args(scenario),
+            ]
+            .concat(),
             server: Some(server),
             idle_rss_kib: None,
             observed: scenario.observed().then(|| ObservedEntry {

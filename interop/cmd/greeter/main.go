@@ -21,6 +21,14 @@
 //	--metrics_address / INTEROP_METRICS_ADDRESS
 //	                                    wrap handler and client with go-micro's Prometheus
 //	                                    wrapper and serve /metrics on this host:port
+//	--tls_cert, --tls_key / INTEROP_TLS_CERT, INTEROP_TLS_KEY
+//	                                    PEM certificate and key: the server serves TLS with
+//	                                    them (go-micro's AuthTLS) and the client presents them
+//	--tls_ca / INTEROP_TLS_CA           PEM CA bundle: the client dials every node with TLS
+//	                                    (AuthTLS) verifying against it, and with --tls_cert
+//	                                    the server requires client certificates signed by it
+//	--tls_server_name / INTEROP_TLS_SERVER_NAME
+//	                                    the name the client expects in servers' certificates
 //
 // For the tests, a request name selects a behaviour of Test (and of Hello with hello_self):
 //
@@ -35,10 +43,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -194,6 +205,41 @@ func serveMetrics(address string) error {
 	return nil
 }
 
+// tlsConfigs builds go-micro's AuthTLS configurations: the server's (nil without a
+// certificate), requiring client certificates signed by ca when one is given, and the
+// client's, trusting ca and presenting the certificate.
+func tlsConfigs(certFile, keyFile, caFile, serverName string) (*tls.Config, *tls.Config, error) {
+	var certs []tls.Certificate
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tls certificate %s / %s: %w", certFile, keyFile, err)
+		}
+		certs = []tls.Certificate{cert}
+	}
+	var pool *x509.CertPool
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("tls CA %s: %w", caFile, err)
+		}
+		pool = x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, nil, fmt.Errorf("tls CA %s: no certificate", caFile)
+		}
+	}
+	var server *tls.Config
+	if certs != nil {
+		server = &tls.Config{Certificates: certs, MinVersion: tls.VersionTLS12}
+		if pool != nil {
+			server.ClientCAs = pool
+			server.ClientAuth = tls.RequireAndVerifyClientCert
+		}
+	}
+	client := &tls.Config{Certificates: certs, RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}
+	return server, client, nil
+}
+
 func main() {
 	g := &Greeter{}
 	flags := []cli.Flag{
@@ -211,11 +257,20 @@ func main() {
 			Usage: "share of new traces sampled (parent-based, trace-id ratio)"},
 		&cli.StringFlag{Name: "metrics_address", EnvVars: []string{"INTEROP_METRICS_ADDRESS"},
 			Usage: "host:port of /metrics; go-micro's Prometheus wrapper on handler and client"},
+		&cli.StringFlag{Name: "tls_cert", EnvVars: []string{"INTEROP_TLS_CERT"},
+			Usage: "PEM certificate: serve TLS (AuthTLS) and present it as a client"},
+		&cli.StringFlag{Name: "tls_key", EnvVars: []string{"INTEROP_TLS_KEY"},
+			Usage: "PEM key of --tls_cert"},
+		&cli.StringFlag{Name: "tls_ca", EnvVars: []string{"INTEROP_TLS_CA"},
+			Usage: "PEM CA bundle: dial every node with TLS; with --tls_cert, require client certificates"},
+		&cli.StringFlag{Name: "tls_server_name", EnvVars: []string{"INTEROP_TLS_SERVER_NAME"},
+			Usage: "the name expected in servers' certificates"},
 	}
 	otelOn := false
 	otelEndpoint := ""
 	otelRatio := 0.9
 	metricsAddress := ""
+	var tlsCert, tlsKey, tlsCA, tlsServerName string
 	opts := []micro.Option{
 		micro.Server(grpcserver.NewServer()),
 		micro.Client(grpcclient.NewClient()),
@@ -228,6 +283,8 @@ func main() {
 			otelOn = c.Bool("otel") || otelEndpoint != ""
 			otelRatio = c.Float64("otel_ratio")
 			metricsAddress = c.String("metrics_address")
+			tlsCert, tlsKey = c.String("tls_cert"), c.String("tls_key")
+			tlsCA, tlsServerName = c.String("tls_ca"), c.String("tls_server_name")
 			return nil
 		}),
 	}
@@ -236,6 +293,20 @@ func main() {
 	service.Init()
 	if otelRatio < 0 || otelRatio > 1 {
 		logger.Fatalf("--otel_ratio %v: want a share between 0 and 1", otelRatio)
+	}
+	if tlsCert != "" || tlsCA != "" {
+		serverTLS, clientTLS, err := tlsConfigs(tlsCert, tlsKey, tlsCA, tlsServerName)
+		if err != nil {
+			logger.Fatal(err)
+		}
+		if serverTLS != nil {
+			if err := service.Server().Init(grpcserver.AuthTLS(serverTLS)); err != nil {
+				logger.Fatal(err)
+			}
+		}
+		if err := service.Client().Init(grpcclient.AuthTLS(clientTLS)); err != nil {
+			logger.Fatal(err)
+		}
 	}
 	flush := func() {}
 	if otelEndpoint != "" {

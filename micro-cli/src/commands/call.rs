@@ -46,7 +46,7 @@ pub(crate) async fn run(global: &Global, args: CallArgs) -> Result<(), CliError>
     if let Some(retries) = args.retries {
         options.retries = retries;
     }
-    let client = target::client(registry, options);
+    let client = target::client(registry, options, global)?;
 
     let pool = if args.proto.is_empty() {
         schema::reflect(

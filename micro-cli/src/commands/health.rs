@@ -51,7 +51,7 @@ pub(crate) async fn run(global: &Global, args: HealthArgs) -> Result<(), CliErro
         retries: 0,
         ..Default::default()
     };
-    let client = target::client(registry, options);
+    let client = target::client(registry, options, global)?;
     let checks = nodes.into_iter().map(|(id, address)| {
         let channel = client.channel(service.as_str());
         async move {

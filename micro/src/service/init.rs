@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::{Service, ServiceError};
-use crate::{Flags, registry_from_flags};
+use crate::Flags;
 
 impl Service {
     /// Reads go-micro's flags and `MICRO_*` environment variables; exits with a clear message
@@ -32,6 +32,7 @@ impl Service {
     /// Applies parsed flags.
     pub fn apply(mut self, flags: Flags) -> Result<Self, ServiceError> {
         self.apply_resilience(&flags)?;
+        self.apply_tls(&flags.tls)?;
         let options = self.server.options_mut();
         if let Some(v) = flags.server_name {
             options.name = v
@@ -73,7 +74,8 @@ impl Service {
             self.broker_from_flags(kind, &flags.broker_address)?;
         }
         if let Some(kind) = flags.registry.as_deref() {
-            self.registry = registry_from_flags(kind, &flags.registry_address)?;
+            let tls = flags.tls.registry()?;
+            self.registry = crate::registry_from_flags_tls(kind, &flags.registry_address, tls)?;
         }
         let strategy = flags.selector.as_deref().map(str::parse).transpose();
         let strategy = strategy.map_err(ServiceError::Options)?;

@@ -10,6 +10,7 @@ mod init;
 mod lifecycle;
 mod observation;
 mod options;
+mod tls;
 mod wrap;
 
 use std::sync::{Arc, OnceLock};
@@ -21,6 +22,7 @@ use micro_server::Server;
 pub use error::ServiceError;
 pub use events::{DEFAULT_MAX_IN_FLIGHT, Subscriber};
 pub use lifecycle::Running;
+pub use tls::{ClientTlsFlags, RegistryTlsFlags, ServerTlsFlags, TlsFlags};
 
 use hooks::Hook;
 
