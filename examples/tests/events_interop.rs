@@ -10,11 +10,8 @@
 
 use std::{path::PathBuf, process::Stdio, sync::Arc, time::Duration};
 
-use micro::{
-    CallContext,
-    broker::context::{call_context, sampled, trace_of},
-};
-use micro_test_support::{NatsServer, eventually, require::go_binaries};
+use micro::broker::context::{call_context, sampled};
+use micro_test_support::{NatsServer, eventually, require::go_binaries, user_and_trace};
 use proto::greeter::Response;
 use serde::Deserialize;
 use tokio::{
@@ -73,17 +70,8 @@ async fn go_micro_publisher_to_micro_rs_subscriber() -> anyhow::Result<()> {
         .subscribe("greeter.events", move |event: Response| {
             let sink = sink.clone();
             async move {
-                let (user, trace) = CallContext::with_current(|context| {
-                    (
-                        context
-                            .metadata
-                            .get("x-user")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned),
-                        trace_of(context).map(|t| format!("{:032x}", t.trace_id)),
-                    )
-                })
-                .unwrap_or_default();
+                let (user, trace) = user_and_trace();
+                let trace = trace.map(|(trace_id, _)| format!("{trace_id:032x}"));
                 sink.push((event.msg, user, trace));
                 Ok::<_, std::convert::Infallible>(())
             }

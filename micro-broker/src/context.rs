@@ -28,7 +28,7 @@ pub fn inject(context: &CallContext, message: &mut Message) {
             .header
             .insert(name.as_str().to_owned(), value.to_owned());
     }
-    if let Some(parent) = &trace_of(context) {
+    if let Some(parent) = &context.trace() {
         // The span in the context is more precise than a trace header the call came with.
         message.header.retain(|key, _| {
             !key.eq_ignore_ascii_case(TRACEPARENT) && !key.eq_ignore_ascii_case(TRACESTATE)
@@ -79,11 +79,6 @@ pub fn call_context(metadata: HeaderMap, trace: Option<TraceParent>) -> CallCont
     };
     context.metadata = metadata;
     context
-}
-
-/// The trace position of `context`. (The one place this crate reads it.)
-pub fn trace_of(context: &CallContext) -> Option<TraceParent> {
-    context.trace()
 }
 
 /// A sampled trace position (`trace_id`, `span_id`), nothing else set.
@@ -190,10 +185,7 @@ mod tests {
         );
         assert!(!message.header.contains_key("traceparent"));
         let back = extract(&message);
-        assert_eq!(
-            trace_of(&back).map(|t| (t.trace_id, t.span_id)),
-            Some((1, 2))
-        );
+        assert_eq!(back.trace().map(|t| (t.trace_id, t.span_id)), Some((1, 2)));
         assert_eq!(back.metadata.get("x-user").unwrap(), "ada");
         assert!(back.metadata.get("content-type").is_none());
     }

@@ -26,7 +26,7 @@ pub use greeter::{
     Answer, Backend, client_on, concurrently, greeter_at, greeter2, key_exists, next_event,
     node_address, node_of, python_greeter_stubs, served_by, test_call,
 };
-pub use nats::NatsServer;
+pub use nats::{NatsServer, user_and_trace};
 pub use process::{Frozen, MicroProcess, REGISTER_INTERVAL, REGISTER_TTL, signal, sigterm};
 pub use require::require;
 pub use wait::{Poll, eventually, poll};

@@ -182,3 +182,18 @@ impl Drop for NatsServer {
         }
     }
 }
+
+/// What a subscriber's handler sees of the message's call context: its `x-user` metadata and
+/// its trace position, `(trace id, span id)` (`None`s outside a call).
+pub fn user_and_trace() -> (Option<String>, Option<(u128, u64)>) {
+    micro::CallContext::with_current(|context| {
+        let user = context
+            .metadata
+            .get("x-user")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let trace = context.trace().map(|t| (t.trace_id, t.span_id));
+        (user, trace)
+    })
+    .unwrap_or_default()
+}

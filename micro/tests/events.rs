@@ -5,14 +5,13 @@
 use std::{sync::Arc, time::Duration};
 
 use micro::{
-    CallContext,
     broker::{
         Memory, Message,
-        context::{call_context, sampled, trace_of},
+        context::{call_context, sampled},
     },
     registry::{Memory as MemoryRegistry, Registry},
 };
-use micro_test_support::{NatsServer, eventually};
+use micro_test_support::{NatsServer, eventually, user_and_trace};
 use parking_lot::Mutex;
 use proto::greeter::{FILE_DESCRIPTOR_SET, Response};
 
@@ -32,17 +31,7 @@ fn recording(topic: &str, seen: &Seen) -> micro::Subscriber {
     micro::Subscriber::new(topic, move |event: Response| {
         let seen = seen.clone();
         async move {
-            let (user, trace) = CallContext::with_current(|context| {
-                (
-                    context
-                        .metadata
-                        .get("x-user")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned),
-                    trace_of(context).map(|t| (t.trace_id, t.span_id)),
-                )
-            })
-            .unwrap_or_default();
+            let (user, trace) = user_and_trace();
             if event.msg == "fail" {
                 return Err("asked to fail");
             }

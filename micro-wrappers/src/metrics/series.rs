@@ -350,11 +350,7 @@ impl Series {
             encoder.encode_descriptor(&name, "Count of RPCs", None, MetricType::Gauge)?;
         for handles in all {
             for (status, histogram) in by_code(handles) {
-                let labels = [
-                    ("rpc_service", &*handles.service),
-                    ("rpc_endpoint", &*handles.endpoint),
-                    ("rpc_status", status),
-                ];
+                let labels = method_labels(handles, status);
                 ConstGauge::new(histogram.count()).encode(metric.encode_family(&labels)?)?;
             }
         }
@@ -363,11 +359,7 @@ impl Series {
             encoder.encode_descriptor(&name, "Latency of RPCs, ms", None, MetricType::Histogram)?;
         for handles in all {
             for (status, histogram) in by_code(handles) {
-                let labels = [
-                    ("rpc_service", &*handles.service),
-                    ("rpc_endpoint", &*handles.endpoint),
-                    ("rpc_status", status),
-                ];
+                let labels = method_labels(handles, status);
                 encode_histogram(metric.encode_family(&labels)?, &histogram.read(bounds))?;
             }
         }
@@ -407,6 +399,15 @@ impl Series {
 }
 
 /// The OpenCensus latencies of one (service, endpoint), by the name of their code.
+/// The OpenCensus views' labels of one endpoint's calls that ended with `status`.
+fn method_labels<'a>(handles: &'a Handles, status: &'a str) -> [(&'static str, &'a str); 3] {
+    [
+        ("rpc_service", &handles.service),
+        ("rpc_endpoint", &handles.endpoint),
+        ("rpc_status", status),
+    ]
+}
+
 fn by_code(handles: &Handles) -> Vec<(&'static str, &Histogram)> {
     let views = handles.opencensus.as_ref().map(|(_, v)| &v[..]);
     views
